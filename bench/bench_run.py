@@ -1,0 +1,368 @@
+"""Runtime benchmarks: pbox and rootless podman running busybox containers, side by side.
+
+    python3 bench/bench_run.py [--runs N] [--pbox 'CMD'] [--tmpdir DIR] [--markdown]
+
+Cases (pbox and podman alternate; both stores hold the busybox image before timing):
+
+* ``run --rm``: ``run --rm --network none busybox true``.  Target: pbox <= 0.35x podman.
+* ``run -d + stop + rm``: ``run -d --name N --network none busybox sleep 1000``, then
+  ``stop -t 0 N``, then ``rm N``, timed as one sequence.  Target <= 0.4x.
+* ``32 x run --rm (parallel)``: 32 ``run --rm --network none busybox sleep 1`` started at
+  once; wall time until the last exits.  Target: <= 2 s (for both tools).
+* peak RSS of ``run --rm ... true`` over the whole process tree (see
+  ``common.tree_peak_rss``), and GNU time's ``%M`` of the top process.  Target <= 0.6x.
+* RSS of the monitor of one detached container: pbox's ``MonitorPid`` (state.json),
+  podman's conmon (``.State.ConmonPid``); ``VmRSS`` from /proc.
+* ``python -X importtime -m pbox run --rm ...``: whether any of ``NOT_IMPORTED`` is
+  imported (target: none), and the top 10 imports by cumulative time.
+
+The 1-minute load average is printed at the start and at the end.  Started as root, the
+script builds the busybox image cache, hands it to ``--user`` (default pboxtest) and runs
+itself again as that user.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import statistics
+import subprocess
+import sys
+import time
+
+import common
+import testimages
+from common import Case, Cmd, PodmanEnv, Registry, Scratch, log
+
+BUSYBOX_REPO = "bench/busybox"
+NOT_IMPORTED = ("requests", "urllib3", "zstandard", "gzip", "zlib", "pbox.oci.registry")
+RSS_TARGET = 0.6
+PARALLEL = 32
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5,
+                   help="repetitions of each case per tool (default 5)")
+    p.add_argument("--parallel-runs", type=int, default=3,
+                   help=f"repetitions of the {PARALLEL} parallel runs per tool (default 3)")
+    p.add_argument("--pbox", metavar="CMD",
+                   help="the pbox command to time, e.g. 'python3 -m pbox' (env "
+                        "PBOX_BENCH_CMD; default as in bench_images.py)")
+    p.add_argument("--user", default=None,
+                   help=f"when started as root, run the measurements as this user "
+                        f"(default {common.DEFAULT_USER})")
+    p.add_argument("--cache", metavar="DIR", help="image cache (default "
+                   "~/.cache/pbox-bench of the measuring user)")
+    p.add_argument("--only", action="append",
+                   choices=("run", "lifecycle", "parallel", "rss", "monitor", "imports"),
+                   help="run only these groups (repeatable)")
+    p.add_argument("--tmpdir", help="where the temp stores go (default: $TMPDIR or /tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, stores)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    p.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
+    return p.parse_args(argv)
+
+
+def prepare_as_root(args, argv) -> None:
+    """Build the busybox image cache, hand it to the user, run again as them."""
+    user = args.user or common.DEFAULT_USER
+    pw = pwd.getpwnam(user)
+    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
+    os.makedirs(cache, exist_ok=True)
+    testimages.cached_image(cache, "busybox", "busybox")
+    for path in (os.path.dirname(cache), cache):
+        if os.stat(path).st_uid == 0 and path.startswith(pw.pw_dir + os.sep):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
+    rest = [a for a in argv if not a.startswith("--cache")]
+    if "--cache" in argv:
+        i = argv.index("--cache")
+        rest = argv[:i] + argv[i + 2:]
+    common.reexec_as(user, [os.path.abspath(__file__), *rest, "--cache", cache])
+
+
+class Tools:
+    """Both tools' base commands, environments and stores (busybox already pulled)."""
+
+    def __init__(self, pbox, xenv, penv, scratch, ref):
+        self.ref = ref
+        self.proot = scratch.new_dir("pbox-root")
+        self.prun = prun = scratch.new_dir("pbox-run")
+        qroot, qrun = scratch.new_dir("podman-root"), scratch.new_dir("podman-run")
+        self.base = {"pbox": pbox + ["--root", self.proot, "--runroot", prun],
+                     "podman": PodmanEnv.argv(qroot, qrun)}
+        self.env = {"pbox": xenv, "podman": penv}
+        common.run_once(self.base["pbox"] + ["pull", "-q", ref], xenv)
+        common.run_once(self.base["podman"] + ["pull", "-q", "--tls-verify=false", ref],
+                        penv)
+
+    def argv(self, tool: str, *args: str) -> list:
+        return self.base[tool] + list(args)
+
+    def cmd(self, tool: str, *args: str, **kw) -> Cmd:
+        return Cmd(self.argv(tool, *args), self.env[tool], **kw)
+
+    def run_rm(self, tool: str, *command: str) -> list:
+        return self.argv(tool, "run", "--rm", "--network", "none", self.ref, *command)
+
+    def output(self, tool: str, *args: str) -> str:
+        proc = subprocess.run(self.argv(tool, *args), env=self.env[tool], text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise common.BenchError(f"exit {proc.returncode}: {' '.join(args)}\n"
+                                    f"{proc.stderr[-2000:]}")
+        return proc.stdout.strip()
+
+
+# -- the cases ----------------------------------------------------------------------------------
+
+def run_rm_case(t: Tools, runs: int) -> Case:
+    return Case("run --rm busybox true",
+                Cmd(t.run_rm("pbox", "true"), t.env["pbox"]),
+                Cmd(t.run_rm("podman", "true"), t.env["podman"]),
+                target=0.35, runs=runs, warmup=2)
+
+
+def lifecycle_case(t: Tools, runs: int) -> Case:
+    def side(tool: str) -> Cmd:
+        name = f"bench-seq-{tool}"
+        return t.cmd(tool, "run", "-d", "--name", name, "--network", "none", t.ref,
+                     "sleep", "1000",
+                     steps=[t.argv(tool, "stop", "-t", "0", name), t.argv(tool, "rm", name)])
+
+    return Case("run -d + stop -t 0 + rm", side("pbox"), side("podman"), target=0.4,
+                runs=runs, warmup=1)
+
+
+def parallel_case(t: Tools, runs: int) -> Case:
+    return Case(f"{PARALLEL} x run --rm sleep 1 (parallel)",
+                Cmd(t.run_rm("pbox", "sleep", "1"), t.env["pbox"], parallel=PARALLEL),
+                Cmd(t.run_rm("podman", "sleep", "1"), t.env["podman"], parallel=PARALLEL),
+                budget=2.0, runs=runs, warmup=1)
+
+
+def rss_tree(t: Tools, runs: int) -> dict:
+    """Peak RSS of ``run --rm ... true``: tree sum and GNU time's %M, alternating."""
+    out = {tool: {"tree": [], "top": [], "gnu_time": []} for tool in ("pbox", "podman")}
+    for rep in range(runs):
+        order = ("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")
+        for tool in order:
+            argv = t.run_rm(tool, "true")
+            detail: dict = {}
+            tree, top = common.tree_peak_rss(argv, t.env[tool], detail=detail)
+            if rep < 2:
+                log(f"rss: {tool}'s tree: " + ", ".join(
+                    f"{name} {kib} KiB" for name, kib in detail.values()))
+            out[tool]["tree"].append(tree)
+            out[tool]["top"].append(top)
+            out[tool]["gnu_time"].append(
+                common.run_once(argv, t.env[tool], exact_rss=True).maxrss_kib)
+        log(f"rss: run {rep + 1}/{runs}: tree sum pbox {out['pbox']['tree'][-1]} KiB, "
+            f"podman {out['podman']['tree'][-1]} KiB")
+    return out
+
+
+def monitor_rss(t: Tools, runs: int) -> dict:
+    """VmRSS of the process that watches one detached ``sleep 1000`` container."""
+    out = {"pbox": [], "podman": []}
+    for rep in range(runs):
+        order = ("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")
+        for tool in order:
+            cid = t.output(tool, "run", "-d", "--network", "none", t.ref, "sleep", "1000")
+            cid = cid.splitlines()[-1].strip()
+            try:
+                time.sleep(0.5)  # let the monitor settle after its start-up
+                pid = monitor_pid(t, tool, cid)
+                rss = common.proc_status_kib(pid, "VmRSS")
+                if rss is None:
+                    raise common.BenchError(f"{tool}: monitor {pid} of {cid} is gone")
+                out[tool].append(rss)
+            finally:
+                t.output(tool, "stop", "-t", "0", cid)
+                t.output(tool, "rm", cid)
+        log(f"monitor: run {rep + 1}/{runs}: pbox {out['pbox'][-1]} KiB, "
+            f"podman {out['podman'][-1]} KiB")
+    return out
+
+
+def monitor_pid(t: Tools, tool: str, cid: str) -> int:
+    if tool == "podman":
+        return int(t.output("podman", "inspect", "--format", "{{.State.ConmonPid}}", cid))
+    cdir = os.path.join(t.proot, "containers")
+    match = [d for d in os.listdir(cdir) if d.startswith(cid)]
+    if len(match) != 1:
+        raise common.BenchError(f"pbox: no single container directory for {cid}")
+    with open(os.path.join(cdir, match[0], "state.json")) as f:
+        return int(json.load(f)["MonitorPid"])
+
+
+def import_times(t: Tools, pbox: list, runs: int = 3) -> dict:
+    """``-X importtime`` of ``pbox run --rm ... true``; the last of ``runs`` runs."""
+    if not (len(pbox) >= 3 and pbox[1] == "-m" and pbox[2] == "pbox"):
+        log("imports: skipped (the pbox command is not 'PYTHON -m pbox')")
+        return {}
+    argv = t.run_rm("pbox", "true")
+    argv = [argv[0], "-X", "importtime"] + argv[1:]
+    for _ in range(runs):
+        proc = subprocess.run(argv, env=t.env["pbox"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise common.BenchError(f"exit {proc.returncode}: importtime run\n"
+                                    f"{proc.stderr[-2000:]}")
+    modules = []  # (cumulative us, self us, name)
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [x.strip() for x in line[len("import time:"):].split("|")]
+        if not parts[0].isdigit():
+            continue  # the header
+        modules.append((int(parts[1]), int(parts[0]), parts[2]))
+    names = {m[2] for m in modules}
+    return {"imported": [n for n in NOT_IMPORTED if n in names],
+            "top": sorted(modules, reverse=True)[:10], "count": len(modules),
+            "total_us": sum(m[1] for m in modules)}
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def med(xs) -> int:
+    return int(statistics.median(xs))
+
+
+def rss_table(rss: dict, monitor: dict) -> tuple:
+    headers = ["memory", "runs", "pbox (median, min-max)", "podman (median, min-max)",
+               "pbox/podman", "target", "met?"]
+    rows = []
+
+    def row(label, p, q, target=None):
+        ratio = med(p) / med(q)
+        rows.append([label, str(len(p)),
+                     f"{common.fmt_kib(med(p))} ({common.fmt_kib(min(p))}-"
+                     f"{common.fmt_kib(max(p))})",
+                     f"{common.fmt_kib(med(q))} ({common.fmt_kib(min(q))}-"
+                     f"{common.fmt_kib(max(q))})",
+                     f"{ratio:.2f}x", "-" if target is None else f"<= {target:g}x",
+                     "-" if target is None else ("yes" if ratio <= target else "NO")])
+
+    if rss:
+        row("run --rm: peak RSS summed over the process tree",
+            rss["pbox"]["tree"], rss["podman"]["tree"], RSS_TARGET)
+        row("run --rm: peak RSS of the top process (/proc VmHWM)",
+            rss["pbox"]["top"], rss["podman"]["top"])
+        row("run --rm: GNU time %M (largest single process)",
+            rss["pbox"]["gnu_time"], rss["podman"]["gnu_time"])
+    if monitor:
+        row("monitor of a detached container (VmRSS)", monitor["pbox"], monitor["podman"])
+    return headers, rows
+
+
+def print_imports(imports: dict, markdown: bool) -> None:
+    if not imports:
+        return
+    bad = imports["imported"]
+    print(f"pbox run --rm: {imports['count']} modules imported "
+          f"(sum of self times {imports['total_us'] / 1000:.0f} ms under -X importtime)")
+    print(f"of {', '.join(NOT_IMPORTED)}: imported: {', '.join(bad) if bad else 'none'} "
+          f"(target: none; {'met' if not bad else 'NOT met'})")
+    print()
+    rows = [[name, f"{cum / 1000:.1f}", f"{own / 1000:.1f}"]
+            for cum, own, name in imports["top"]]
+    print(common.format_table(["module (top 10 cumulative)", "cumulative ms", "self ms"],
+                              rows, markdown=markdown))
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if os.getuid() == 0:
+        prepare_as_root(args, argv)  # does not return
+    groups = set(args.only or ("run", "lifecycle", "parallel", "rss", "monitor", "imports"))
+    pbox, pbox_env = common.pbox_command(args.pbox)
+    common.check_interpreter(pbox)
+    for tool in ("podman", "skopeo", "docker-registry"):
+        common.require_tool(tool)
+    load_start = common.load_average()
+    log(f"load average at start: {load_start}")
+
+    cache = args.cache or testimages.default_cache_dir()
+    busybox = testimages.cached_image(cache, "busybox", "busybox")
+    scratch = Scratch(args.tmpdir, keep=args.keep)
+    runtime_dir = scratch.new_dir("xdg-run")
+    os.chmod(runtime_dir, 0o700)
+    podman = PodmanEnv(scratch.new_dir("podman-conf"), runtime_dir)
+    registry = Registry(scratch.new_dir("registry"))
+    cases, rss, monitor, imports = [], {}, {}, {}
+    t = None
+    try:
+        base = common.base_env(runtime_dir)
+        penv = podman.env(base)
+        xenv = common.prepare_pbox(pbox, dict(base, **pbox_env), scratch.path)
+        info = common.machine_info(pbox, xenv)
+        info["podman config"] = ("runtime=runc, cgroup_manager=cgroupfs, "
+                                 "storage driver=overlay")
+        info["stores on"] = common.fs_type(scratch.path)
+        for k, v in info.items():
+            log(f"{k}: {v}")
+        registry.start()
+        ref = f"{registry.host}/{BUSYBOX_REPO}:{busybox.tag}"
+        testimages.push(busybox, ref, penv, podman.policy)
+        log(f"pushed {busybox.describe()}")
+        t = Tools(pbox, xenv, penv, scratch, ref)
+
+        if "run" in groups:
+            cases.append(run_rm_case(t, args.runs))
+        if "lifecycle" in groups:
+            cases.append(lifecycle_case(t, args.runs))
+        if "parallel" in groups:
+            cases.append(parallel_case(t, args.parallel_runs))
+        common.run_cases(cases)
+        if "monitor" in groups:
+            monitor = monitor_rss(t, args.runs)
+        if "rss" in groups:
+            rss = rss_tree(t, args.runs)  # last: makes this process a child subreaper
+        if "imports" in groups:
+            imports = import_times(t, pbox)
+    finally:
+        registry.stop()
+        podman.stop_pause_process()
+        if t is not None:
+            common.stop_pbox_pause(t.prun)
+        scratch.close()
+    load_end = common.load_average()
+
+    print()
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    print(f"image: {busybox.describe()}")
+    print(f"load average (1, 5, 15 min): {load_start} at start, {load_end} at end")
+    print()
+    if cases:
+        print(common.format_table(*common.table_rows(cases), markdown=args.markdown))
+        for c in cases:
+            if c.budget is not None:
+                print(f"\n{c.name}: podman's median {common.fmt_seconds(c.median('podman'))}"
+                      f" {'meets' if c.met('podman') else 'misses'} the same "
+                      f"{common.fmt_seconds(c.budget)} budget")
+        print()
+    if rss or monitor:
+        print(common.format_table(*rss_table(rss, monitor), markdown=args.markdown))
+        print()
+    print_imports(imports, args.markdown)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(common.results_json(cases, {
+                "load_average": [load_start, load_end], "rss_kib": rss,
+                "monitor_rss_kib": monitor,
+                "imports": {k: v for k, v in imports.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except common.BenchError as e:
+        sys.stderr.write(f"bench: {e}\n")
+        sys.exit(1)

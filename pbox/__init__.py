@@ -1,0 +1,3 @@
+"""pbox: a rootless, daemonless, docker-compatible container tool."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,216 @@
+"""Image commands: pull, images, history, tag, rmi, image prune, and the `image` group."""
+
+from __future__ import annotations
+
+import click
+
+from pbox.commands._util import PullProgress, emit_rows, notice_once
+
+IMAGE_HEADERS = {
+    "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST",
+}
+
+
+def tls_options(f):
+    f = click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
+                     help="Verify the registry's TLS certificate (default: true; plain HTTP "
+                          "is used for localhost registries).")(f)
+    f = click.option("--cert-dir", metavar="DIR",
+                     help="Directory with CA certificates (*.crt) and client certs.")(f)
+    f = click.option("--creds", metavar="USER:PASSWORD",
+                     help="Credentials for the registry.")(f)
+    return f
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]",
+              help="Pull the image for this platform (default: this machine's).")
+@click.option("-a", "--all-tags", is_flag=True, hidden=True)
+@tls_options
+@click.pass_obj
+def pull(config, image, quiet, platform, all_tags, tls_verify, cert_dir, creds):
+    """Download IMAGE from a registry (docker.io unless the name says another)."""
+    from pbox import images
+    from pbox.oci import reference as refs
+
+    if all_tags:
+        raise click.UsageError("--all-tags is not supported")
+    ref = refs.parse(image)
+    progress = PullProgress(quiet=quiet)
+    if not quiet and ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
+        click.echo("Using default tag: latest")
+    result = images.pull(
+        config, image,
+        images.PullOptions(platform=platform, tls_verify=tls_verify, cert_dir=cert_dir,
+                           creds=creds),
+        report=progress, notice=notice_once(config),
+    )
+    if not quiet:
+        if result.downloaded:
+            click.echo(f"Status: Downloaded newer image for {ref.familiar()}")
+        else:
+            click.echo(f"Status: Image is up to date for {ref.familiar()}")
+    click.echo(ref.string())
+
+
+def _image_rows(config, all_images, filters, name):
+    from pbox import humanize, imageinfo, images
+    from pbox.storage.images import ImageStore
+
+    store = images.open_store(config, create=False)
+    rows = imageinfo.list_images(ImageStore(store), all_images=all_images, filters=filters,
+                                 name=name)
+    for r in rows:
+        r["CreatedSince"] = humanize.since(r["Created"])
+        r["CreatedAt"] = humanize.local_time(r["Created"])
+        r["Size"] = humanize.human_size(r["Size"])
+        r.pop("record", None)
+        r.pop("Created", None)
+    return rows
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("repository", required=False)
+@click.option("-a", "--all", "all_images", is_flag=True, help="Show all images.")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--digests", is_flag=True, help="Show digests.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Filter: dangling=true|false, reference=PATTERN, label=K[=V], "
+                   "before=IMAGE, since=IMAGE.")
+@click.option("--format", "fmt", metavar="TEMPLATE",
+              help="Go template, 'table TEMPLATE', or 'json'.")
+@click.pass_obj
+def images(config, repository, all_images, quiet, digests, no_trunc, filters, fmt):
+    """List images."""
+    rows = _image_rows(config, all_images, filters, repository)
+    for r in rows:
+        if not no_trunc:
+            r["ID"] = r["ID"].partition(":")[2][:12]
+    if quiet:
+        seen = []
+        for r in rows:
+            if r["ID"] not in seen:
+                seen.append(r["ID"])
+        for i in seen:
+            click.echo(i)
+        return
+    cols = "{{.Repository}}\t{{.Tag}}\t"
+    if digests:
+        cols += "{{.Digest}}\t"
+    cols += "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
+    emit_rows(rows, fmt, "table " + cols, IMAGE_HEADERS)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image")
+@click.option("-H", "--human/--no-human", default=True, help="Print sizes and dates in human "
+              "readable format.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
+@click.option("--format", "fmt", metavar="TEMPLATE", help="Go template, or 'json'.")
+@click.pass_obj
+def history(config, image, human, no_trunc, quiet, fmt):
+    """Show the history of an image."""
+    from pbox import humanize, imageinfo, images
+    from pbox.storage.images import ImageStore
+
+    istore = ImageStore(images.open_store(config, create=False))
+    res = images.resolve(istore, image)
+    rows = imageinfo.history_rows(istore, res.record)
+    for r in rows:
+        if r["ID"] != "<missing>" and not no_trunc:
+            r["ID"] = r["ID"].partition(":")[2][:12]
+        if human:
+            r["CreatedSince"] = humanize.since(r["Created"]) if r["Created"] else "N/A"
+            r["Size"] = humanize.human_size(r["Size"])
+        else:
+            r["CreatedSince"] = r["CreatedAt"]
+        cb = r["CreatedBy"]
+        if not no_trunc and len(cb) > 45:
+            cb = cb[:44] + "…"
+        r["CreatedBy"] = cb
+    headers = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+               "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
+    emit_rows(rows, fmt, "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t"
+              "{{.Comment}}", headers, quiet_field="ID", quiet=quiet)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source")
+@click.argument("target")
+@click.pass_obj
+def tag(config, source, target):
+    """Create a tag TARGET that refers to SOURCE."""
+    from pbox import images
+
+    images.tag(config, source, target)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image_names", metavar="IMAGE...", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Force removal of the image.")
+@click.option("--no-prune", is_flag=True, hidden=True)
+@click.pass_obj
+def rmi(config, image_names, force, no_prune):
+    """Remove one or more images."""
+    from pbox import images
+
+    result = images.remove_images(config, list(image_names), force=force)
+    for n in result.untagged:
+        click.echo(f"Untagged: {n}")
+    for i in result.deleted:
+        click.echo(f"Deleted: {i}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-a", "--all", "all_images", is_flag=True,
+              help="Remove all images not used by a container, not just dangling ones.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, hidden=True)
+@click.pass_obj
+def prune(config, all_images, force, filters):
+    """Remove unused images."""
+    from pbox import images
+
+    if not force:
+        what = "all images without at least one container associated to them" if all_images \
+            else "all dangling images"
+        if not click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to "
+                             f"continue?", default=False):
+            return
+    result = images.prune_images(config, all_images=all_images)
+    if result.deleted or result.untagged:
+        click.echo("Deleted Images:")
+        for n in result.untagged:
+            click.echo(f"untagged: {n}")
+        for i in result.deleted:
+            click.echo(f"deleted: {i}")
+    from pbox.humanize import human_size
+
+    click.echo(f"Total reclaimed space: {human_size(result.reclaimed)}")
+
+
+@click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image_names", metavar="IMAGE...", nargs=-1, required=True)
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="Go template, or 'json'.")
+@click.pass_obj
+def image_inspect(config, image_names, fmt):
+    """Display detailed information on one or more images."""
+    from pbox.commands.inspect import run_inspect
+
+    run_inspect(config, image_names, fmt, kinds=("image",))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def image():
+    """Manage images."""
+
+
+for _name, _cmd in [("pull", pull), ("ls", images), ("list", images), ("history", history),
+                    ("tag", tag), ("rm", rmi), ("remove", rmi), ("prune", prune),
+                    ("inspect", image_inspect)]:
+    image.add_command(_cmd, _name)

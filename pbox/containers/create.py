@@ -1,0 +1,363 @@
+"""`create`: from an image and the user's options to a container record and run spec."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pbox import humanize
+from pbox.config import Config
+from pbox.containers import options as opt
+from pbox.containers import ports
+from pbox.containers.records import ContainerStore, new_id
+from pbox.errors import ImageNotFound, PboxError, UsageError
+from pbox.storage.images import ImageStore
+from pbox.storage.store import Store
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
+                       platform: str | None = None, report=None, notice=None):
+    """docker's --pull missing|always|never for `run`/`create`."""
+    from pbox import images
+
+    istore = ImageStore(store)
+    if policy not in ("missing", "always", "never", "newer"):
+        raise UsageError(f"invalid --pull policy {policy!r}: missing, always or never")
+    if policy != "always":
+        try:
+            return images.resolve(istore, name)
+        except ImageNotFound:
+            if policy == "never":
+                raise
+            if report is not None:
+                report("missing-locally", name=name)
+    images.pull(config, name, images.PullOptions(platform=platform), report=report,
+                notice=notice)
+    return images.resolve(istore, name)
+
+
+def _default_hosts(hostname: str, extra: list[tuple[str, str]]) -> str:
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for name, ip in extra:
+        lines.append(f"{ip}\t{name}")
+    lines.append(f"127.0.1.1\t{hostname}")
+    return "\n".join(lines) + "\n"
+
+
+def _resolv_conf(dns: list[str], search: list[str], options: list[str]) -> str:
+    """The host's resolv.conf, with --dns/--dns-search/--dns-option replacing its parts."""
+    host_lines = []
+    try:
+        with open("/etc/resolv.conf") as f:
+            host_lines = f.read().splitlines()
+    except OSError:
+        pass
+    ns = [ln.split()[1] for ln in host_lines if ln.startswith("nameserver") and
+          len(ln.split()) > 1]
+    # A loopback resolver on the host (systemd-resolved's 127.0.0.53) is unreachable
+    # from a network namespace of its own; keep it only for host networking (caller).
+    srch = [w for ln in host_lines if ln.startswith(("search", "domain")) for w in ln.split()[1:]]
+    opts = [w for ln in host_lines if ln.startswith("options") for w in ln.split()[1:]]
+    out = []
+    if search or srch:
+        out.append("search " + " ".join(search or srch))
+    for n in dns or ns:
+        out.append(f"nameserver {n}")
+    if options or opts:
+        out.append("options " + " ".join(options or opts))
+    return "\n".join(out) + "\n"
+
+
+def build_command(image_cfg: dict, o: opt.RunOptions) -> tuple[list[str], list[str]]:
+    """docker's rules: (entrypoint, cmd) after --entrypoint and the given command."""
+    entrypoint = image_cfg.get("Entrypoint") or []
+    cmd = image_cfg.get("Cmd") or []
+    if o.entrypoint is not None:
+        entrypoint = [o.entrypoint] if o.entrypoint else []
+        cmd = []  # docker drops the image's Cmd when the entrypoint is overridden
+    if o.command:
+        cmd = list(o.command)
+    return list(entrypoint), list(cmd)
+
+
+def create(config: Config, o: opt.RunOptions, *, report=None, notice=None) -> str:
+    """Create a container (not started); returns its id."""
+    store = Store.open(config.root, config.runroot)
+    res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,
+                             report=report, notice=notice)
+    # Shared gc lock from here to the written record: rmi/prune of the image and of
+    # the volumes we make wait, so nothing we refer to disappears half-way.
+    with store.gc_lock.shared():
+        if not ImageStore(store).exists(res.image_id):
+            raise ImageNotFound(f"No such image: {o.image}")
+        return _create(config, store, o, res)
+
+
+def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
+    from pbox.rootless import caps
+    from pbox.rootless import spec as rspec
+
+    cstore = ContainerStore(store)
+    istore = ImageStore(store)
+    image_config = istore.config(res.record)
+    icfg = image_config.get("config") or {}
+
+    _refuse_limits(o)
+    entrypoint, cmd = build_command(icfg, o)
+    if not entrypoint and not cmd:
+        raise UsageError("no command specified: the image has no Cmd or Entrypoint; "
+                         "give one after the image name")
+    env = list(icfg.get("Env") or [])
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, f"PATH={rspec.DEFAULT_PATH}")
+    user_env = []
+    for path in o.env_files:
+        user_env += opt.read_env_file(path)
+    user_env += opt.parse_env(o.env)
+    env = opt.merge_env(env, user_env)
+    labels = dict(icfg.get("Labels") or {})
+    labels.update(opt.parse_labels(o.labels))
+    restart = opt.parse_restart(o.restart)
+    if o.rm and restart["Name"]:
+        raise UsageError("conflicting options: --restart and --rm")
+    stop_signal = o.stop_signal or icfg.get("StopSignal") or "SIGTERM"
+    opt.parse_signal(stop_signal)
+    try:
+        capabilities = caps.resolve(o.cap_add, o.cap_drop, privileged=o.privileged)
+    except ValueError as e:
+        raise UsageError(str(e))
+    no_new_privs = any(s.replace(":", "=") in ("no-new-privileges", "no-new-privileges=true")
+                       for s in o.security_opt)
+    network, dns = _network(o)
+    exposed = ports.exposed_ports(icfg.get("ExposedPorts"), o.expose)
+    bindings = ports.requested(o.publish, o.publish_all, exposed)
+    if bindings and not ports.own_network(network):
+        raise UsageError(f"published ports need a network of the container's own: "
+                         f"--network {network} has none")
+
+    cid = new_id()
+    name = opt.check_name(o.name) if o.name else _random_name(cstore)
+    cstore.claim_name(name, cid)
+    try:
+        cdir = cstore.create_dir(cid)
+        hostname = o.hostname or cid[:12]
+        mounts, mount_records, binds = _mounts(store, cid, o, icfg)
+        hosts = _default_hosts(hostname, [opt.parse_add_host(h) for h in o.add_hosts])
+        with open(os.path.join(cdir, "hosts"), "w") as f:
+            f.write(hosts)
+        with open(os.path.join(cdir, "resolv.conf"), "w") as f:
+            f.write(_resolv_conf(dns, o.dns_search, o.dns_options))
+        with open(os.path.join(cdir, "hostname"), "w") as f:
+            f.write(hostname + "\n")
+        layers = [store.layer_diff(c) for c in reversed(res.record.layers)]
+        spec = rspec.ContainerSpec(
+            id=cid,
+            rootfs=rspec.RootfsSpec(lowerdirs=layers, upperdir=os.path.join(cdir, "upper"),
+                                    workdir=os.path.join(cdir, "work"),
+                                    driver=o.storage_driver or config.storage_driver,
+                                    readonly=o.read_only, path=os.path.join(cdir, "merged")),
+            process=rspec.ProcessSpec(
+                args=entrypoint + cmd, env=env, cwd=o.workdir or icfg.get("WorkingDir") or "/",
+                user=o.user or icfg.get("User") or "", tty=o.tty, no_new_privs=no_new_privs,
+                capabilities=capabilities,
+                additional_gids=[int(g) for g in o.group_add if str(g).isdigit()],
+            ),
+            hostname=hostname,
+            domainname=o.domainname,
+            mounts=mounts,
+            hosts_file=os.path.join(cdir, "hosts"),
+            resolv_conf=os.path.join(cdir, "resolv.conf"),
+            hostname_file=os.path.join(cdir, "hostname"),
+            network=network,
+            init=o.init,
+        )
+        if o.privileged:
+            spec.masked_paths = []
+            spec.readonly_paths = []
+        if o.shm_size:
+            spec.shm_size = opt.parse_size(o.shm_size)
+        now = time.time()
+        record = {
+            "Id": cid,
+            "Name": "/" + name,
+            "Created": humanize.rfc3339(now),
+            "CreatedUnix": now,
+            "Path": (entrypoint + cmd)[0],
+            "Args": (entrypoint + cmd)[1:],
+            "Image": res.image_id,
+            "ImageName": o.image,
+            "Layers": list(res.record.layers),
+            "Driver": spec.rootfs.driver or "overlay",
+            "Config": {
+                "Hostname": hostname,
+                "Domainname": o.domainname,
+                "User": o.user or icfg.get("User") or "",
+                "AttachStdin": o.interactive and not o.detach,
+                "AttachStdout": not o.detach,
+                "AttachStderr": not o.detach,
+                "Tty": o.tty,
+                "OpenStdin": o.interactive,
+                "StdinOnce": o.interactive and not o.detach,
+                "Env": env,
+                "Cmd": cmd,
+                "Image": o.image,
+                "Volumes": icfg.get("Volumes"),
+                "WorkingDir": o.workdir or icfg.get("WorkingDir") or "",
+                "Entrypoint": entrypoint or None,
+                "OnBuild": None,
+                "Labels": labels,
+                "StopSignal": stop_signal,
+                **({"StopTimeout": o.stop_timeout} if o.stop_timeout is not None else {}),
+                **({"ExposedPorts": exposed} if exposed else {}),
+            },
+            "HostConfig": {
+                "Binds": binds,
+                "AutoRemove": o.rm,
+                "RestartPolicy": restart,
+                "NetworkMode": network,
+                "PortBindings": ports.port_bindings_record(bindings),
+                "PublishAllPorts": o.publish_all,
+                "Privileged": o.privileged,
+                "CapAdd": o.cap_add or None,
+                "CapDrop": o.cap_drop or None,
+                "ReadonlyRootfs": o.read_only,
+                "Init": o.init,
+                "Dns": o.dns,
+                "DnsSearch": o.dns_search,
+                "DnsOptions": o.dns_options,
+                "ExtraHosts": o.add_hosts or None,
+                "GroupAdd": o.group_add or None,
+                "SecurityOpt": o.security_opt or None,
+                "Tmpfs": {t: ",".join(topts) for t, topts in
+                          (opt.parse_tmpfs(x) for x in o.tmpfs)} or None,
+                "ShmSize": spec.shm_size,
+            },
+            "Mounts": mount_records,
+            "Spec": spec.to_dict(),
+        }
+        cstore.write_config(cid, record)
+        cstore.write_state(cid, Status="created", Running=False, Paused=False,
+                           Restarting=False, OOMKilled=False, Dead=False, Pid=0, ExitCode=0,
+                           Error="", StartedAt="0001-01-01T00:00:00Z",
+                           FinishedAt="0001-01-01T00:00:00Z", RestartCount=0)
+    except BaseException:
+        cstore.release_name(name, cid)
+        if os.path.isdir(cstore.path(cid)):
+            cstore.remove_dir(cid)
+        raise
+    return cid
+
+
+def _network(o: opt.RunOptions) -> tuple[str, list[str]]:
+    """The network mode (default: a private namespace through pasta) and the resolvers
+    the container's resolv.conf names."""
+    from pbox.rootless import network as rnet
+
+    mode = o.network or rnet.DEFAULT
+    name = rnet.parse_mode(mode)[0]
+    if name not in ("host", "none") + rnet.MODES:
+        raise UsageError(f"network {mode!r} is not supported: use pasta, slirp4netns, "
+                         f"host or none")
+    if o.dns or name in ("host", "none"):
+        return mode, list(o.dns)
+    rnet.binary(name)  # a missing helper is reported now, with the package to install
+    return mode, rnet.container_nameservers(name, rnet.host_nameservers())
+
+
+def _refuse_limits(o: opt.RunOptions) -> None:
+    asked = [f for f, v in (("--memory", o.memory), ("--cpus", o.cpus),
+                            ("--pids-limit", o.pids_limit)) if v]
+    if not asked:
+        return
+    from pbox.rootless import cgroups
+
+    problem = cgroups.delegation_problem()
+    if problem:
+        raise PboxError(f"{', '.join(asked)} need a cgroup v2 subtree delegated to you: "
+                        f"{problem}")
+    raise PboxError(f"{', '.join(asked)}: resource limits are not implemented yet")
+
+
+def _mounts(store: Store, cid: str, o: opt.RunOptions, icfg: dict):
+    """MountSpecs for -v/--mount/--tmpfs and the image's VOLUMEs; inspect's Mounts."""
+    from pbox.containers import volumes
+    from pbox.rootless.spec import MountSpec
+
+    specs: list[MountSpec] = []
+    records: list[dict] = []
+    binds: list[str] = []
+    taken: set[str] = set()
+    args = [opt.parse_volume(v) for v in o.volumes]
+    tmpfs = [opt.parse_tmpfs(t) for t in o.tmpfs]
+    for m in o.mounts:
+        parsed = opt.parse_mount(m)
+        if isinstance(parsed, tuple):
+            tmpfs.append((parsed[1][0], parsed[1][1:]))
+        else:
+            args.append(parsed)
+    for a in args:
+        target = os.path.normpath(a.target)
+        if target in taken:
+            raise UsageError(f"duplicate mount point: {target}")
+        taken.add(target)
+        flags = ["ro"] if a.readonly else []
+        flags += [x for x in a.options if x in ("private", "rprivate", "slave", "rslave",
+                                                "shared", "rshared", "nosuid", "nodev",
+                                                "noexec")]
+        if a.type == "bind":
+            if not os.path.exists(a.source):
+                raise UsageError(f"invalid mount config: bind source path does not exist: "
+                                 f"{a.source}")
+            specs.append(MountSpec("bind", target, a.source, flags))
+            records.append({"Type": "bind", "Source": a.source, "Destination": target,
+                            "Mode": ",".join(a.options), "RW": not a.readonly,
+                            "Propagation": "rprivate"})
+            binds.append(f"{a.source}:{target}" + (":ro" if a.readonly else ""))
+        else:
+            vol = volumes.ensure(store, a.source)
+            copy = [] if "nocopy" in a.options else ["copy"]
+            specs.append(MountSpec("volume", target, vol.data_dir, flags + copy))
+            records.append({"Type": "volume", "Name": vol.name, "Source": vol.data_dir,
+                            "Destination": target, "Driver": "local",
+                            "Mode": ",".join(a.options), "RW": not a.readonly,
+                            "Propagation": ""})
+            if a.source:
+                binds.append(f"{vol.name}:{target}" + (":ro" if a.readonly else ""))
+    for vpath in sorted(icfg.get("Volumes") or {}):
+        target = os.path.normpath(vpath)
+        if target in taken or any(t == target for t, _ in tmpfs):
+            continue
+        taken.add(target)
+        vol = volumes.ensure(store, "")
+        specs.append(MountSpec("volume", target, vol.data_dir, ["copy"]))
+        records.append({"Type": "volume", "Name": vol.name, "Source": vol.data_dir,
+                        "Destination": target, "Driver": "local", "Mode": "", "RW": True,
+                        "Propagation": ""})
+    for target, topts in tmpfs:
+        specs.append(MountSpec("tmpfs", os.path.normpath(target), "tmpfs", list(topts)))
+    return specs, records, binds
+
+
+_ADJ = ["admiring", "brave", "calm", "eager", "festive", "gifted", "happy", "jolly", "keen",
+        "lucid", "modest", "nifty", "quirky", "serene", "tender", "vibrant", "wizardly",
+        "zealous", "bold", "clever"]
+_NOUN = ["turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knuth", "curie",
+         "noether", "shannon", "babbage", "dijkstra", "hamilton", "liskov", "kay", "wozniak",
+         "pike", "cerf", "berners", "hodgkin"]
+
+
+def _random_name(cstore: ContainerStore) -> str:
+    import random
+
+    used = set()
+    try:
+        used = set(os.listdir(cstore.names_dir))
+    except FileNotFoundError:
+        pass
+    for _ in range(100):
+        n = f"{random.choice(_ADJ)}_{random.choice(_NOUN)}"
+        if n not in used:
+            return n
+    return f"{random.choice(_ADJ)}_{random.choice(_NOUN)}{random.randint(1, 9999)}"

@@ -1,0 +1,278 @@
+"""The options of `run`/`create`, and parsing of their docker syntaxes (pure)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as _signal
+from dataclasses import dataclass, field
+
+from pbox.errors import UsageError
+
+
+@dataclass
+class VolumeArg:
+    """One -v / --mount of type bind or volume."""
+
+    type: str  # bind | volume
+    source: str  # host path (bind), volume name ("" = anonymous)
+    target: str
+    readonly: bool = False
+    options: list = field(default_factory=list)
+
+
+@dataclass
+class RunOptions:
+    image: str = ""
+    command: list = field(default_factory=list)
+    name: str = ""
+    env: list = field(default_factory=list)
+    env_files: list = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    group_add: list = field(default_factory=list)
+    entrypoint: str | None = None
+    hostname: str = ""
+    domainname: str = ""
+    add_hosts: list = field(default_factory=list)
+    dns: list = field(default_factory=list)
+    dns_search: list = field(default_factory=list)
+    dns_options: list = field(default_factory=list)
+    read_only: bool = False
+    tmpfs: list = field(default_factory=list)
+    volumes: list = field(default_factory=list)  # -v strings
+    mounts: list = field(default_factory=list)  # --mount strings
+    labels: list = field(default_factory=list)
+    label_files: list = field(default_factory=list)
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    network: str = ""
+    pull: str = "missing"
+    rm: bool = False
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    init: bool = False
+    privileged: bool = False
+    cap_add: list = field(default_factory=list)
+    cap_drop: list = field(default_factory=list)
+    security_opt: list = field(default_factory=list)
+    restart: str = "no"
+    platform: str | None = None
+    publish: list = field(default_factory=list)
+    publish_all: bool = False
+    expose: list = field(default_factory=list)
+    network_aliases: list = field(default_factory=list)
+    links: list = field(default_factory=list)
+    memory: str = ""
+    cpus: str = ""
+    pids_limit: int | None = None
+    shm_size: str = ""
+    devices: list = field(default_factory=list)
+    storage_driver: str = ""
+
+
+ENV_NAME = re.compile(r"^[^=\s]+$")
+
+
+def parse_env(items: list[str], environ: dict | None = None) -> list[str]:
+    """-e KEY=VALUE, or -e KEY to take the value from our environment (dropped if unset)."""
+    environ = os.environ if environ is None else environ
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable: {item!r}")
+        if sep:
+            out.append(f"{key}={value}")
+        elif key in environ:
+            out.append(f"{key}={environ[key]}")
+    return out
+
+
+def read_env_file(path: str, environ: dict | None = None) -> list[str]:
+    """docker's --env-file: KEY=VALUE lines, # comments, bare KEY taken from our env."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read env file {path}: {e.strerror}")
+    items = []
+    for n, line in enumerate(lines, 1):
+        text = line.lstrip()
+        if not text or text.startswith("#"):
+            continue
+        key = text.partition("=")[0]
+        if not key or " " in key.strip() or "\t" in key:
+            raise UsageError(f"{path}:{n}: variable {key!r} contains whitespaces")
+        items.append(text if "=" in text else key.strip())
+    return parse_env(items, environ)
+
+
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """Image env, then user env: a later KEY replaces an earlier one in place."""
+    order: list[str] = []
+    values: dict[str, str] = {}
+    for item in list(base) + list(extra):
+        key = item.partition("=")[0]
+        if key not in values:
+            order.append(key)
+        values[key] = item
+    return [values[k] for k in order]
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid label: {item!r}")
+        out[key] = value
+    return out
+
+
+def parse_volume(text: str) -> VolumeArg:
+    """-v SRC:DST[:OPTS] | -v DST (anonymous) | -v NAME:DST."""
+    parts = text.split(":")
+    if len(parts) == 1:
+        src, dst, opts = "", parts[0], []
+    elif len(parts) == 2:
+        src, dst, opts = parts[0], parts[1], []
+    elif len(parts) == 3:
+        src, dst, opts = parts[0], parts[1], [o for o in parts[2].split(",") if o]
+    else:
+        raise UsageError(f"invalid volume specification: {text!r}")
+    if not dst.startswith("/"):
+        raise UsageError(f"invalid volume specification: {text!r}: the container path "
+                         f"must be absolute")
+    for o in opts:
+        if o not in ("ro", "rw", "z", "Z", "nocopy", "private", "rprivate", "slave",
+                     "rslave", "shared", "rshared", "bind", "rbind", "noexec", "exec",
+                     "nosuid", "suid", "nodev", "dev", "U", "O", "copy"):
+            raise UsageError(f"invalid volume specification: {text!r}: unknown option {o!r}")
+    ro = "ro" in opts
+    if not src:
+        return VolumeArg("volume", "", dst, ro, opts)
+    if src.startswith("/") or src.startswith("."):
+        return VolumeArg("bind", os.path.abspath(src), dst, ro, opts)
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", src):
+        raise UsageError(f"invalid volume name {src!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are "
+                         f"allowed; a host path must be absolute")
+    return VolumeArg("volume", src, dst, ro, opts)
+
+
+def parse_mount(text: str) -> VolumeArg | tuple[str, list[str]]:
+    """--mount type=bind|volume|tmpfs,source=,target=,readonly,... .
+
+    Returns a VolumeArg, or ("tmpfs", [target, options...]) for tmpfs."""
+    fields: dict[str, str] = {}
+    flags: list[str] = []
+    for item in text.split(","):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            flags.append(key)
+        else:
+            fields[key] = value
+    kind = fields.get("type", "volume")
+    target = fields.get("target") or fields.get("destination") or fields.get("dst")
+    if not target:
+        raise UsageError(f"invalid --mount {text!r}: target is required")
+    if not target.startswith("/"):
+        raise UsageError(f"invalid --mount {text!r}: the target must be an absolute path")
+    ro = any(f in ("readonly", "ro") for f in flags) or \
+        fields.get("readonly", fields.get("ro", "false")).lower() in ("true", "1")
+    source = fields.get("source") or fields.get("src") or ""
+    if kind == "bind":
+        if not source:
+            raise UsageError(f"invalid --mount {text!r}: a bind mount needs a source")
+        opts = []
+        if fields.get("bind-propagation"):
+            opts.append(fields["bind-propagation"])
+        return VolumeArg("bind", os.path.abspath(source), target, ro, opts)
+    if kind == "volume":
+        nocopy = "volume-nocopy" in flags or \
+            fields.get("volume-nocopy", "false").lower() in ("true", "1")
+        return VolumeArg("volume", source, target, ro, ["nocopy"] if nocopy else [])
+    if kind == "tmpfs":
+        opts = []
+        if "tmpfs-size" in fields:
+            opts.append(f"size={fields['tmpfs-size']}")
+        if "tmpfs-mode" in fields:
+            opts.append(f"mode={fields['tmpfs-mode']}")
+        if ro:
+            opts.append("ro")
+        return ("tmpfs", [target, *opts])
+    raise UsageError(f"invalid --mount {text!r}: unknown type {kind!r}")
+
+
+def parse_tmpfs(text: str) -> tuple[str, list[str]]:
+    target, _, opts = text.partition(":")
+    if not target.startswith("/"):
+        raise UsageError(f"invalid --tmpfs {text!r}: the path must be absolute")
+    return target, [o for o in opts.split(",") if o]
+
+
+def parse_restart(text: str) -> dict:
+    """--restart no|always|unless-stopped|on-failure[:N] -> docker's RestartPolicy."""
+    name, _, count = (text or "no").partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure"):
+        raise UsageError(f"invalid restart policy {text!r}")
+    if count and name != "on-failure":
+        raise UsageError(f"invalid restart policy {text!r}: only on-failure takes a count")
+    try:
+        n = int(count) if count else 0
+    except ValueError:
+        raise UsageError(f"invalid restart policy {text!r}: bad count")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": n}
+
+
+def parse_signal(text: str) -> int:
+    """SIGTERM, TERM, 15 -> 15."""
+    t = str(text).strip().upper()
+    if not t:
+        raise UsageError("empty signal")
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < 65:
+            return n
+        raise UsageError(f"invalid signal: {text}")
+    if not t.startswith("SIG"):
+        t = "SIG" + t
+    try:
+        return int(getattr(_signal.Signals, t))
+    except AttributeError:
+        raise UsageError(f"invalid signal: {text}")
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """--add-host NAME:IP (IPv6 allowed after the first colon; also NAME=IP)."""
+    sep = "=" if "=" in text else ":"
+    name, _, ip = text.partition(sep)
+    if not name or not ip:
+        raise UsageError(f"invalid argument {text!r} for --add-host: expected NAME:IP")
+    return name, ip.strip("[]")
+
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)i?b?$", re.I)
+
+
+def parse_size(text: str) -> int:
+    """64m, 1g, 512k, 100 -> bytes (docker's RAMInBytes: binary units)."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise UsageError(f"invalid size: {text!r}")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+    return int(float(m.group(1)) * mult[m.group(2).lower()])
+
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UsageError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                         f"are allowed")
+    return name.lstrip("/")

@@ -1,0 +1,373 @@
+"""Published ports: docker's ``-p``/``-P``/``--expose`` syntax and the port records.
+
+A :class:`PortBinding` is one host port forwarded to one container port.  The records
+that ``inspect``, ``ps`` and ``port`` show are docker's ``NetworkSettings.Ports`` map::
+
+    {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "5080"}], "443/tcp": None}
+
+(an exposed port that is not published maps to None).  Everything here is pure except
+:func:`check_free` / :func:`assign_free_ports`, which bind sockets on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from dataclasses import dataclass
+
+from pbox.errors import PboxError, UsageError
+
+PROTOCOLS = ("tcp", "udp")
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""  # "" = every address
+    host_port: int = 0  # 0 = a free port picked at start
+
+    @property
+    def key(self) -> str:
+        return f"{self.container_port}/{self.protocol}"
+
+    def to_dict(self) -> dict:
+        return {"ContainerPort": self.container_port, "Protocol": self.protocol,
+                "HostIp": self.host_ip, "HostPort": self.host_port}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PortBinding:
+        return cls(int(d["ContainerPort"]), d.get("Protocol") or "tcp", d.get("HostIp") or "",
+                   int(d.get("HostPort") or 0))
+
+
+def _port(text: str, what: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"invalid {what} port {text!r}: a number from 1 to 65535")
+    return int(text)
+
+
+def _range(text: str, what: str) -> list[int]:
+    lo, sep, hi = text.partition("-")
+    first = _port(lo, what)
+    last = _port(hi, what) if sep else first
+    if last < first:
+        raise UsageError(f"invalid {what} port range {text!r}")
+    return list(range(first, last + 1))
+
+
+def _split_proto(text: str) -> tuple[str, str]:
+    body, sep, proto = text.rpartition("/")
+    if not sep:
+        return text, "tcp"
+    proto = proto.lower()
+    if proto not in PROTOCOLS:
+        raise UsageError(f"invalid protocol {proto!r} in {text!r}: tcp or udp")
+    return body, proto
+
+
+def parse_publish(text: str) -> list[PortBinding]:
+    """``-p [ip:][hostPort:]containerPort[/proto]``; ports may be ranges (``8000-8002:80-82``)."""
+    body, proto = _split_proto(text.strip())
+    ip = ""
+    if body.startswith("["):  # [::1]:8080:80
+        end = body.find("]")
+        if end < 0 or body[end + 1:end + 2] != ":":
+            raise UsageError(f"invalid publish spec {text!r}")
+        ip, body = body[1:end], body[end + 2:]
+        parts = body.split(":")
+    else:
+        parts = body.split(":")
+        if len(parts) == 3:
+            ip = parts.pop(0)
+    if len(parts) == 1:
+        host, ctr = "", parts[0]
+    elif len(parts) == 2:
+        host, ctr = parts
+    else:
+        raise UsageError(f"invalid publish spec {text!r}: [ip:][hostPort:]containerPort[/proto]")
+    if ip:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+        except OSError:
+            raise UsageError(f"invalid IP address {ip!r} in publish spec {text!r}")
+    if ip in ("0.0.0.0", "::"):
+        ip = ""
+    if not ctr:
+        raise UsageError(f"invalid publish spec {text!r}: no container port")
+    cports = _range(ctr, "container")
+    hports = _range(host, "host") if host else [0] * len(cports)
+    if len(hports) == 1 and len(cports) > 1:
+        raise UsageError(f"invalid publish spec {text!r}: one host port for a container range")
+    if len(cports) == 1 and len(hports) > 1:
+        # docker: a host range for one container port means "any free port of the range";
+        # we take the first one.
+        hports = hports[:1]
+    if len(hports) != len(cports):
+        raise UsageError(f"invalid publish spec {text!r}: host and container ranges differ "
+                         f"in size")
+    return [PortBinding(c, proto, ip, h) for h, c in zip(hports, cports)]
+
+
+def parse_expose(text: str) -> list[tuple[int, str]]:
+    """``--expose 80``, ``--expose 8000-8002/udp``."""
+    body, proto = _split_proto(text.strip())
+    return [(p, proto) for p in _range(body, "exposed")]
+
+
+def exposed_ports(image_exposed: dict | None, expose: list[str]) -> dict:
+    """The container's ``ExposedPorts`` (docker form ``{"80/tcp": {}}``)."""
+    out = {}
+    for key in image_exposed or {}:
+        body, proto = _split_proto(key)
+        for p in _range(body, "exposed"):
+            out[f"{p}/{proto}"] = {}
+    for text in expose:
+        for p, proto in parse_expose(text):
+            out[f"{p}/{proto}"] = {}
+    return out
+
+
+def requested(publish: list[str], publish_all: bool, exposed: dict) -> list[PortBinding]:
+    """Every binding asked for by ``-p`` and ``-P`` (host port 0 = pick one at start)."""
+    out: list[PortBinding] = []
+    for text in publish:
+        out += parse_publish(text)
+    if publish_all:
+        have = {b.key for b in out}
+        for key in sorted(exposed, key=_key_order):
+            if key not in have:
+                port, proto = key.split("/")
+                out.append(PortBinding(int(port), proto))
+    seen = set()
+    for b in out:
+        if b.host_port and (b.host_ip, b.host_port, b.protocol) in seen:
+            raise UsageError(f"host port {b.host_port}/{b.protocol} is published twice")
+        seen.add((b.host_ip, b.host_port, b.protocol))
+    return out
+
+
+def _key_order(key: str):
+    port, _, proto = key.partition("/")
+    return (int(port) if port.isdigit() else 0, proto)
+
+
+def ports_map(bindings: list[PortBinding], exposed: dict | None = None) -> dict:
+    """docker's ``NetworkSettings.Ports``."""
+    out: dict = {k: None for k in sorted(exposed or {}, key=_key_order)}
+    for b in bindings:
+        out.setdefault(b.key, None)
+        if out[b.key] is None:
+            out[b.key] = []
+        out[b.key].append({"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)})
+    return out
+
+
+def ps_text(ports: dict | None) -> str:
+    """``ps``'s PORTS column: ``0.0.0.0:5080->80/tcp, 443/tcp``."""
+    items = []
+    for key in sorted(ports or {}, key=_key_order):
+        hosts = (ports or {})[key]
+        if not hosts:
+            items.append(key)
+            continue
+        for h in hosts:
+            ip = h.get("HostIp") or "0.0.0.0"
+            ip = f"[{ip}]" if ":" in ip else ip
+            items.append(f"{ip}:{h.get('HostPort')}->{key}")
+    return ", ".join(items)
+
+
+def port_lines(ports: dict | None, which: str = "") -> list[str]:
+    """``pbox port NAME [PORT[/proto]]``: ``80/tcp -> 0.0.0.0:5080`` (only the host side
+    when a port is given, as docker)."""
+    want = ""
+    if which:
+        body, proto = _split_proto(which)
+        want = f"{_port(body, 'container')}/{proto}"
+    lines = []
+    for key in sorted(ports or {}, key=_key_order):
+        if want and key != want:
+            continue
+        for h in (ports or {})[key] or []:
+            ip = h.get("HostIp") or "0.0.0.0"
+            ip = f"[{ip}]" if ":" in ip else ip
+            host = f"{ip}:{h.get('HostPort')}"
+            lines.append(host if want else f"{key} -> {host}")
+    return lines
+
+
+# -- the host side ------------------------------------------------------------------------------
+
+
+def _bind(b: PortBinding, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in b.host_ip else socket.AF_INET
+    kind = socket.SOCK_STREAM if b.protocol == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(family, kind)
+    if kind == socket.SOCK_STREAM:
+        # Connections of an earlier run in TIME_WAIT do not make the port busy; a
+        # listener still does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((b.host_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def check_free(bindings: list[PortBinding]) -> None:
+    """Fail with docker's message if a host port is taken (before the container starts)."""
+    for b in bindings:
+        if not b.host_port:
+            continue
+        try:
+            _bind(b, b.host_port).close()
+        except OSError as e:
+            where = f"{b.host_ip or '0.0.0.0'}:{b.host_port}"
+            if e.errno == errno.EADDRINUSE:
+                raise PboxError(f"cannot publish {where}->{b.key}: port {b.host_port} is "
+                                f"already in use")
+            if e.errno == errno.EACCES:
+                raise PboxError(f"cannot publish {where}->{b.key}: port {b.host_port} needs "
+                                f"privileges (ports below net.ipv4.ip_unprivileged_port_start"
+                                f" are reserved): use a higher host port")
+            raise PboxError(f"cannot publish {where}->{b.key}: {e.strerror}")
+
+
+def assign_free_ports(bindings: list[PortBinding]) -> list[PortBinding]:
+    """Host port 0 replaced by a port the kernel reports free right now."""
+    out = []
+    for b in bindings:
+        if b.host_port:
+            out.append(b)
+            continue
+        s = _bind(b, 0)
+        try:
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        out.append(PortBinding(b.container_port, b.protocol, b.host_ip, port))
+    return out
+
+
+# -- the container's records and its network at run time --------------------------------------
+
+
+def port_bindings_record(bindings: list[PortBinding]) -> dict:
+    """docker's ``HostConfig.PortBindings`` (what was asked; HostPort "" = any)."""
+    out: dict = {}
+    for b in bindings:
+        out.setdefault(b.key, []).append(
+            {"HostIp": b.host_ip, "HostPort": str(b.host_port) if b.host_port else ""})
+    return out
+
+
+def bindings_from_config(cfg: dict) -> list[PortBinding]:
+    """The bindings to set up at each start, from a container's config record."""
+    host = cfg.get("HostConfig") or {}
+    out = []
+    for key, hosts in (host.get("PortBindings") or {}).items():
+        port, _, proto = key.partition("/")
+        for h in hosts or [{}]:
+            hp = h.get("HostPort") or ""
+            out.append(PortBinding(int(port), proto or "tcp", h.get("HostIp") or "",
+                                   int(hp) if hp.isdigit() else 0))
+    if host.get("PublishAllPorts"):
+        have = {b.key for b in out}
+        for key in sorted((cfg.get("Config") or {}).get("ExposedPorts") or {}, key=_key_order):
+            if key not in have:
+                port, _, proto = key.partition("/")
+                out.append(PortBinding(int(port), proto or "tcp"))
+    return out
+
+
+def own_network(mode: str) -> bool:
+    """A mode that needs a user-mode network helper (not host, not none)."""
+    return mode not in ("host", "none", "")
+
+
+class ContainerNetwork:
+    """Starts and stops a container's network helper around one run.
+
+    ``attach`` is the launcher's ``on_created`` callback; ``detach`` runs once the
+    container ended (or failed to start).  The ports really bound and the container's
+    address are written to the state's ``NetworkSettings``.
+    """
+
+    def __init__(self, cs, cid: str, cfg: dict):
+        self.cs = cs
+        self.cid = cid
+        self.cfg = cfg
+        self.mode = (cfg.get("HostConfig") or {}).get("NetworkMode") or "host"
+        self.helper = None
+
+    def attach(self, pid: int) -> None:
+        if not own_network(self.mode):
+            return
+        from pbox.rootless import network
+
+        bindings = bindings_from_config(self.cfg)
+        check_free(bindings)
+        bindings = assign_free_ports(bindings)
+        forwards = [network.Forward(b.protocol, b.host_ip, b.host_port, b.container_port)
+                    for b in bindings]
+        self.helper = network.attach(self.mode, pid, forwards)
+        address = self.helper.address
+        if address:
+            self._hosts_address(address)
+        exposed = (self.cfg.get("Config") or {}).get("ExposedPorts") or {}
+        name = network.parse_mode(self.mode)[0]
+        self.cs.write_state(self.cid, NetworkSettings={
+            "Ports": ports_map(bindings, exposed), "IPAddress": address,
+            "Gateway": self.helper.gateway, "HelperPid": self.helper.pid,
+            "Networks": {name: {"IPAddress": address, "Gateway": self.helper.gateway}},
+        })
+
+    def _hosts_address(self, address: str) -> None:
+        """/etc/hosts names the container's hostname with its address, as docker's."""
+        path = self.cs.path(self.cid, "hosts")
+        hostname = (self.cfg.get("Config") or {}).get("Hostname") or ""
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        lines = [ln for ln in lines if not (ln.split()[1:] == [hostname] and hostname)]
+        if hostname:
+            lines.append(f"{address}\t{hostname}")
+        from pbox.storage.fsutil import atomic_write
+
+        atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+    def detach(self) -> None:
+        if self.helper is None:
+            return
+        helper, self.helper = self.helper, None
+        helper.stop()
+        with contextlib.suppress(Exception):
+            self.cs.write_state(self.cid, NetworkSettings={})
+
+
+def network_settings(cfg: dict, st: dict) -> dict:
+    """inspect's ``NetworkSettings``: what the running container really got."""
+    mode = (cfg.get("HostConfig") or {}).get("NetworkMode") or "host"
+    live = (st.get("NetworkSettings") or {}) if st.get("Status") in ("running",
+                                                                       "restarting") else {}
+    exposed = (cfg.get("Config") or {}).get("ExposedPorts") or {}
+    name = mode.partition(":")[0]
+    return {
+        "Bridge": "", "SandboxID": "", "HairpinMode": False,
+        "Ports": live.get("Ports") or ports_map([], exposed),
+        "IPAddress": live.get("IPAddress", ""),
+        "Gateway": live.get("Gateway", ""),
+        "Networks": live.get("Networks") or {name: {}},
+    }
+
+
+def live_ports(st: dict) -> dict:
+    """The published ports of a running container (``ps``, ``port``)."""
+    if st.get("Status") not in ("running", "restarting"):
+        return {}
+    return (st.get("NetworkSettings") or {}).get("Ports") or {}

@@ -1,0 +1,466 @@
+"""Distribution use cases: log in to a registry, log out, push an image.
+
+Nothing here prints: ``push`` reports progress to a ``report(event, **info)`` callback
+that the CLI renders (docker's ``<id>: Pushed`` lines).
+
+Push, per layer (bottom first):
+
+1. The compressed blob for the asked compression is remembered in the layer's
+   ``layer.json`` under ``compressed_by``: ``{"gzip": {"digest", "size", "diff_id"}}``.
+   When it is not, the stored layer directory is written as a deterministic tar
+   (``write_layer_tar``), compressed and hashed in one streamed pass into a temp file
+   of the store (the upload needs the digest before the first byte is sent), and the
+   result is remembered, so a second push, or a push elsewhere, does not compress
+   again and yields the same digests.
+2. ``HEAD`` the blob: the registry has it -> ``Layer already exists``.  The digest a
+   pulled layer came with (``compressed`` in ``layer.json``) is tried too, so pushing
+   a pulled image back to its registry sends nothing.
+3. A cross-repository mount from a repository of the same registry known to hold the
+   blob (``locations``: ``{digest: ["registry/repo", ...]}`` in ``layer.json``, which
+   push fills and pull may fill) -> ``Mounted from REPO``.
+4. Otherwise upload from the temp file (compressed again if it is gone) -> ``Pushed``.
+
+A layer pbox did not write itself (pulled) is serialised again; its tar bytes may
+differ from the original ones, hence its diff id.  The config's ``rootfs.diff_ids``
+must name what the pushed blobs decompress to, so in that case the pushed config is
+the stored one with those ids replaced (its digest, the pushed image's id, differs
+from the local id).  Layers written by pbox (build, commit) keep their diff ids and
+the stored config bytes are pushed unchanged.
+
+Manifest format: ``--format`` wins; by default docker v2s2 when the image came as a
+docker v2s2 manifest, OCI otherwise (and always OCI for zstd layers, which docker
+v2s2 cannot describe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from pbox.config import Config
+from pbox.errors import AuthError, NotFound, PboxError, UsageError
+from pbox.oci import reference as refs
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("oci", "v2s2")
+COMPRESSIONS = ("gzip", "zstd")
+MAX_LOCATIONS = 8  # repositories remembered per blob, for cross-repository mounts
+
+
+# -- login / logout ------------------------------------------------------------------------
+
+
+def registry_of(text: str | None) -> tuple[str, str]:
+    """(registry host, auth-file key) of what the user typed after ``login``.
+
+    ``https://index.docker.io/v1/`` and ``docker.io`` are Docker Hub; a repository
+    prefix (``quay.io/team``) keeps its path in the key, as containers' auth files do.
+    """
+    from pbox.oci.auth import normalize_key
+
+    if not text or not text.strip():
+        return refs.DEFAULT_REGISTRY, refs.DEFAULT_REGISTRY
+    key = normalize_key(text.strip())
+    host = key.split("/", 1)[0]
+    if not refs.is_valid_registry(host) and host != refs.DEFAULT_REGISTRY:
+        raise UsageError(f"invalid registry {text!r}")
+    return host, key
+
+
+def auth_file(config: Config, authfile: str | None = None) -> str:
+    from pbox.oci.auth import default_auth_file
+
+    return authfile or default_auth_file(config.config_dir)
+
+
+def check_credentials(
+    config: Config,
+    registry: str,
+    username: str,
+    password: str,
+    *,
+    tls_verify: bool | None = None,
+    cert_dir: str | None = None,
+) -> None:
+    """Ask the registry whether ``username``/``password`` are good; ``AuthError`` if not.
+
+    ``GET /v2/`` tells which scheme the registry wants; with a bearer challenge the
+    credentials go to the token server (a wrong password is refused there), with a
+    basic challenge they go with a second ``GET /v2/``.  A registry without auth
+    accepts anything (docker says "Login Succeeded" too).
+    """
+    from pbox.oci.auth import Credentials
+    from pbox.oci.registry import RegistryClient
+
+    creds = Credentials(username, password, source="login")
+    with RegistryClient(registry, tls_verify=tls_verify is not False, cert_dir=cert_dir,
+                        config_dir=config.config_dir, credentials=creds) as client:
+        if client.ping() is None:
+            return
+        resp = client._request("GET", "/v2/", scopes=[], what=client.registry)
+        if resp.status_code != 200:
+            err = client._error(resp, what=client.registry)
+            if isinstance(err, AuthError) and err.status == 401:
+                raise AuthError(
+                    f"unauthorized: incorrect username or password for {client.registry}",
+                    status=401, code=err.code,
+                )
+            raise err
+        resp.close()
+
+
+def login(
+    config: Config,
+    registry: str | None,
+    username: str,
+    password: str,
+    *,
+    tls_verify: bool | None = None,
+    cert_dir: str | None = None,
+    authfile: str | None = None,
+) -> str:
+    """Verify the credentials, then save them (0600); returns the file written."""
+    from pbox.oci import auth
+
+    host, key = registry_of(registry)
+    if not username:
+        raise UsageError("a user name is required")
+    if ":" in username:
+        raise UsageError("a user name may not contain ':'")
+    if not password:
+        raise UsageError("a password is required")
+    check_credentials(config, host, username, password, tls_verify=tls_verify,
+                      cert_dir=cert_dir)
+    path = auth_file(config, authfile)
+    auth.store(path, key, username, password)
+    return path
+
+
+def logout(config: Config, registry: str | None, *, authfile: str | None = None) -> str:
+    """Remove the saved credentials of ``registry``; returns the name removed."""
+    from pbox.oci import auth
+
+    host, key = registry_of(registry)
+    path = auth_file(config, authfile)
+    if auth.erase(path, key):
+        return key
+    where = ""
+    if authfile is None:
+        for other in auth.auth_file_paths(config.config_dir)[1:]:
+            if auth.lookup_in_file(other, host) is not None:
+                where = f" (credentials for it are in {other}, which pbox does not change)"
+                break
+    raise NotFound(f"not logged in to {key}{where}")
+
+
+def get_login(config: Config, registry: str | None, *, authfile: str | None = None) -> str:
+    """The user name saved for ``registry`` (any of the credential files)."""
+    from pbox.oci import auth
+
+    host, key = registry_of(registry)
+    repo = key.split("/", 1)[1] if "/" in key else None
+    creds = auth.lookup(host, repo, config_dir=config.config_dir, authfile=authfile)
+    if creds is None or not creds.username:
+        raise NotFound(f"not logged in to {key}")
+    return creds.username
+
+
+# -- push ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PushOptions:
+    tls_verify: bool | None = None
+    cert_dir: str | None = None
+    creds: str | None = None  # "user:password"
+    compression: str = "gzip"
+    format: str | None = None  # "oci", "v2s2" or None (see the module doc)
+
+
+@dataclass
+class PushedLayer:
+    digest: str
+    size: int
+    diff_id: str
+    status: str  # "exists", "mounted", "pushed"
+    source: str = ""  # the repository it was mounted from
+
+
+@dataclass
+class PushResult:
+    reference: refs.Reference
+    digest: str
+    size: int
+    media_type: str
+    config_digest: str
+    layers: list = field(default_factory=list)
+
+
+def _parse_creds(text: str | None):
+    if not text:
+        return None
+    from pbox.oci.auth import Credentials
+
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise UsageError("--creds must be USERNAME:PASSWORD")
+    return Credentials(user, password, source="--creds")
+
+
+def _manifest_types(fmt: str, algo: str) -> tuple[str, str, str]:
+    """(manifest, config, layer) media types."""
+    from pbox.oci import mediatypes as mt
+
+    if fmt == "v2s2":
+        if algo == "zstd":
+            raise UsageError("docker v2s2 manifests cannot hold zstd layers; use --format oci")
+        return mt.DOCKER_MANIFEST, mt.DOCKER_CONFIG, mt.DOCKER_LAYER_GZIP
+    return mt.OCI_MANIFEST, mt.OCI_CONFIG, (mt.OCI_LAYER_ZSTD if algo == "zstd"
+                                            else mt.OCI_LAYER_GZIP)
+
+
+def choose_format(requested: str | None, stored_media_type: str, algo: str) -> str:
+    from pbox.oci import mediatypes as mt
+
+    if requested:
+        if requested not in FORMATS:
+            raise UsageError(f"unknown manifest format {requested!r} (use oci or v2s2)")
+        return requested
+    if algo == "gzip" and mt.base(stored_media_type) == mt.DOCKER_MANIFEST:
+        return "v2s2"
+    return "oci"
+
+
+def push(config: Config, source: str, dest: str | None = None,
+         opts: PushOptions | None = None, report=None, notice=None) -> PushResult:
+    """Upload a local image: its layers, its config, then its manifest by tag."""
+    from pbox import images
+    from pbox.oci import registry as reg
+    from pbox.storage.images import ImageStore
+
+    opts = opts or PushOptions()
+    report = report or (lambda *a, **k: None)
+    algo = opts.compression or "gzip"
+    if algo not in COMPRESSIONS:
+        raise UsageError(f"unsupported compression format {algo!r} (use gzip or zstd)")
+    keep_owners = images.enter_userns(config, notice)
+    store = images.open_store(config, create=False)
+    if not store.exists:
+        raise NotFound(f"No such image: {source}")
+    istore = ImageStore(store)
+    res = images.resolve(istore, source)
+    if dest:
+        ref = refs.parse(dest)
+    elif res.ref is not None:
+        ref = res.ref
+    else:
+        raise UsageError(f"{source} is an image id: name the destination (push ID REGISTRY/NAME:TAG)")
+    if ref.digest:
+        raise UsageError(f"{ref.familiar()}: cannot push to a digest; give a tag")
+    record = res.record
+    fmt = choose_format(opts.format, record.manifest_media_type, algo)
+    manifest_type, config_type, layer_type = _manifest_types(fmt, algo)
+    store.clean_temp()
+    client = reg.client_for(ref.registry, config_dir=config.config_dir,
+                            repository=ref.repository, tls_verify=opts.tls_verify is not False,
+                            cert_dir=opts.cert_dir, credentials=_parse_creds(opts.creds))
+    repo = ref.repository
+    here = f"{client.registry}/{repo}"
+    report("start", repository=here)
+    pushed: list[PushedLayer] = []
+    with client, store.gc_lock.shared():
+        for chain, diff_id in zip(record.layers, record.diff_ids):
+            layer = _push_layer(client, store, repo, chain, diff_id, algo, keep_owners, report)
+            pushed.append(layer)
+        config_raw = store.read_blob(record.id)
+        new_diff_ids = [p.diff_id for p in pushed]
+        if new_diff_ids != list(record.diff_ids):
+            config_raw = _with_diff_ids(config_raw, new_diff_ids)
+            log.debug("pushing a config with re-serialised layers' diff ids")
+        from pbox.oci import digest as dg
+        from pbox.oci import manifest as mf
+
+        config_digest = dg.compute(config_raw)
+        if not client.blob_exists(repo, config_digest):
+            # the repository the layers were mounted from likely has the config too
+            sources = [p.source for p in pushed if p.source]
+            if not any(client.mount_blob(repo, config_digest, s) for s in sources[:1]):
+                client.push_blob(repo, config_digest, len(config_raw),
+                                 lambda: _bytes_io(config_raw), check_exists=False)
+        manifest = mf.build_manifest(
+            mf.Descriptor(config_type, config_digest, len(config_raw)),
+            [mf.Descriptor(layer_type, p.digest, p.size) for p in pushed],
+            media_type=manifest_type,
+        )
+        tag = ref.tag or refs.DEFAULT_TAG
+        digest = client.put_manifest(repo, tag, manifest.raw, manifest_type)
+        if config_digest == record.id:
+            istore.set_digest(ref.with_digest(digest).string(), record.id)
+    report("digest", tag=tag, digest=digest, size=len(manifest.raw))
+    return PushResult(ref, digest, len(manifest.raw), manifest_type, config_digest, pushed)
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def _with_diff_ids(config_raw: bytes, diff_ids: list[str]) -> bytes:
+    from pbox.oci.manifest import dumps
+
+    obj = json.loads(config_raw)
+    rootfs = obj.get("rootfs") if isinstance(obj.get("rootfs"), dict) else {}
+    rootfs = dict(rootfs, type=rootfs.get("type", "layers"), diff_ids=list(diff_ids))
+    obj["rootfs"] = rootfs
+    return dumps(obj)
+
+
+class _Compressed:
+    """A compressed layer in a temp file of the store; discard() when done."""
+
+    def __init__(self, entry, digest: str, size: int, diff_id: str):
+        self.entry, self.digest, self.size, self.diff_id = entry, digest, size, diff_id
+
+    def open(self):
+        return open(self.entry.path, "rb")
+
+    def discard(self) -> None:
+        self.entry.discard()
+
+
+class _HashTee:
+    """Hashes what is written (the uncompressed tar: its diff id) and passes it on."""
+
+    def __init__(self, out):
+        import hashlib
+
+        self._out = out
+        self._h = hashlib.sha256()
+
+    def write(self, b) -> int:
+        self._h.update(b)
+        self._out.write(b)
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def digest(self) -> str:
+        return "sha256:" + self._h.hexdigest()
+
+
+def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compressed:
+    """Tar -> compress -> temp file, hashing both sides, in one streamed pass."""
+    from pbox.oci import compression
+    from pbox.oci.digest import HashingWriter
+    from pbox.storage.layertar import write_layer_tar
+
+    entry = store.temp("push")
+    try:
+        with open(entry.path, "wb") as f:
+            packed = HashingWriter(f)
+            comp = compression.compressor(packed, algo)
+            tee = _HashTee(comp)
+            try:
+                write_layer_tar(store.layer_diff(chain), tee,
+                                owners="keep" if keep_owners else (0, 0))
+            except BaseException:
+                try:
+                    comp.close()
+                except PboxError:
+                    pass
+                raise
+            comp.close()
+            f.flush()
+        return _Compressed(entry, packed.digest(), packed.size, tee.digest())
+    except BaseException:
+        entry.discard()
+        raise
+
+
+def _remember(store, chain: str, **changes) -> None:
+    """Merge facts into layer.json (under the meta lock, so two pushes keep both)."""
+    with store.meta_lock.exclusive():
+        info = store.layer_info(chain)
+        for key, value in changes.items():
+            merged = dict(info.get(key) or {})
+            merged.update(value)
+            info[key] = merged
+        from pbox.storage.fsutil import atomic_write
+
+        atomic_write(os.path.join(store.layer_path(chain), "layer.json"),
+                     json.dumps(info, sort_keys=True).encode())
+
+
+def _add_location(store, chain: str, digest: str, where: str) -> None:
+    info = store.layer_info(chain)
+    places = list((info.get("locations") or {}).get(digest) or [])
+    if where in places:
+        return
+    places = ([where] + places)[:MAX_LOCATIONS]
+    _remember(store, chain, locations={digest: places})
+
+
+def _push_layer(client, store, repo: str, chain: str, diff_id: str, algo: str,
+                keep_owners: bool, report) -> PushedLayer:
+    from pbox.oci import compression
+
+    info = store.layer_info(chain)
+    here = f"{client.registry}/{repo}"
+    made: _Compressed | None = None
+    try:
+        known = (info.get("compressed_by") or {}).get(algo)
+        candidates: list[tuple[str, int | None, str]] = []  # (digest, size, diff id)
+        if known and known.get("digest") and known.get("diff_id"):
+            candidates.append((known["digest"], int(known.get("size") or 0), known["diff_id"]))
+        # the blob a pulled layer came as: the registry may have it already
+        for d, media_type in (info.get("compressed") or {}).items():
+            same = compression.for_media_type(media_type) == algo
+            if same and info.get("diff_id") == diff_id and all(d != c[0] for c in candidates):
+                candidates.append((d, None, diff_id))
+        if not candidates:
+            report("layer-preparing", layer=diff_id)
+            made = compress_layer(store, chain, algo, keep_owners)
+            _remember(store, chain, compressed_by={algo: {
+                "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
+            candidates.append((made.digest, made.size, made.diff_id))
+        # 1. already there
+        for d, size, did in candidates:
+            got = client.stat_blob(repo, d)
+            if got is not None:
+                report("layer-exists", layer=d)
+                _add_location(store, chain, d, here)
+                return PushedLayer(d, size if size else got, did, "exists")
+        # 2. mounted from a repository of the same registry (a pulled layer's original
+        #    blob counts: pull records where it came from)
+        for cand, csize, cdid in candidates:
+            for place in (info.get("locations") or {}).get(cand) or []:
+                reg_name, _, other = place.partition("/")
+                if reg_name != client.registry or not other or other == repo:
+                    continue
+                if client.mount_blob(repo, cand, other):
+                    report("layer-mounted", layer=cand, source=other)
+                    _add_location(store, chain, cand, here)
+                    size_now = csize or client.stat_blob(repo, cand) or 0
+                    return PushedLayer(cand, size_now, cdid, "mounted", other)
+        digest, size, did = candidates[0]
+        # 3. uploaded
+        if made is None:
+            report("layer-preparing", layer=digest)
+            made = compress_layer(store, chain, algo, keep_owners)
+            if made.digest != digest:
+                # another compressor version: remember the new bytes
+                _remember(store, chain, compressed_by={algo: {
+                    "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
+        report("layer-pushing", layer=made.digest, total=made.size)
+        client.push_blob(repo, made.digest, made.size, made.open, check_exists=False)
+        report("layer-pushed", layer=made.digest)
+        _add_location(store, chain, made.digest, here)
+        return PushedLayer(made.digest, made.size, made.diff_id, "pushed")
+    finally:
+        if made is not None:
+            made.discard()

@@ -1,0 +1,594 @@
+"""Image use cases: pull, list, resolve, tag, remove, prune, inspect data.
+
+Glue between the registry client (``pbox.oci``), the store (``pbox.storage``) and
+the user namespace (``pbox.rootless.userns``).  Nothing here prints: progress goes
+to a ``report(event, **info)`` callback that the CLI renders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from pbox.config import Config
+from pbox.errors import Conflict, ImageNotFound, InvalidReference, PboxError
+from pbox.oci import reference as refs
+from pbox.storage.images import ImageRecord, ImageStore
+from pbox.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+# How many layers download at once (docker's default max-concurrent-downloads is 3).
+PARALLEL_LAYERS = 3
+
+
+def open_store(config: Config, *, create: bool = True) -> Store:
+    return Store.open(config.root, config.runroot, create=create)
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain ids: chain(L0) = diff(L0); chain(Ln) = sha256(chain(Ln-1) + ' ' + diff(Ln))."""
+    from pbox.oci.digest import compute
+
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(d if not out else compute(f"{out[-1]} {d}".encode()))
+    return out
+
+
+def enter_userns(config: Config, notice=None) -> bool:
+    """Join the user's namespace (see ``pbox.rootless.pause``) when the store keeps
+    real file owners; must run before any thread starts.  Returns whether file owners
+    are kept (real root, or a namespace with a subordinate id range)."""
+    from pbox.rootless import idmap, pause, userns
+
+    mapping = userns.current_mapping()
+    if mapping.mode == idmap.MODE_HOST:
+        return True
+    if mapping.mode == idmap.MODE_SUBUID:
+        pause.enter(config.runroot, mapping, notice=notice)
+        return True
+    if notice is not None:
+        userns.notify_squash(notice, mapping.uid)
+    return False
+
+
+# -- resolving local images -------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    image_id: str
+    record: ImageRecord
+    ref: refs.Reference | None = None  # the name the user gave, when it was a name
+
+
+def resolve(istore: ImageStore, text: str) -> Resolved:
+    """Find a local image by name[:tag], name@digest, full or short id."""
+    repos = None
+    ref = None
+    if text.startswith("sha256:"):
+        image_id = istore.find_id(text)
+        if image_id:
+            return Resolved(image_id, istore.get(image_id))
+        raise ImageNotFound(f"No such image: {text}")
+    try:
+        ref = refs.parse(text)
+    except InvalidReference:
+        ref = None
+    if ref is not None:
+        repos = istore.repositories()
+        if ref.digest:
+            image_id = repos["digests"].get(ref.with_digest(ref.digest).string())
+        else:
+            image_id = repos["tags"].get(ref.string())
+        if image_id and istore.exists(image_id):
+            return Resolved(image_id, istore.get(image_id), ref)
+    image_id = istore.find_id(text)
+    if image_id:
+        return Resolved(image_id, istore.get(image_id))
+    if ref is None:
+        raise InvalidReference(f"invalid reference format: {text!r}")
+    raise ImageNotFound(f"No such image: {text}")
+
+
+def familiar_names(names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        try:
+            out.append(refs.parse(n, default_tag=None).familiar())
+        except InvalidReference:
+            out.append(n)
+    return out
+
+
+# -- pull ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PullOptions:
+    platform: str | None = None
+    tls_verify: bool | None = None
+    cert_dir: str | None = None
+    creds: str | None = None  # "user:password" from --creds
+
+
+@dataclass
+class PullResult:
+    image_id: str
+    reference: refs.Reference
+    manifest_digest: str
+    downloaded: bool
+    layers: list = field(default_factory=list)
+
+
+def _client_for(config: Config, ref: refs.Reference, opts: PullOptions):
+    from pbox.oci import auth
+    from pbox.oci.registry import client_for
+
+    credentials = None
+    if opts.creds:
+        user, sep, password = opts.creds.partition(":")
+        if not sep or not user:
+            raise PboxError("--creds must be USERNAME:PASSWORD")
+        credentials = auth.Credentials(user, password, source="--creds")
+    return client_for(ref.registry, config_dir=config.config_dir, repository=ref.repository,
+                      tls_verify=opts.tls_verify is not False, cert_dir=opts.cert_dir,
+                      credentials=credentials)
+
+
+def pull(config: Config, text: str, opts: PullOptions | None = None, report=None,
+         notice=None) -> PullResult:
+    """Download ``text`` into the store: manifest (through an index by platform),
+    config, and every layer not present yet, streamed and extracted in parallel."""
+    opts = opts or PullOptions()
+    report = report or (lambda *a, **k: None)
+    ref = refs.parse(text)
+    keep_owners = enter_userns(config, notice)
+    store = open_store(config)
+    store.clean_temp()
+    istore = ImageStore(store)
+    from pbox.oci import manifest as mf
+    from pbox.oci import platform as plat
+
+    wanted = plat.parse(opts.platform) if opts.platform else plat.host()
+    client = _client_for(config, ref, opts)
+    repo = ref.repository
+    report("resolving", ref=ref)
+    raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref)
+    parsed = mf.parse(raw, media_type)
+    if isinstance(parsed, mf.Index):
+        desc = plat.select(parsed.manifests, wanted, what=ref.familiar())
+        raw, media_type, digest = client.get_manifest(repo, desc.digest)
+        parsed = mf.parse_manifest(raw, media_type)
+    manifest = parsed
+    with store.gc_lock.shared():
+        config_raw = None
+        if store.has_blob(manifest.config.digest):
+            config_raw = store.read_blob(manifest.config.digest)
+        else:
+            stream = client.fetch_blob(repo, manifest.config.digest, manifest.config.size)
+            config_raw = stream.read()
+            stream.finish()
+            store.put_blob(config_raw, manifest.config.digest)
+        image_config = mf.parse_config(config_raw)
+        diff_ids = image_config.diff_ids
+        if len(diff_ids) != len(manifest.layers):
+            raise PboxError(
+                f"{ref.familiar()}: the manifest has {len(manifest.layers)} layers but the "
+                f"config lists {len(diff_ids)}"
+            )
+        chains = chain_ids(diff_ids)
+        image_id = manifest.config.digest
+        already = istore.exists(image_id)
+        todo = []
+        for desc, diff_id, chain in zip(manifest.layers, diff_ids, chains):
+            if store.has_layer(chain):
+                report("layer-exists", layer=desc.digest)
+            else:
+                report("layer-waiting", layer=desc.digest, total=desc.size)
+                todo.append((desc, diff_id, chain))
+        _pull_layers(client, store, repo, todo, chains, keep_owners, report, notice)
+        size = sum(store.layer_info(c).get("size", 0) for c in chains)
+        store.put_blob(raw, digest)
+        record = ImageRecord(
+            id=image_id, layers=chains, diff_ids=diff_ids, manifest_digest=digest,
+            manifest_media_type=media_type, created=image_config.created or "", size=size,
+            added=istore.get(image_id).added if already else time.time(),
+        )
+        istore.put(record)
+        names = []
+        if ref.tag is not None and ref.digest is None:
+            names.append(ref.string())
+        old_id = None
+        for n in names:
+            old_id = istore.set_tag(n, image_id) or old_id
+        istore.set_digest(ref.with_digest(digest).string(), image_id)
+    report("digest", digest=digest)
+    return PullResult(image_id, ref, digest, downloaded=bool(todo) or not already or
+                      old_id is not None, layers=[d.digest for d in manifest.layers])
+
+
+def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):
+    if not todo:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    parent_of = {c: (chains[i - 1] if i else "") for i, c in enumerate(chains)}
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_LAYERS, len(todo))) as pool:
+        futures = [pool.submit(_pull_layer, client, store, repo, desc, diff_id, chain,
+                               parent_of[chain], keep_owners, report, notice)
+                   for desc, diff_id, chain in todo]
+        errors = []
+        for f in futures:
+            try:
+                f.result()
+            except BaseException as e:  # collect, then raise the first
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+
+class _Counter:
+    """Counts bytes read through it and reports progress at most ~10 times a second."""
+
+    def __init__(self, stream, report, layer, total):
+        self.stream, self.report, self.layer, self.total = stream, report, layer, total
+        self.count = 0
+        self._last = 0.0
+
+    def read(self, n=-1):
+        data = self.stream.read(n)
+        self.count += len(data)
+        now = time.monotonic()
+        if now - self._last > 0.1 or not data:
+            self._last = now
+            self.report("layer-downloading", layer=self.layer, current=self.count,
+                        total=self.total)
+        return data
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_owners,
+                report, notice):
+    from pbox.oci import compression
+    from pbox.oci.digest import VerifyingReader
+    from pbox.storage.extract import extract_layer
+
+    entry = store.new_layer()
+    try:
+        # One pass: download (digest checked by the client's reader) -> decompress ->
+        # diff id check -> extract.  Both checks need the streams read to their end.
+        # Download and decompression run in a thread of their own (zlib and hashlib
+        # release the GIL), so a big layer keeps both cores busy.
+        packed = client.fetch_blob(repo, desc.digest, size=desc.size)
+        try:
+            counted = _Counter(packed, report, desc.digest, desc.size)
+            algo = compression.for_media_type(desc.media_type)
+            ahead = _ReadAhead(compression.decompress(counted, algo))
+            tar = VerifyingReader(ahead, diff_id, what="uncompressed layer")
+            report("layer-extracting", layer=desc.digest)
+            try:
+                stats = extract_layer(tar, os.path.join(entry.path, "diff"),
+                                      keep_owners=keep_owners, notice=notice)
+                tar.finish()
+            except Exception as e:
+                ahead.close()
+                _blame_blob(packed, e)
+                raise
+            finally:
+                ahead.close()
+            packed.finish()
+        finally:
+            packed.close()
+        info = {"chain_id": chain, "diff_id": diff_id, "parent": parent,
+                "size": stats.bytes_written, "compressed": {desc.digest: desc.media_type},
+                # where the blob can be mounted from by a later push to this registry
+                "locations": {desc.digest: [f"{client.registry}/{repo}"]}}
+        store.commit_layer(entry, chain, info)
+    except BaseException:
+        entry.discard()
+        raise
+    report("layer-done", layer=desc.digest)
+
+
+class _ReadAhead:
+    """Reads ``stream`` to its end in a thread, a few MiB ahead of the consumer.
+
+    An error of the producer is raised by the consumer's next read; ``close()`` stops
+    the producer and waits for it (so the stream is free for the caller again)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream, depth: int = 8):
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._buf = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _produce(self, stream) -> None:
+        import queue
+
+        item: object = None
+        try:
+            while not self._stop.is_set():
+                data = stream.read(self.CHUNK)
+                if not data:
+                    break
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(data, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # handed to the consumer
+            item = e
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._buf and not self._done:
+            item = self._q.get()
+            if item is None:
+                self._done = True
+            elif isinstance(item, BaseException):
+                self._done = True
+                raise item
+            else:
+                self._buf = memoryview(item)
+        if n is None or n < 0:
+            parts = [bytes(self._buf)]
+            self._buf = memoryview(b"")
+            while True:
+                more = self.read(self.CHUNK)
+                if not more:
+                    return b"".join(parts)
+                parts.append(more)
+        out = bytes(self._buf[:n])
+        self._buf = self._buf[n:]
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _blame_blob(packed, error: Exception) -> None:
+    """Wrong bytes from a registry usually break the decompressor or the tar reader
+    before the blob's own digest can be checked.  Read the blob to its end: when it
+    does not match its digest, that is the cause to report, not "invalid gzip data"."""
+    from pbox.errors import DigestMismatch
+
+    try:
+        packed.finish()
+    except DigestMismatch as mismatch:
+        raise mismatch from error
+    except Exception:  # the transport broke too: keep the first error
+        pass
+
+
+# -- listing, tagging, removing ------------------------------------------------------------
+
+
+def tag(config: Config, source: str, target: str) -> None:
+    store = open_store(config)
+    istore = ImageStore(store)
+    res = resolve(istore, source)
+    ref = refs.parse(target)
+    if ref.digest:
+        raise InvalidReference(f"{target}: a tag cannot contain a digest")
+    istore.set_tag(ref.string(), res.image_id)
+
+
+@dataclass
+class RemoveResult:
+    untagged: list = field(default_factory=list)
+    deleted: list = field(default_factory=list)
+    reclaimed: int = 0
+
+
+def users_of_images(store: Store) -> dict[str, list[str]]:
+    """image id -> container ids using it (read from the containers' records)."""
+    out: dict[str, list[str]] = {}
+    try:
+        names = os.listdir(store.containers_dir)
+    except FileNotFoundError:
+        return out
+    for cid in names:
+        cfg = store.read_json(os.path.join(store.containers_dir, cid, "config.json"))
+        if cfg and cfg.get("Image"):
+            out.setdefault(cfg["Image"], []).append(cid)
+    return out
+
+
+def remove_images(config: Config, names: list[str], *, force: bool = False) -> RemoveResult:
+    """``rmi``: untag; delete an image when no name is left; then its unused layers."""
+    enter_userns(config)
+    store = open_store(config)
+    istore = ImageStore(store)
+    result = RemoveResult()
+    errors: list[PboxError] = []
+    with store.gc_lock.exclusive():
+        used = users_of_images(store)
+        for text in names:
+            try:
+                _remove_one(istore, text, force, used, result)
+            except PboxError as e:
+                errors.append(e)
+        result.reclaimed = _gc_layers(store, istore)
+        store.clean_temp(grace=0)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise PboxError("\n".join(str(e) for e in errors))
+    return result
+
+
+def _remove_one(istore: ImageStore, text: str, force: bool, used: dict, result: RemoveResult):
+    res = resolve(istore, text)
+    tags, digests = istore.names_of(res.image_id)
+    if res.ref is not None and not res.ref.digest and len(tags) > 1:
+        # `rmi name:tag` of an image with other tags only removes that name.
+        istore.remove_names([res.ref.string()])
+        result.untagged.append(res.ref.familiar())
+        return
+    if used.get(res.image_id) and not force:
+        cid = used[res.image_id][0][:12]
+        raise Conflict(
+            f"unable to remove image {text!r}: image is in use by container {cid} "
+            f"(use -f to force)"
+        )
+    by_id = res.ref is None
+    if by_id and len(tags) > 1 and not force:
+        raise Conflict(
+            f"unable to delete {res.image_id[7:19]} (must be forced) - image is referenced "
+            f"in multiple repositories"
+        )
+    istore.remove_names(tags + digests)
+    result.untagged.extend(familiar_names(tags + digests))
+    istore.remove(res.image_id)
+    result.deleted.append(res.image_id)
+
+
+def _gc_layers(store: Store, istore: ImageStore) -> int:
+    """Delete layers and blobs no image or container uses (caller holds the gc lock
+    exclusively, so no writer is between storing a blob and recording its image);
+    bytes freed."""
+    keep: set[str] = set()
+    blobs: set[str] = set()
+    for rec in istore.list():
+        keep.update(rec.layers)
+        blobs.update(d for d in (rec.id, rec.manifest_digest) if d)
+    for extra in _container_layer_refs(store):
+        keep.add(extra)
+    blobs.update(users_of_images(store))
+    freed = 0
+    try:
+        names = os.listdir(store.blobs_dir)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        if len(name) == 64 and "sha256:" + name not in blobs:
+            path = os.path.join(store.blobs_dir, name)
+            try:
+                freed += os.lstat(path).st_size
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    for chain in store.list_layers():
+        if chain not in keep:
+            try:
+                freed += store.layer_info(chain).get("size", 0)
+            except PboxError:
+                pass
+            store.remove_layer(chain)
+    return freed
+
+
+def _container_layer_refs(store: Store) -> set[str]:
+    """Layers pinned by containers whose image record may be gone (rmi -f)."""
+    out: set[str] = set()
+    try:
+        names = os.listdir(store.containers_dir)
+    except FileNotFoundError:
+        return out
+    for cid in names:
+        cfg = store.read_json(os.path.join(store.containers_dir, cid, "config.json"))
+        if cfg:
+            out.update(cfg.get("Layers", []))
+    return out
+
+
+def prune_images(config: Config, *, all_images: bool = False) -> RemoveResult:
+    """``image prune``: dangling images (no tag), or with -a every image no container uses."""
+    enter_userns(config)
+    store = open_store(config)
+    istore = ImageStore(store)
+    result = RemoveResult()
+    with store.gc_lock.exclusive():
+        repos = istore.repositories()
+        used = users_of_images(store)
+        for rec in istore.list():
+            tags, digests = istore.names_of(rec.id, repos)
+            if rec.id in used:
+                continue
+            if tags and not all_images:
+                continue
+            istore.remove_names(tags + digests)
+            result.untagged.extend(familiar_names(tags + digests))
+            istore.remove(rec.id)
+            result.deleted.append(rec.id)
+        result.reclaimed = _gc_layers(store, istore)
+        store.clean_temp(grace=0)
+    return result
+
+
+def reset_store(config: Config) -> None:
+    """``system reset``: stop every container, delete the whole store and run-time
+    state, and end the user's pause process of this run root."""
+    import signal
+
+    from pbox.rootless import pause
+    from pbox.storage.fsutil import remove_tree
+
+    enter_userns(config)
+    try:
+        store = open_store(config, create=False)
+        if store.exists:
+            _kill_all_containers(store)
+            with store.gc_lock.exclusive():
+                for name in sorted(os.listdir(store.root)):
+                    if name not in ("lock",):
+                        remove_tree(os.path.join(store.root, name))
+            remove_tree(store.root)
+    finally:
+        if os.path.isdir(config.runroot):
+            pid = pause.pause_pid(config.runroot)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+            remove_tree(config.runroot)
+
+
+def _kill_all_containers(store: Store) -> None:
+    """SIGKILL the owner (monitor or foreground pbox) and PID 1 of every container."""
+    import signal
+    import time
+
+    from pbox.containers.records import ContainerStore, alive
+
+    cs = ContainerStore(store)
+    pids = []
+    for cid in cs.ids():
+        st = store.read_json(cs.path(cid, "state.json")) or {}
+        for pid_key, start_key in (("MonitorPid", "MonitorStart"), ("Pid", "PidStart")):
+            pid = st.get(pid_key)
+            if pid and alive(pid, st.get(start_key)):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    pids.append((pid, st.get(start_key)))
+                except ProcessLookupError:
+                    pass
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        pids = [(p, s) for p, s in pids if alive(p, s)]
+        time.sleep(0.02)

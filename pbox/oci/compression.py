@@ -1,0 +1,587 @@
+"""Layer compression: streaming decompressors and compressors, picked by media type.
+
+A registry of algorithms (gzip, zstd, none) keyed by name; ``for_media_type`` maps a
+layer media type to its algorithm.  Every reader and writer streams: nothing holds a
+whole layer in memory.
+
+zstd uses the ``zstandard`` module, imported only when a zstd layer shows up.  The
+``.pyz`` may run on a Python where that compiled module cannot be loaded; then the
+``zstd`` program does the work through a pipe.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import threading
+import zlib
+from typing import BinaryIO, Callable
+
+from pbox.errors import DigestMismatch, PboxError, UnsupportedFormat
+from pbox.oci import mediatypes as mt
+
+log = logging.getLogger(__name__)
+
+GZIP = "gzip"
+ZSTD = "zstd"
+NONE = None
+
+_CHUNK = 256 * 1024
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+ZSTD_MISSING = (
+    "zstd-compressed layers need the Python package 'zstandard' or the 'zstd' program; "
+    "install one of them (pip install zstandard, or your distribution's zstd package)"
+)
+
+
+def _close(f) -> None:
+    """Close a wrapped stream if it can be closed (plain readers may lack ``close``)."""
+    close = getattr(f, "close", None)
+    if close is not None:
+        close()
+
+
+class CompressionError(UnsupportedFormat):
+    """A layer could not be (de)compressed: corrupt data or a missing tool."""
+
+
+def _decode_error(src, message: str) -> CompressionError:
+    """The error to raise when compressed data does not decode.
+
+    Corrupt data usually means a corrupt download: when ``src`` is a verifying stream,
+    reading it to its end raises the digest mismatch, the real cause, instead.
+    """
+    try:
+        while src.read(_CHUNK):
+            pass
+    except DigestMismatch:
+        raise
+    except Exception:  # a broken source says nothing more about the data
+        pass
+    return CompressionError(message)
+
+
+# -- detection -----------------------------------------------------------------------------
+
+
+def for_media_type(media_type: str | None) -> str | None:
+    """The algorithm of a layer media type; ``UnsupportedFormat`` for other types."""
+    base = mt.base(media_type)
+    if mt.is_encrypted(base):
+        raise UnsupportedFormat(f"encrypted layers are not supported ({base})")
+    try:
+        return mt.layer_compression(base)
+    except KeyError:
+        raise UnsupportedFormat(f"unsupported layer media type {media_type!r}")
+
+
+def detect(head: bytes) -> str | None:
+    """The algorithm whose magic number starts ``head`` (None: assume a plain tar)."""
+    if head.startswith(GZIP_MAGIC):
+        return GZIP
+    if head.startswith(ZSTD_MAGIC):
+        return ZSTD
+    return None
+
+
+class _Prefixed(io.RawIOBase):
+    """``head`` followed by the rest of ``fileobj``: lets us peek at magic numbers."""
+
+    def __init__(self, head: bytes, fileobj: BinaryIO):
+        super().__init__()
+        self._head = head
+        self._f = fileobj
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            if size is None or size < 0:
+                data, self._head = self._head + self._f.read(), b""
+                return data
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._f.read(size)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                _close(self._f)
+            finally:
+                super().close()
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def sniff(fileobj: BinaryIO) -> tuple[str | None, BinaryIO]:
+    """Detect the compression of a stream from its first bytes without losing them."""
+    head = _read_exact(fileobj, 4)
+    return detect(head), _Prefixed(head, fileobj)
+
+
+# -- decompression ---------------------------------------------------------------------------
+
+
+class _GzipReader(io.RawIOBase):
+    """Streaming gzip decoder built on zlib.
+
+    Concatenated members read as one stream (as ``gzip -d`` and Go's reader do), and
+    zero padding between or after members is skipped (as Python's gzip module does).
+    """
+
+    def __init__(self, fileobj: BinaryIO):
+        super().__init__()
+        self._f = fileobj
+        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""  # compressed input not yet given to the decompressor
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self._started = False  # a member has begun and not yet ended
+        self._members = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        while len(self._buf) - self._pos < want and not self._eof:
+            if self._d.eof:
+                self._pending = self._d.unused_data + self._pending
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                self._started = False
+            if self._d.unconsumed_tail:
+                data = self._d.unconsumed_tail
+            elif self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                data = self._f.read(_CHUNK)
+                if not data:
+                    if self._started:
+                        raise _decode_error(
+                            self._f, "gzip stream is truncated (unexpected end of data)"
+                        )
+                    if self._members == 0:
+                        raise CompressionError("invalid gzip data: empty stream")
+                    self._eof = True
+                    break
+            if not self._started:
+                data = data.lstrip(b"\x00")
+                if not data:
+                    continue
+                self._started = True
+                self._members += 1
+            try:
+                out = self._d.decompress(data, _CHUNK)
+            except zlib.error as e:
+                raise _decode_error(self._f, f"invalid gzip data: {e}") from None
+            if out:
+                self._buf += out
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while True:
+                chunk = self.read(_CHUNK)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        if size == 0:
+            return b""
+        self._fill(size)
+        end = min(self._pos + size, len(self._buf))
+        data = bytes(self._buf[self._pos : end])
+        self._pos = end
+        if self._pos > _CHUNK and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                _close(self._f)
+            finally:
+                super().close()
+
+
+class _PipeReader(io.RawIOBase):
+    """Output of a filter program whose input is fed from ``fileobj`` by a thread.
+
+    Errors of the feeding side (a digest mismatch of the wrapped stream, a broken
+    connection) are re-raised here, at the end of the output, where the reader sees them.
+    """
+
+    def __init__(self, argv: list[str], fileobj: BinaryIO, what: str):
+        super().__init__()
+        self._what = what
+        self._f = fileobj
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._feed_error: BaseException | None = None
+        self._stderr = b""
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+        self._feeder.start()
+        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err_reader.start()
+        self._done = False
+
+    def _feed(self) -> None:
+        try:
+            while True:
+                chunk = self._f.read(_CHUNK)
+                if not chunk:
+                    break
+                self._proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass
+        except BaseException as e:  # handed to the reading side
+            self._feed_error = e
+        finally:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def _read_stderr(self) -> None:
+        self._stderr = self._proc.stderr.read()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            data = self._proc.stdout.read()
+        else:
+            data = self._proc.stdout.read1(size) if size else b""
+        if not data and size != 0:
+            self._finish()
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._feeder.join()
+        rc = self._proc.wait()
+        self._err_reader.join()
+        if self._feed_error is not None:
+            raise self._feed_error
+        if rc != 0:
+            msg = self._stderr.decode("utf-8", "replace").strip()
+            raise CompressionError(f"{self._what} failed: {msg or f'exit status {rc}'}")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if not self._done:
+                self._done = True
+                try:
+                    self._proc.kill()
+                except OSError:
+                    pass
+                self._proc.wait()
+            self._proc.stdout.close()
+            _close(self._f)
+        finally:
+            super().close()
+
+
+class _ZstdReader(io.RawIOBase):
+    """Adapter over zstandard's stream reader (reads across frames, owns the source)."""
+
+    def __init__(self, fileobj: BinaryIO, zstandard):
+        super().__init__()
+        self._f = fileobj
+        self._zstd_error = zstandard.ZstdError
+        self._r = zstandard.ZstdDecompressor().stream_reader(
+            fileobj, read_size=_CHUNK, read_across_frames=True, closefd=False
+        )
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            if size is None or size < 0:
+                return self._r.readall()
+            return self._r.read(size)
+        except self._zstd_error as e:
+            raise _decode_error(self._f, f"invalid zstd data: {e}") from None
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._r.close()
+                _close(self._f)
+            finally:
+                super().close()
+
+
+def _import_zstandard():
+    try:
+        import zstandard
+    except ImportError as e:
+        log.debug("zstandard cannot be imported (%s); trying the zstd program", e)
+        return None
+    return zstandard
+
+
+def _zstd_program() -> str | None:
+    return shutil.which("zstd")
+
+
+def _decompress_none(fileobj: BinaryIO) -> BinaryIO:
+    return fileobj
+
+
+def _decompress_gzip(fileobj: BinaryIO) -> BinaryIO:
+    return _GzipReader(fileobj)
+
+
+def _decompress_zstd(fileobj: BinaryIO, *, use_module: bool = True) -> BinaryIO:
+    zstandard = _import_zstandard() if use_module else None
+    if zstandard is not None:
+        return _ZstdReader(fileobj, zstandard)
+    prog = _zstd_program()
+    if prog is None:
+        raise CompressionError(ZSTD_MISSING)
+    return _PipeReader([prog, "-d", "-c", "-q"], fileobj, "zstd decompression")
+
+
+DECOMPRESSORS: dict[str | None, Callable[[BinaryIO], BinaryIO]] = {
+    NONE: _decompress_none,
+    GZIP: _decompress_gzip,
+    ZSTD: _decompress_zstd,
+}
+
+
+def decompress(fileobj: BinaryIO, algorithm: str | None) -> BinaryIO:
+    """A reader of the decompressed content of ``fileobj`` (which the reader owns)."""
+    try:
+        fn = DECOMPRESSORS[algorithm]
+    except KeyError:
+        raise UnsupportedFormat(f"unsupported compression {algorithm!r}")
+    return fn(fileobj)
+
+
+def decompress_media_type(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:
+    """Decompress a layer as its media type says."""
+    return decompress(fileobj, for_media_type(media_type))
+
+
+def decompress_auto(fileobj: BinaryIO) -> BinaryIO:
+    """Decompress by magic number (docker-archive layers, mislabelled blobs)."""
+    algorithm, stream = sniff(fileobj)
+    return decompress(stream, algorithm)
+
+
+# -- compression -----------------------------------------------------------------------------
+
+
+class _GzipWriter(io.RawIOBase):
+    """gzip with a deterministic header (mtime 0, no name): same input, same digest."""
+
+    def __init__(self, out: BinaryIO, level: int):
+        super().__init__()
+        self._out = out
+        # wbits 31 = gzip framing; zlib writes mtime 0 and no file name.
+        self._c = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        data = bytes(b)
+        out = self._c.compress(data)
+        if out:
+            self._out.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._out.write(self._c.flush(zlib.Z_FINISH))
+            finally:
+                super().close()
+
+
+class _ZstdWriter(io.RawIOBase):
+    def __init__(self, out: BinaryIO, level: int, zstandard):
+        super().__init__()
+        self._w = zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self._w.write(b)
+        return len(b)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._w.close()  # ends the frame; ``out`` stays open (closefd=False)
+            finally:
+                super().close()
+
+
+class _PipeWriter(io.RawIOBase):
+    """Write into a filter program; a thread copies its output to ``out``."""
+
+    def __init__(self, argv: list[str], out: BinaryIO, what: str):
+        super().__init__()
+        self._what = what
+        self._out = out
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._copy_error: BaseException | None = None
+        self._stderr = b""
+        self._copier = threading.Thread(target=self._copy, daemon=True)
+        self._copier.start()
+        self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err_reader.start()
+
+    def _copy(self) -> None:
+        try:
+            while True:
+                chunk = self._proc.stdout.read1(_CHUNK)
+                if not chunk:
+                    break
+                self._out.write(chunk)
+        except BaseException as e:
+            self._copy_error = e
+
+    def _read_stderr(self) -> None:
+        self._stderr = self._proc.stderr.read()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        try:
+            self._proc.stdin.write(b)
+        except BrokenPipeError:
+            self._wait()
+            raise CompressionError(f"{self._what} failed: the program exited early")
+        return len(b)
+
+    def _wait(self) -> int:
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        self._copier.join()
+        rc = self._proc.wait()
+        self._err_reader.join()
+        return rc
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            rc = self._wait()
+            self._proc.stdout.close()
+            if self._copy_error is not None:
+                raise self._copy_error
+            if rc != 0:
+                msg = self._stderr.decode("utf-8", "replace").strip()
+                raise CompressionError(f"{self._what} failed: {msg or f'exit status {rc}'}")
+        finally:
+            super().close()
+
+
+class _PlainWriter(io.RawIOBase):
+    def __init__(self, out: BinaryIO):
+        super().__init__()
+        self._out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self._out.write(b)
+        return len(b)
+
+
+DEFAULT_LEVELS = {GZIP: 6, ZSTD: 3}
+
+
+def compressor(
+    out: BinaryIO, algorithm: str | None, *, level: int | None = None, use_module: bool = True
+) -> BinaryIO:
+    """A writer that compresses into ``out``; close it to end the stream (``out`` stays open).
+
+    Output is deterministic for a given input, algorithm and level.
+    """
+    if algorithm is None:
+        return _PlainWriter(out)
+    if level is None:
+        level = DEFAULT_LEVELS.get(algorithm, 6)
+    if algorithm == GZIP:
+        return _GzipWriter(out, level)
+    if algorithm == ZSTD:
+        zstandard = _import_zstandard() if use_module else None
+        if zstandard is not None:
+            return _ZstdWriter(out, level, zstandard)
+        prog = _zstd_program()
+        if prog is None:
+            raise CompressionError(ZSTD_MISSING)
+        return _PipeWriter([prog, "-c", "-q", f"-{level}"], out, "zstd compression")
+    raise UnsupportedFormat(f"unsupported compression {algorithm!r}")
+
+
+def compress_file(
+    src: BinaryIO, out: BinaryIO, algorithm: str | None, *, level: int | None = None
+) -> None:
+    """Copy ``src`` to ``out`` compressed."""
+    w = compressor(out, algorithm, level=level)
+    try:
+        while True:
+            chunk = src.read(_CHUNK)
+            if not chunk:
+                break
+            w.write(chunk)
+    except BaseException:
+        try:
+            w.close()
+        except PboxError:
+            pass
+        raise
+    w.close()

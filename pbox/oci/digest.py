@@ -1,0 +1,237 @@
+"""Content digests (``sha256:<64 hex>``) and streams that compute or verify them.
+
+Everything pbox stores or fetches is named by a digest; a blob is only trusted once the
+bytes that went through one of these wrappers hashed to the name they were asked by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from typing import BinaryIO
+
+from pbox.errors import DigestMismatch, InvalidReference
+
+# OCI image-spec: registered algorithms and the length of their lower-case hex encoding.
+ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
+CANONICAL = "sha256"
+_HEX_RE = re.compile(r"^[a-f0-9]+$")
+_CHUNK = 1024 * 1024
+
+
+def parse(digest: str) -> tuple[str, str]:
+    """Split and validate ``algorithm:hex``; raises ``InvalidReference`` when malformed."""
+    if not isinstance(digest, str) or ":" not in digest:
+        raise InvalidReference(f"invalid checksum digest format: {digest!r}")
+    algorithm, _, hexpart = digest.partition(":")
+    if algorithm not in ALGORITHMS:
+        raise InvalidReference(f"unsupported digest algorithm: {digest!r}")
+    if len(hexpart) != ALGORITHMS[algorithm]:
+        raise InvalidReference(f"invalid checksum digest length: {digest!r}")
+    if not _HEX_RE.match(hexpart):
+        raise InvalidReference(f"invalid checksum digest format: {digest!r}")
+    return algorithm, hexpart
+
+
+def validate(digest: str) -> str:
+    """Return ``digest`` unchanged when it is well formed, else raise ``InvalidReference``."""
+    parse(digest)
+    return digest
+
+
+def is_digest(s: str) -> bool:
+    try:
+        parse(s)
+    except InvalidReference:
+        return False
+    return True
+
+
+def algorithm_of(digest: str) -> str:
+    return parse(digest)[0]
+
+
+def hex_of(digest: str) -> str:
+    """The hex part: the file name of a blob, the long image id docker shows."""
+    return parse(digest)[1]
+
+
+def new_hasher(algorithm: str = CANONICAL):
+    if algorithm not in ALGORITHMS:
+        raise InvalidReference(f"unsupported digest algorithm: {algorithm!r}")
+    return hashlib.new(algorithm)
+
+
+def compute(data: bytes, algorithm: str = CANONICAL) -> str:
+    """The digest of ``data`` in full form."""
+    h = new_hasher(algorithm)
+    h.update(data)
+    return f"{algorithm}:{h.hexdigest()}"
+
+
+def compute_file(fileobj: BinaryIO, algorithm: str = CANONICAL) -> tuple[str, int]:
+    """Read ``fileobj`` to its end; return (digest, size)."""
+    h = new_hasher(algorithm)
+    size = 0
+    while True:
+        chunk = fileobj.read(_CHUNK)
+        if not chunk:
+            break
+        h.update(chunk)
+        size += len(chunk)
+    return f"{algorithm}:{h.hexdigest()}", size
+
+
+def compute_path(path: str, algorithm: str = CANONICAL) -> tuple[str, int]:
+    with open(path, "rb") as f:
+        return compute_file(f, algorithm)
+
+
+def _close(f) -> None:
+    """Close a wrapped stream if it can be closed (plain readers may lack ``close``)."""
+    close = getattr(f, "close", None)
+    if close is not None:
+        close()
+
+
+class HashingReader(io.RawIOBase):
+    """A read-through tee: whatever is read is hashed and counted.
+
+    ``digest()`` is the digest of everything read so far; read to the end first
+    (``finish()`` does that) when the digest of the whole stream is wanted.  The wrapper
+    owns ``fileobj``: closing it (or dropping it) closes the wrapped file.
+    """
+
+    def __init__(self, fileobj: BinaryIO, algorithm: str = CANONICAL):
+        super().__init__()
+        self._f = fileobj
+        self.algorithm = algorithm
+        self._h = new_hasher(algorithm)
+        self.size = 0
+        self.eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _got(self, data: bytes, requested: int) -> None:
+        if data:
+            self._h.update(data)
+            self.size += len(data)
+        elif requested != 0:
+            self.eof = True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while True:
+                chunk = self._f.read(_CHUNK)
+                self._got(chunk, _CHUNK)
+                if not chunk:
+                    break
+                parts.append(chunk)
+            return b"".join(parts)
+        data = self._f.read(size)
+        self._got(data, size)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"
+
+    def finish(self) -> str:
+        """Read (and hash) whatever is left; return the digest of the whole stream."""
+        while self.read(_CHUNK):
+            pass
+        return self.digest()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                _close(self._f)
+            finally:
+                super().close()
+
+
+class VerifyingReader(HashingReader):
+    """A read-through wrapper that checks the stream against an expected digest.
+
+    Raises ``DigestMismatch`` when the end of the stream is reached and the digest (or
+    the size, when given) is not the expected one, and as soon as more than ``size``
+    bytes arrive.  A consumer that stops before the end (``tarfile`` leaves the zero
+    padding unread) must call ``finish()`` to get the check.
+    """
+
+    def __init__(
+        self, fileobj: BinaryIO, digest: str, size: int | None = None, *, what: str = "blob"
+    ):
+        algorithm, _ = parse(digest)
+        super().__init__(fileobj, algorithm)
+        self.expected = digest
+        self.expected_size = size
+        self.what = what
+        self.verified = False
+
+    def _got(self, data: bytes, requested: int) -> None:
+        super()._got(data, requested)
+        if self.expected_size is not None and self.size > self.expected_size:
+            raise DigestMismatch(
+                f"{self.what} {self.expected}: got more than the {self.expected_size} bytes "
+                f"announced"
+            )
+        if self.eof and not self.verified:
+            self._check()
+
+    def _check(self) -> None:
+        if self.expected_size is not None and self.size != self.expected_size:
+            raise DigestMismatch(
+                f"{self.what} {self.expected}: size {self.size} does not match the "
+                f"{self.expected_size} bytes announced"
+            )
+        got = self.digest()
+        if got != self.expected:
+            raise DigestMismatch(
+                f"{self.what} digest mismatch: expected {self.expected}, got {got}"
+            )
+        self.verified = True
+
+    def finish(self) -> str:
+        while self.read(_CHUNK):
+            pass
+        if not self.verified:
+            self._check()
+        return self.digest()
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-through tee: bytes written go to ``fileobj`` (if any) and are hashed."""
+
+    def __init__(self, fileobj: BinaryIO | None = None, algorithm: str = CANONICAL):
+        super().__init__()
+        self._f = fileobj
+        self.algorithm = algorithm
+        self._h = new_hasher(algorithm)
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        data = bytes(b)
+        self._h.update(data)
+        self.size += len(data)
+        if self._f is not None:
+            self._f.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._f is not None and hasattr(self._f, "flush"):
+            self._f.flush()
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self._h.hexdigest()}"

@@ -1,0 +1,1 @@
+"""The kernel side: ctypes syscalls, id mapping, mounts, the container launcher."""

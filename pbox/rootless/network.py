@@ -1,0 +1,352 @@
+"""User-mode networking for a container's own network namespace: pasta or slirp4netns.
+
+The launcher creates the namespace; :func:`attach` (called from ``launch(on_created=)``
+with a pid in it) starts the helper that gives it an interface, a default route, DNS
+and the published ports.  The helper runs in our (the user's) user namespace, which
+owns the container's network namespace, and binds the published ports on the host.
+
+Why ``/proc/self/fd/N``: we open ``/proc/PID/ns/net`` ourselves and hand the fd down.
+pasta drops every capability but a few before opening its target, and the kernel
+then refuses it ``/proc/PID/ns/net`` of a process with more capabilities (ptrace
+access check); the fd link of its own process is not subject to that check.
+
+Lifetimes: pasta daemonizes and quits by itself when the namespace goes away; the
+owner also kills it (:meth:`Helper.stop`) when it sees the container end.
+slirp4netns stays our child and exits when the write end of its ``--exit-fd`` pipe
+closes (our stop, or our death).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from pbox.errors import RuntimeFailure
+
+PASTA = "pasta"
+SLIRP4NETNS = "slirp4netns"
+MODES = (PASTA, SLIRP4NETNS)
+DEFAULT = PASTA
+
+PACKAGES = {PASTA: "passt", SLIRP4NETNS: "slirp4netns"}
+
+# slirp4netns's fixed addresses (10.0.2.0/24).
+SLIRP_ADDRESS = "10.0.2.100"
+SLIRP_GATEWAY = "10.0.2.2"
+SLIRP_DNS = "10.0.2.3"
+# Where pasta answers DNS when the host's resolvers are on its loopback (unreachable
+# from another namespace): a link-local address pasta forwards to the host's resolver.
+PASTA_DNS_FORWARD = "169.254.1.1"
+
+
+@dataclass
+class Forward:
+    """One published port: host (ip, port) -> container port."""
+
+    protocol: str
+    host_ip: str
+    host_port: int
+    container_port: int
+
+
+@dataclass
+class Helper:
+    """A started network helper; ``stop()`` ends it (idempotent)."""
+
+    mode: str
+    pid: int
+    address: str
+    gateway: str
+    proc: subprocess.Popen | None = None
+    exit_w: int = -1
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.exit_w >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.exit_w)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            return
+        # pasta is not our child (it daemonized): signal it and wait until it is gone,
+        # so its ports are free when we return.
+        deadline = time.monotonic() + 5
+        sig = signal.SIGTERM
+        while _is_helper(self.pid, self.mode):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            if time.monotonic() > deadline:
+                sig = signal.SIGKILL
+            time.sleep(0.01)
+
+
+def _is_helper(pid: int, mode: str) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    comm, _, rest = stat.rpartition(")")
+    comm = comm.partition("(")[2]
+    if rest.split()[:1] == ["Z"]:
+        return False  # a zombie holds no ports
+    return comm in (mode, "passt", "passt.avx2", "pasta.avx2")
+
+
+def parse_mode(network: str) -> tuple[str, dict]:
+    """``pasta``, ``slirp4netns``, ``slirp4netns:allow_host_loopback=true``."""
+    name, _, opts = network.partition(":")
+    options = {}
+    for item in filter(None, opts.split(",")):
+        k, _, v = item.partition("=")
+        options[k.strip()] = v.strip() or "true"
+    return name, options
+
+
+def binary(mode: str) -> str:
+    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+
+    path = shutil.which(mode)
+    if path is None:
+        raise RuntimeFailure(f"network {mode!r} needs the {mode} program, which is not "
+                             f"installed: install the {PACKAGES[mode]} package "
+                             f"(e.g. apt-get install {PACKAGES[mode]}), or use "
+                             f"--network host or none")
+    return path
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [ln.split()[1] for ln in lines if ln.startswith("nameserver") and len(ln.split()) > 1]
+
+
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def container_nameservers(mode: str, host: list[str]) -> list[str]:
+    """What the container's resolv.conf names for ``mode`` given the host's resolvers."""
+    if mode == SLIRP4NETNS:
+        return [SLIRP_DNS]
+    usable = [n for n in host if not _loopback(n)]
+    return usable or [PASTA_DNS_FORWARD]
+
+
+def _default_route() -> tuple[str, str] | None:
+    """(interface, gateway) of the host's IPv4 default route."""
+    try:
+        with open("/proc/net/route") as f:
+            rows = [ln.split() for ln in f.read().splitlines()[1:]]
+    except OSError:
+        return None
+    for r in rows:
+        if len(r) > 2 and r[1] == "00000000":
+            gw = socket.inet_ntoa(int(r[2], 16).to_bytes(4, "little"))
+            return r[0], gw
+    return None
+
+
+def _outbound_address(gateway: str) -> str:
+    # connect() of a UDP socket only picks the route and source address: nothing is sent.
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect((gateway, 9))
+        return s.getsockname()[0]
+    except OSError:
+        return ""
+    finally:
+        s.close()
+
+
+def pasta_args(forwards: list[Forward], *, netns: str, pidfile: str, dns_forward: str = "",
+               runas: str = "", userns: str = "") -> list[str]:
+    tcp = [_pasta_spec(f) for f in forwards if f.protocol == "tcp"]
+    udp = [_pasta_spec(f) for f in forwards if f.protocol == "udp"]
+    args = ["--config-net", "--quiet", "--pid", pidfile]
+    for opt, specs in (("-t", tcp), ("-u", udp)):
+        if specs:
+            for s in specs:
+                args += [opt, s]
+        else:
+            args += [opt, "none"]
+    args += ["-T", "none", "-U", "none"]
+    if dns_forward:
+        args += ["--dns-forward", dns_forward]
+    if runas:
+        args += ["--runas", runas]
+    if userns:
+        args += ["--userns", userns]
+    return args + ["--netns", netns]
+
+
+def _pasta_spec(f: Forward) -> str:
+    return (f"{f.host_ip}/" if f.host_ip else "") + f"{f.host_port}:{f.container_port}"
+
+
+def attach(network: str, pid: int, forwards: list[Forward]) -> Helper:
+    """Give the network namespace of ``pid`` connectivity with ``network``'s helper."""
+    mode, options = parse_mode(network)
+    if mode not in MODES:
+        raise RuntimeFailure(f"unknown network {network!r}: pasta, slirp4netns, host or none")
+    path = binary(mode)
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    userfd = -1
+    try:
+        # Without the shared user namespace (single-id mapping), the container made its
+        # own: the helper must join it to be allowed into the network namespace.
+        if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
+            userfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        if mode == PASTA:
+            return _attach_pasta(path, fd, forwards, userfd)
+        return _attach_slirp(path, fd, forwards, options, userfd)
+    finally:
+        os.close(fd)
+        if userfd >= 0:
+            os.close(userfd)
+
+
+def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int) -> Helper:
+    route = _default_route()
+    gateway = route[1] if route else ""
+    address = _outbound_address(gateway) if gateway else ""
+    host_ns = host_nameservers()
+    dns_forward = PASTA_DNS_FORWARD if PASTA_DNS_FORWARD in container_nameservers(
+        PASTA, host_ns) else ""
+    with tempfile.TemporaryDirectory(prefix="pbox-pasta-") as tmp:
+        pidfile = os.path.join(tmp, "pid")
+        args = pasta_args(forwards, netns=f"/proc/self/fd/{nsfd}", pidfile=pidfile,
+                          dns_forward=dns_forward, runas=f"{os.geteuid()}:{os.getegid()}",
+                          userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "")
+        with tempfile.TemporaryFile() as err:
+            # pasta forks into the background once set up; its exit status says how that
+            # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
+            try:
+                rc = subprocess.call([path, *args], stdin=subprocess.DEVNULL,
+                                     stdout=err, stderr=err,
+                                     pass_fds=tuple(f for f in (nsfd, userfd) if f >= 0),
+                                     timeout=60)
+            except subprocess.TimeoutExpired:
+                raise RuntimeFailure("pasta did not finish setting up the network")
+            err.seek(0)
+            text = _clean(err.read().decode(errors="replace"))
+        if rc != 0:
+            raise RuntimeFailure(f"pasta failed to set up the network (exit status {rc})"
+                                 + (f": {text}" if text else ""))
+        try:
+            with open(pidfile) as f:
+                hpid = int(f.read().strip())
+        except (OSError, ValueError):
+            hpid = 0
+    return Helper(PASTA, hpid, address, gateway)
+
+
+def _clean(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip() and "syslog" not in ln]
+    return "; ".join(lines)
+
+
+def _attach_slirp(path: str, nsfd: int, forwards: list[Forward], options: dict,
+                  userfd: int) -> Helper:
+    exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    tmp = tempfile.mkdtemp(prefix="pbox-slirp-")
+    api = os.path.join(tmp, "api.sock")
+    args = [path, "--configure", "--mtu=65520", f"--exit-fd={exit_r}",
+            f"--ready-fd={ready_w}", f"--api-socket={api}", "--netns-type=path"]
+    if options.get("allow_host_loopback", "false").lower() not in ("true", "1", "yes"):
+        args.append("--disable-host-loopback")
+    if userfd >= 0:
+        args.append(f"--userns-path=/proc/self/fd/{userfd}")
+    args += [f"/proc/self/fd/{nsfd}", "tap0"]
+    with tempfile.TemporaryFile() as err:
+        return _run_slirp(args, err, nsfd, exit_r, exit_w, ready_r, ready_w, api, tmp,
+                          forwards, userfd)
+
+
+def _run_slirp(args, err, nsfd, exit_r, exit_w, ready_r, ready_w, api, tmp, forwards,
+               userfd):
+    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+
+    try:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                pass_fds=tuple(f for f in (nsfd, exit_r, ready_w, userfd) if f >= 0))
+        os.close(ready_w)
+        ready_w = -1
+        ok = os.read(ready_r, 1) == b"1"
+        if not ok:
+            proc.kill()
+            proc.wait()
+            err.seek(0)
+            text = _clean(err.read().decode(errors="replace"))
+            raise RuntimeFailure("slirp4netns failed to set up the network"
+                                 + (f": {text}" if text else ""))
+        helper = Helper(SLIRP4NETNS, proc.pid, SLIRP_ADDRESS, SLIRP_GATEWAY, proc=proc,
+                        exit_w=exit_w)
+        exit_w = -1
+        try:
+            for f in forwards:
+                _slirp_hostfwd(api, f)
+        except BaseException:
+            helper.stop()
+            raise
+        return helper
+    finally:
+        for fd in (exit_r, ready_r, ready_w, exit_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _slirp_hostfwd(api: str, f: Forward) -> None:
+    req = {"execute": "add_hostfwd",
+           "arguments": {"proto": f.protocol, "host_addr": f.host_ip or "0.0.0.0",
+                         "host_port": f.host_port, "guest_port": f.container_port}}
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(api)
+            break
+        except OSError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise RuntimeFailure("slirp4netns's API socket did not come up")
+            time.sleep(0.01)
+    with s:
+        s.sendall(json.dumps(req).encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    try:
+        reply = json.loads(data or b"{}")
+    except ValueError:
+        reply = {"error": {"desc": data.decode(errors="replace")}}
+    if "error" in reply:
+        desc = (reply["error"] or {}).get("desc", "")
+        raise RuntimeFailure(f"cannot publish {f.host_ip or '0.0.0.0'}:{f.host_port}->"
+                             f"{f.container_port}/{f.protocol}: {desc or 'slirp4netns refused'}")

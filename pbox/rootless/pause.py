@@ -1,0 +1,143 @@
+"""One user namespace per user, held open by a tiny pause process (podman's idea).
+
+Every pbox command that needs the user's namespace (pull and rmi to write layer files
+owned by subordinate ids, run for containers) joins the same namespace.  Benefits:
+
+* no newuidmap/newgidmap per command: joining is one ``setns(2)``;
+* all containers live in one user namespace, so pbox can signal any of their
+  processes (a process of uid 1000 in a container is host uid 100999, which the user
+  may only signal from inside the namespace) and networking can join containers'
+  network namespaces to each other.
+
+The pause process is ``sleep infinity`` exec'd inside the new namespace under the name
+``pbox-pause`` (about 1 MB); its pid is kept in ``<runroot>/pause.pid``.  If it is gone
+(reboot, killed), the next command makes a new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+
+from pbox.errors import RuntimeFailure
+from pbox.rootless import idmap, syscalls, userns
+
+PAUSE_NAME = b"pbox-pause"
+
+
+def _pidfile(runroot: str) -> str:
+    return os.path.join(runroot, "pause.pid")
+
+
+def pause_pid(runroot: str) -> int | None:
+    """The pid of a live pause process of ours, or None."""
+    try:
+        with open(_pidfile(runroot)) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0")[0]
+        if argv0 != PAUSE_NAME or os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _join(pid: int) -> bool:
+    try:
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        syscalls.setns(fd, syscalls.CLONE_NEWUSER)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.environ[userns.ENV_MARKER] = "1"
+    return True
+
+
+def _spawn(mapping: idmap.IdMapping) -> int:
+    """Start the pause process in a new user namespace mapped by ``mapping``."""
+    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the pause process
+        try:
+            os.close(ready_r)
+            os.close(go_w)
+            os.setsid()
+            syscalls.unshare(syscalls.CLONE_NEWUSER)
+            os.write(ready_w, b"U")
+            if os.read(go_r, 1) != b"K":  # the parent has written our id maps
+                os._exit(1)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.chdir("/")
+            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)
+            os.execv(sleep, [PAUSE_NAME.decode(), "infinity"])
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+        if os.read(ready_r, 1) != b"U":
+            os.waitpid(pid, 0)
+            raise RuntimeFailure("cannot create a user namespace (is "
+                                 "kernel.unprivileged_userns_clone enabled?)")
+        try:
+            if mapping.mode == idmap.MODE_SUBUID:
+                userns.run_newidmap(mapping, pid)
+            else:
+                userns.write_single_map(pid, mapping.uid, mapping.gid)
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        os.write(go_w, b"K")
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+    return pid
+
+
+def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> idmap.IdMapping:
+    """Join the user's namespace, creating its pause process when needed.
+
+    No-op for real root and when already inside.  Must be called while the process has
+    a single thread.  Returns the mapping now in force.
+    """
+    mapping = mapping or userns.current_mapping()
+    if mapping.mode == idmap.MODE_HOST or mapping.entered:
+        return mapping
+    if mapping.mode == idmap.MODE_SINGLE:
+        userns.notify_squash(notice, mapping.uid)
+    pid = pause_pid(runroot)
+    if pid is not None and _join(pid):
+        return userns.current_mapping()
+    os.makedirs(runroot, mode=0o700, exist_ok=True)
+    lock_fd = os.open(os.path.join(runroot, "pause.lock"),
+                      os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        pid = pause_pid(runroot)
+        if pid is None:
+            pid = _spawn(mapping)
+            tmp = _pidfile(runroot) + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{pid}\n")
+            os.rename(tmp, _pidfile(runroot))
+    finally:
+        os.close(lock_fd)
+    if not _join(pid):
+        raise RuntimeFailure(f"cannot join the user namespace of pause process {pid}")
+    return userns.current_mapping()

@@ -1,0 +1,1 @@
+"""The on-disk store: blobs, extracted layers, images, tags, containers, volumes."""

@@ -1,0 +1,98 @@
+#!/bin/sh
+# Build dist/pbox.pyz: pbox and its pure-Python dependencies in one zip archive that
+# runs with a system python3 (3.9 or newer), plus the compiled zstandard module for
+# each CPython version from 3.9 on (see zipapp/__main__.py for how it is loaded).
+#
+#   scripts/build_pyz.sh [OUTPUT]       (needs python3 with pip; downloads wheels)
+#
+# Environment: PYTHON (default python3), PBOX_PYZ_PYTHONS (default "39 310 311 312 313").
+set -eu
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+OUT=${1:-dist/pbox.pyz}
+VERSIONS=${PBOX_PYZ_PYTHONS:-"39 310 311 312 313"}
+ARCH=$(uname -m)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT INT TERM
+stage="$work/stage"
+mkdir -p "$stage" "$work/pure" "$work/native" "$(dirname "$OUT")"
+
+# 1. pbox itself, without caches.
+tar -cf - --exclude=__pycache__ --exclude='*.pyc' pbox | tar -xf - -C "$stage"
+
+# 2. Pure-Python wheels, chosen for the oldest supported Python.
+grep -v '^#' zipapp/requirements.txt | grep . > "$work/req.txt"
+$PY -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform any --python-version 3.9 --implementation py -d "$work/pure" -r "$work/req.txt"
+for whl in "$work"/pure/*.whl; do
+    $PY - "$whl" "$stage" <<'PYEOF'
+import sys, zipfile
+whl, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        top = name.split("/")[0]
+        if top.endswith(".dist-info") or top.endswith(".data"):
+            continue
+        z.extract(name, dest)
+PYEOF
+done
+
+# 3. The compiled zstandard backend per CPython version (only what the C backend needs).
+native_req=$(grep -v '^#' zipapp/native.txt | grep .)
+for v in $VERSIONS; do
+    pyver="$(echo "$v" | cut -c1).$(echo "$v" | cut -c2-)"
+    d="$work/native/$v"
+    mkdir -p "$d"
+    if ! $PY -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --python-version "$pyver" --platform "manylinux2014_$ARCH" \
+        --platform "manylinux_2_17_$ARCH" -d "$d" "$native_req"; then
+        echo "note: no zstandard wheel for CPython $pyver on $ARCH; that Python falls back to the zstd program" >&2
+        continue
+    fi
+    target="$stage/_native/cpython-$v/zstandard"
+    mkdir -p "$target"
+    $PY - "$d"/*.whl "$target" <<'PYEOF'
+import os, sys, zipfile
+whl, target = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for name in z.namelist():
+        base = os.path.basename(name)
+        if name.startswith("zstandard/") and (base == "__init__.py" or base.startswith("backend_c.")):
+            with open(os.path.join(target, base), "wb") as f:
+                f.write(z.read(name))
+PYEOF
+    if command -v strip >/dev/null 2>&1; then
+        strip --strip-unneeded "$target"/backend_c.*.so
+    fi
+done
+
+# 4. Bytecode for the building Python, next to each source (zipimport's layout), as
+#    unchecked hash-based .pyc: a zip cannot cache bytecode, so without these every start
+#    would compile pbox again.  Other Python versions ignore them and use the sources.
+$PY -m compileall -q -b --invalidation-mode unchecked-hash -x '/_native/' -s "$stage" \
+    -p pbox.pyz "$stage" >/dev/null
+
+# 5. The entry point, then the archive (entries sorted, so the build is reproducible).
+cp zipapp/__main__.py "$stage/__main__.py"
+$PY - "$stage" "$OUT" <<'PYEOF'
+import os, sys, zipfile
+stage, out = sys.argv[1], sys.argv[2]
+tmp = out + ".tmp"
+with open(tmp, "wb") as f:
+    f.write(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for root, dirs, files in os.walk(stage):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                arc = os.path.relpath(path, stage)
+                info = zipfile.ZipInfo(arc, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (0o755 if name.endswith(".so") else 0o644) << 16
+                with open(path, "rb") as src:
+                    z.writestr(info, src.read())
+os.chmod(tmp, 0o755)
+os.replace(tmp, out)
+PYEOF
+echo "built $OUT ($(du -h "$OUT" | cut -f1))"

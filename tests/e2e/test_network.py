@@ -1,0 +1,196 @@
+"""The default rootless network (pasta), slirp4netns, none/host, and published ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+
+
+@pytest.fixture
+def bb(registry_plain, test_images, run_pbox):
+    ref = test_images(registry_plain).busybox.reference
+    run_pbox("pull", "-q", ref)
+    return ref
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _get(url: str, timeout: float = 20.0) -> bytes:
+    """GET with retries while the server in the container is still starting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _refused(port: int) -> bool:
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+    except ConnectionRefusedError:
+        return True
+    finally:
+        s.close()
+    return False
+
+
+def _helpers_of(root_marker: str) -> list[int]:
+    """pasta/slirp4netns processes of this user still running."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            st = os.stat(f"/proc/{pid}")
+        except OSError:
+            continue
+        if comm in ("pasta", "passt", "slirp4netns") and st.st_uid == os.getuid():
+            out.append(int(pid))
+    return out
+
+
+HTTPD = "mkdir -p /www && echo served-by-$NET > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+@pytest.mark.parametrize("net", ["pasta", "slirp4netns", ""])
+def test_published_port_serves_then_closes(bb, run_pbox, net):
+    before = set(_helpers_of(""))
+    port = _free_port()
+    args = ["run", "-d", "--name", "web", "-e", f"NET={net or 'default'}",
+            "-p", f"127.0.0.1:{port}:80"]
+    if net:
+        args += ["--network", net]
+    run_pbox(*args, bb, "sh", "-c", HTTPD)
+    body = _get(f"http://127.0.0.1:{port}/index.html")
+    assert body == f"served-by-{net or 'default'}\n".encode()
+    assert run_pbox("port", "web").stdout == f"80/tcp -> 127.0.0.1:{port}\n"
+    assert run_pbox("port", "web", "80").stdout == f"127.0.0.1:{port}\n"
+    run_pbox("port", "web", "81/tcp", expect_rc=1)
+    ps = run_pbox("ps", "--format", "{{.Names}} {{.Ports}}").stdout
+    assert f"web 127.0.0.1:{port}->80/tcp" in ps
+    info = json.loads(run_pbox("inspect", "web").stdout)[0]
+    ns = info["NetworkSettings"]
+    assert ns["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert ns["IPAddress"]
+    hosts = run_pbox("exec", "web", "cat", "/etc/hosts").stdout if _has_exec(run_pbox) \
+        else None
+    if hosts is not None:
+        assert ns["IPAddress"] in hosts
+    assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1",
+                                                              "HostPort": str(port)}]}
+    run_pbox("stop", "-t", "1", "web")
+    assert _refused(port)
+    assert run_pbox("port", "web").stdout == ""
+    # restart: the port is published again
+    run_pbox("start", "web")
+    assert _get(f"http://127.0.0.1:{port}/index.html").startswith(b"served-by-")
+    run_pbox("rm", "-f", "web")
+    assert _refused(port)
+    deadline = time.monotonic() + 10
+    while set(_helpers_of("")) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(_helpers_of("")) - before == set()
+
+
+def _has_exec(run_pbox) -> bool:
+    return run_pbox("exec", "--help", check=False).returncode == 0
+
+
+def test_default_network_has_interface_and_resolver(bb, run_pbox):
+    out = run_pbox("run", "--rm", bb, "sh", "-c",
+                   "ls /sys/class/net; cat /etc/resolv.conf; ip route").stdout
+    ifaces = out.split("nameserver")[0].split()
+    assert "lo" in ifaces and len(ifaces) >= 2
+    assert "nameserver " in out and "default via" in out
+    out = run_pbox("run", "--rm", "--network", "slirp4netns", bb, "sh", "-c",
+                   "cat /etc/resolv.conf; ip route").stdout
+    assert "nameserver 10.0.2.3" in out and "default via 10.0.2.2" in out
+
+
+def test_network_none_and_host(bb, run_pbox):
+    out = run_pbox("run", "--rm", "--network", "none", bb, "ls", "/sys/class/net").stdout
+    assert out.split() == ["lo"]
+    host = sorted(os.listdir("/sys/class/net"))
+    out = run_pbox("run", "--rm", "--network", "host", bb, "ls", "/sys/class/net").stdout
+    assert sorted(out.split()) == host
+    r = run_pbox("run", "--rm", "--network", "none", "-p", "8080:80", bb, "true", expect_rc=125)
+    assert r.stderr.startswith("Error: ")
+
+
+def test_port_conflict(bb, run_pbox):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        r = run_pbox("run", "--rm", "-p", f"127.0.0.1:{port}:80", bb, "true", expect_rc=125)
+        assert r.stderr.startswith("Error: ")
+        assert f"port {port} is already in use" in r.stderr
+        r = run_pbox("run", "-d", "--name", "busy", "-p", f"127.0.0.1:{port}:80", bb,
+                     "sleep", "30", expect_rc=125)
+        assert f"port {port} is already in use" in r.stderr
+        run_pbox("rm", "-f", "busy")
+    finally:
+        s.close()
+
+
+def test_publish_all_exposed(bb, run_pbox):
+    run_pbox("run", "-d", "--name", "pall", "--expose", "80", "-P", bb, "sh", "-c",
+             HTTPD.replace("$NET", "all"))
+    try:
+        line = run_pbox("port", "pall").stdout.strip()
+        assert line.startswith("80/tcp -> 0.0.0.0:")
+        port = int(line.rsplit(":", 1)[1])
+        assert _get(f"http://127.0.0.1:{port}/") == b"served-by-all\n"
+    finally:
+        run_pbox("rm", "-f", "pall")
+
+
+def test_outbound_to_a_host_server(bb, run_pbox):
+    """The container reaches a server on the host's loopback through pasta's gateway
+    address (pasta maps it to the host); nothing leaves the machine."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    got = []
+
+    def serve():
+        srv.settimeout(60)
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"hello-from-host\n")
+            got.append(True)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        out = run_pbox("run", "--rm", bb, "sh", "-c",
+                       f"gw=$(ip route | awk '/default/ {{print $3}}'); "
+                       f"nc $gw {port} </dev/null").stdout
+        assert out == "hello-from-host\n"
+    finally:
+        srv.close()
+        t.join(5)

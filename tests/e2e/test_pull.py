@@ -1,0 +1,148 @@
+"""`pbox pull` against the real registry in its four modes, as the test user."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from harness import has_subuid, storeview
+
+
+def reg_args(registry) -> list[str]:
+    """The flags a user gives pbox for this registry."""
+    args = []
+    if registry.ca_path:
+        args += ["--cert-dir", registry.cert_dir]
+    if registry.username:
+        args += ["--creds", f"{registry.username}:{registry.password}"]
+    return args
+
+
+@pytest.mark.idmap
+def test_pull_by_tag_and_digest_each_mode(any_registry, test_images, run_pbox, pbox_root):
+    imgs = test_images(any_registry)
+    img = imgs.busybox
+    r = run_pbox("pull", *reg_args(any_registry), img.reference)
+    assert r.stdout.strip().splitlines()[-1] == f"{img.host}/{img.repository}:{img.tag}"
+    assert f"Digest: {img.manifest_digest}" in r.stdout
+    assert "Pull complete" in r.stdout
+
+    out = run_pbox("images", "--no-trunc", "--format", "{{.Repository}} {{.Tag}} {{.ID}}").stdout
+    assert f"{img.host}/{img.repository} {img.tag} {img.config_digest}" in out.splitlines()
+
+    data = json.loads(run_pbox("inspect", img.reference).stdout)
+    assert isinstance(data, list) and len(data) == 1
+    assert data[0]["Id"] == img.config_digest
+    assert data[0]["RootFS"]["Layers"] == img.diff_ids
+    assert f"{img.host}/{img.repository}@{img.manifest_digest}" in data[0]["RepoDigests"]
+
+    # busybox runs: the binary arrived whole and executable
+    files = storeview.merged(pbox_root.root, img.config_digest)
+    assert "/bin/busybox" in files
+    assert files["/bin/busybox"][1].st_mode & 0o111
+
+    # by digest: the image is there already, the same id, nothing downloaded again
+    r = run_pbox("pull", *reg_args(any_registry), img.by_digest)
+    assert "Pull complete" not in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == img.by_digest
+
+
+def test_pull_quiet_prints_only_the_name(registry_plain, test_images, run_pbox):
+    img = test_images(registry_plain).busybox_docker
+    r = run_pbox("pull", "-q", img.reference)
+    assert r.stdout.splitlines() == [img.reference]
+
+
+def test_index_selects_host_platform_and_platform_flag(registry_plain, test_images, run_pbox,
+                                                      pbox_root):
+    imgs = test_images(registry_plain)
+    for index in (imgs.multi, imgs.multi_docker):
+        host_arch = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
+        run_pbox("pull", index.reference)
+        child = index.for_arch(host_arch)
+        assert storeview.read_file(pbox_root.root, child.config_digest, "/arch") == \
+            f"{host_arch}\n".encode()
+
+        run_pbox("pull", "--platform", "linux/arm64", index.reference)
+        arm = index.for_arch("arm64")
+        assert storeview.read_file(pbox_root.root, arm.config_digest, "/arch") == b"arm64\n"
+        data = json.loads(run_pbox("image", "inspect", index.reference).stdout)
+        assert data[0]["Architecture"] == "arm64"
+        assert data[0]["Id"] == arm.config_digest
+
+    r = run_pbox("pull", "--platform", "linux/s390x", imgs.multi.reference, check=False)
+    assert r.returncode == 125
+    assert "linux/s390x" in r.stderr and "linux/amd64" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["zstd", "uncompressed", "busybox_docker", "busybox"])
+def test_layer_compressions_and_media_types(name, registry_plain, test_images, run_pbox,
+                                            pbox_root):
+    img = getattr(test_images(registry_plain), name)
+    run_pbox("pull", img.reference)
+    files = storeview.merged(pbox_root.root, img.config_digest)
+    for path, exp in img.files.items():
+        assert path in files, path
+        if exp.kind == "file" and exp.data is not None:
+            assert storeview.read_file(pbox_root.root, img.config_digest, path) == exp.data
+
+
+@pytest.mark.idmap
+def test_whiteouts_opaque_dirs_owners_and_modes(registry_plain, test_images, run_pbox,
+                                                pbox_root):
+    img = test_images(registry_plain).layers
+    r = run_pbox("pull", img.reference)
+    files = storeview.listing(pbox_root.root, img.config_digest)
+    for path in img.absent:
+        assert path not in files, f"{path} should be hidden by a whiteout"
+    keeps_owners = os.getuid() == 0 or has_subuid()
+    for path, exp in img.files.items():
+        assert path in files, path
+        got = files[path]
+        assert got["kind"] == exp.kind, path
+        if exp.kind == "symlink":
+            assert got["target"] == exp.target, path
+            continue
+        assert got["mode"] == exp.mode, path
+        if exp.kind == "file" and exp.data is not None:
+            assert got["data"].encode("latin-1") == exp.data, path
+        # owners: kept (through the subordinate range), or all the user's without one
+        want = (exp.uid, exp.gid) if keeps_owners else (os.getuid(), os.getgid())
+        assert (got["uid"], got["gid"]) == want, path
+    assert any(e.uid == 1000 for e in img.files.values())
+    # without a range the user is told once why owners are squashed, and how to fix it
+    assert (r.stderr.count("/etc/subuid") == 1) == (not keeps_owners), r.stderr
+    assert any(e.mode & 0o4000 for e in img.files.values())
+
+
+def test_progress_on_a_terminal(registry_plain, test_images, pbox_cmd, pbox_root):
+    """On a terminal, layers get live lines (redrawn with cursor movements)."""
+    import pty
+    import select
+    import subprocess
+
+    img = test_images(registry_plain).layers
+    env = pbox_root.env_with({"PYTHONPATH": os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))})
+    master, slave = pty.openpty()
+    p = subprocess.Popen([*pbox_cmd, "pull", img.reference], stdin=slave, stdout=slave,
+                         stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(timeout=60) == 0
+    text = out.decode(errors="replace")
+    assert "\x1b[" in text  # redrawn in place
+    assert text.count("Pull complete") >= len(img.diff_ids)
+    assert f"Digest: {img.manifest_digest}" in text

@@ -1,0 +1,264 @@
+"""`pbox push` to the real registry (plain, basic, token), as the test user.
+
+What a push must give: an image that pbox and skopeo read back with the same content,
+a second push that uploads nothing, a push to another repository of the same registry
+that mounts rather than uploads, and zstd layers on request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+from harness import storeview
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+UPLOADS = r"/blobs/uploads/"
+CHECK = ["md5sum", "/bin/busybox", "/etc/passwd"]
+
+
+def login(run_pbox, reg) -> None:
+    run_pbox("login", "-u", reg.username, "--password-stdin", reg.host, input=reg.password + "\n")
+
+
+def pushed_ids(output: str) -> dict[str, str]:
+    """{short blob id: status} from docker's `<id>: Pushed` lines."""
+    out = {}
+    for line in output.splitlines():
+        m = re.match(r"^([0-9a-f]{12}): (Pushed|Layer already exists|Mounted from \S+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def final_digest(output: str, tag: str) -> tuple[str, int]:
+    m = re.search(rf"^{re.escape(tag)}: digest: (sha256:[0-9a-f]{{64}}) size: (\d+)$", output,
+                  re.M)
+    assert m, output
+    return m.group(1), int(m.group(2))
+
+
+def skopeo(*args: str) -> bytes:
+    exe = shutil.which("skopeo")
+    if exe is None:
+        pytest.skip("skopeo is not installed")
+    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+
+
+def creds_args(reg) -> list[str]:
+    return ["--creds", reg.creds] if reg.username else []
+
+
+@pytest.fixture
+def busybox(registry_plain, test_images, run_pbox):
+    img = test_images(registry_plain).busybox
+    run_pbox("pull", "-q", img.reference)
+    return img
+
+
+@pytest.fixture(params=["basic", "token"])
+def auth_registry(request):
+    return request.getfixturevalue(f"registry_{request.param}")
+
+
+def test_login_push_rmi_pull_run_same_content(auth_registry, busybox, run_pbox, pbox_root,
+                                              tmp_path):
+    reg = auth_registry
+    before = run_pbox("run", "--rm", busybox.reference, *CHECK).stdout
+    dest = f"{reg.host}/pbox-push/roundtrip:v1"
+
+    # not logged in: refused, with the word a user looks for
+    r = run_pbox("push", busybox.reference, dest, expect_rc=125)
+    assert "unauthorized" in r.stderr and "Traceback" not in r.stderr
+
+    login(run_pbox, reg)
+    digestfile = tmp_path / "digest"
+    r = run_pbox("push", "--digestfile", digestfile, busybox.reference, dest)
+    assert f"The push refers to repository [{reg.host}/pbox-push/roundtrip]" in r.stdout
+    ids = pushed_ids(r.stdout)
+    assert list(ids.values()) == ["Pushed"]
+    digest, size = final_digest(r.stdout, "v1")
+    assert digestfile.read_text() == digest
+
+    # skopeo reads a valid image whose layers are the ones pbox said it pushed
+    info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", reg.creds,
+                             f"docker://{dest}"))
+    assert info["Digest"] == digest
+    assert [d[7:19] for d in info["Layers"]] == list(ids)
+    raw = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", reg.creds,
+                 f"docker://{dest}")
+    assert len(raw) == size
+    manifest = json.loads(raw)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+
+    run_pbox("rmi", busybox.reference)  # push does not tag locally (as podman)
+    r = run_pbox("pull", dest)
+    assert f"Digest: {digest}" in r.stdout
+    assert run_pbox("run", "--rm", dest, *CHECK).stdout == before
+
+    # logged out: the same push is refused again
+    run_pbox("logout", reg.host)
+    r = run_pbox("push", dest, expect_rc=125)
+    assert "unauthorized" in r.stderr
+
+
+def test_second_push_uploads_nothing(registry_factory, busybox, run_pbox):
+    reg = registry_factory("plain")
+    dest = f"{reg.host}/again/busybox:latest"
+    first = run_pbox("push", busybox.reference, dest)
+    assert reg.count_requests("PUT", UPLOADS) >= 2  # a layer and the config
+    mark = reg.log_mark()
+    second = run_pbox("push", busybox.reference, dest)
+    assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
+    assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
+    assert reg.count_requests("POST", UPLOADS, since=mark) == 0
+    assert list(pushed_ids(second.stdout).values()) == ["Layer already exists"]
+    assert final_digest(second.stdout, "latest") == final_digest(first.stdout, "latest")
+
+
+def test_push_to_second_repository_mounts(registry_factory, registry_plain, test_images,
+                                          run_pbox, pbox_root):
+    img = test_images(registry_plain).layers
+    run_pbox("pull", "-q", img.reference)
+    reg = registry_factory("plain")
+    run_pbox("push", img.reference, f"{reg.host}/team-a/layers:1")
+    mark = reg.log_mark()
+    r = run_pbox("push", img.reference, f"{reg.host}/team-b/layers:1")
+    statuses = list(pushed_ids(r.stdout).values())
+    assert len(statuses) == len(img.layers)
+    assert set(statuses) == {"Mounted from team-a/layers"}
+    mounts = reg.requests_matching("POST", r"/v2/team-b/layers/blobs/uploads/\?.*mount=",
+                                   since=mark)
+    assert len(mounts) >= len(img.layers)
+    assert all(m.status == 201 for m in mounts)
+    assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
+    assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
+
+    # what came back is the same tree: owners, modes, whiteouts, setuid bits, links
+    want = storeview.listing(pbox_root.root, img.config_digest)
+    run_pbox("rmi", img.reference)
+    run_pbox("pull", "-q", f"{reg.host}/team-b/layers:1")
+    image_id = run_pbox("inspect", "--format", "{{.Id}}", f"{reg.host}/team-b/layers:1"
+                        ).stdout.strip()
+    assert storeview.listing(pbox_root.root, image_id) == want
+
+
+def test_zstd_push_pulls_back(registry_factory, busybox, run_pbox):
+    reg = registry_factory("plain")
+    dest = f"{reg.host}/zstd/busybox:z"
+    before = run_pbox("run", "--rm", busybox.reference, *CHECK).stdout
+    r = run_pbox("push", "--compression-format", "zstd", busybox.reference, dest)
+    assert list(pushed_ids(r.stdout).values()) == ["Pushed"]
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}"))
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    # a gzip push of the same image elsewhere is another blob; zstd again is remembered
+    r = run_pbox("push", "-q", "--compression-format", "zstd", busybox.reference,
+                 f"{reg.host}/zstd/other:z")
+    assert r.stdout == ""
+    run_pbox("rmi", busybox.reference)
+    run_pbox("pull", "-q", dest)
+    assert run_pbox("run", "--rm", dest, *CHECK).stdout == before
+
+
+def test_v2s2_format_and_errors(registry_factory, registry_plain, test_images, run_pbox):
+    img = test_images(registry_plain).busybox_docker
+    run_pbox("pull", "-q", img.reference)
+    reg = registry_factory("plain")
+    # an image that came as docker v2s2 goes out as v2s2 unless told otherwise
+    run_pbox("push", img.reference, f"{reg.host}/fmt/bb:docker")
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                            f"docker://{reg.host}/fmt/bb:docker"))
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert raw["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    run_pbox("push", "--format", "oci", img.reference, f"{reg.host}/fmt/bb:oci")
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                            f"docker://{reg.host}/fmt/bb:oci"))
+    assert raw["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+
+    r = run_pbox("push", "--format", "v2s2", "--compression-format", "zstd", img.reference,
+                 f"{reg.host}/fmt/bb:bad", expect_rc=125)
+    assert "zstd" in r.stderr
+    r = run_pbox("push", "no-such-image:1", f"{reg.host}/fmt/x:1", expect_rc=125)
+    assert "No such image" in r.stderr
+
+
+def push_temps(root: str) -> list[str]:
+    return [n for n in os.listdir(os.path.join(root, "tmp")) if n.startswith("push-")]
+
+
+def test_killed_push_leaves_store_clean_and_reruns(registry_factory, busybox, run_pbox,
+                                                   pbox_cmd, pbox_root):
+    reg = registry_factory("plain")
+    dest = f"{reg.host}/killed/busybox:1"
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # zstd: no blob of the pulled layer can serve, so the push compresses the layer into
+    # a temp file first, then hangs on its first request to the suspended registry
+    reg.suspend()
+    try:
+        proc = subprocess.Popen([*pbox_cmd, "push", "--compression-format", "zstd",
+                                 busybox.reference, dest], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not push_temps(pbox_root.root) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the push never wrote its temp file"
+                time.sleep(0.02)
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        reg.resume()
+    r = run_pbox("push", "--compression-format", "zstd", busybox.reference, dest)
+    assert list(pushed_ids(r.stdout).values()) == ["Pushed"]
+    assert push_temps(pbox_root.root) == []
+    run_pbox("rmi", busybox.reference)
+    run_pbox("pull", "-q", dest)
+    run_pbox("run", "--rm", dest, "true")
+
+    # a push that fails leaves no temp file behind either
+    reg.stop()
+    r = run_pbox("push", dest, f"{reg.host}/killed/other:1", expect_rc=125)
+    assert "connect" in r.stderr
+    assert push_temps(pbox_root.root) == []
+
+
+def test_push_back_to_origin_reuses_the_pulled_blobs(registry_factory, test_images, run_pbox):
+    """The registry a layer came from has its blob: nothing is compressed or uploaded,
+    and the pushed image keeps the original layer digest and image id."""
+    reg = registry_factory("plain")
+    img = test_images(reg).busybox
+    run_pbox("pull", "-q", img.reference)
+    mark = reg.log_mark()
+    r = run_pbox("push", img.reference, f"{reg.host}/pbox-test/busybox:copy")
+    assert pushed_ids(r.stdout) == {img.layers[0]["digest"][7:19]: "Layer already exists"}
+    assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
+    assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false",
+                                 f"docker://{reg.host}/pbox-test/busybox:copy"))
+    assert [d["digest"] for d in manifest["layers"]] == [d["digest"] for d in img.layers]
+    assert manifest["config"]["digest"] == img.config_digest
+
+
+def test_pulled_layers_mount_into_another_repository(registry_factory, test_images, run_pbox):
+    """Pull records where each blob came from, so a push to another repository of the
+    same registry mounts the original blobs: no upload, same layer digests, same id."""
+    reg = registry_factory("plain")
+    img = test_images(reg).layers
+    run_pbox("pull", "-q", img.reference)
+    mark = reg.log_mark()
+    dest = f"{reg.host}/elsewhere/layers:1"
+    r = run_pbox("push", img.reference, dest)
+    assert set(pushed_ids(r.stdout).values()) == {"Mounted from pbox-test/layers"}
+    assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
+    manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}"))
+    assert [d["digest"] for d in manifest["layers"]] == [d["digest"] for d in img.layers]
+    assert [d["size"] for d in manifest["layers"]] == [d["size"] for d in img.layers]
+    assert manifest["config"]["digest"] == img.config_digest

@@ -1,0 +1,138 @@
+"""Nothing leaks, many runs at once, and killed owners leave containers pbox handles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+
+def _descendants_with(marker: str) -> list[int]:
+    """Pids of our user's processes whose command line contains ``marker``."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{p}").st_uid != os.getuid() and os.getuid() != 0:
+                pass
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    out.append(int(p))
+        except OSError:
+            continue
+    return out
+
+
+def _mounts_under(path: str) -> list[str]:
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/mountinfo") as f:
+                found += [ln for ln in f if path in ln]
+        except OSError:
+            continue
+    return found
+
+
+def test_nothing_left_after_rm_and_rm_flag(bb, run_pbox, pbox_root):
+    marker = "leakcheck-4711"
+    run_pbox("run", "--rm", bb, "sh", "-c", f"echo {marker} >/dev/null")
+    run_pbox("run", "-d", "--name", "lk", bb, "sh", "-c", f"sleep 1000 # {marker}")
+    assert _descendants_with(marker)
+    run_pbox("rm", "-f", "lk")
+    time.sleep(0.2)
+    assert _descendants_with(marker) == []
+    assert _mounts_under(pbox_root.root) == []
+    assert os.listdir(os.path.join(pbox_root.root, "containers")) in ([], [".names"])
+    assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
+
+
+@pytest.mark.slow
+def test_32_parallel_runs(bb, pbox_cmd, pbox_root):
+    env = pbox_root.env_with({"PYTHONPATH": os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))})
+    procs = [subprocess.Popen([*pbox_cmd, "run", "--rm", "--network", "none", bb, "sleep", "1"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(32)]
+    results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert [rc for rc, _ in results] == [0] * 32, [e for rc, e in results if rc]
+    # the store stays consistent: no container left, no temp entry left
+    assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
+    leftover = [n for n in os.listdir(os.path.join(pbox_root.root, "containers"))
+                if n != ".names"]
+    assert leftover == []
+
+
+def _state(run_pbox, name):
+    return json.loads(run_pbox("inspect", name).stdout)[0]["State"]
+
+
+def _monitor_pid(pbox_root, name) -> int:
+    names = os.path.join(pbox_root.root, "containers", ".names")
+    cid = os.readlink(os.path.join(names, name))
+    with open(os.path.join(pbox_root.root, "containers", cid, "state.json")) as f:
+        return json.load(f)["MonitorPid"]
+
+
+def test_kill_9_of_the_monitor(bb, run_pbox, pbox_root):
+    run_pbox("run", "-d", "--name", "orphan", bb, "sleep", "1000")
+    ctr_pid = _state(run_pbox, "orphan")["Pid"]
+    os.kill(_monitor_pid(pbox_root, "orphan"), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{ctr_pid}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{ctr_pid}"), "the container outlived its monitor"
+    st = _state(run_pbox, "orphan")
+    assert st["Status"] == "exited" and not st["Running"]
+    assert "Exited (137)" in run_pbox("ps", "-a").stdout
+    # it can be started again, and removed
+    run_pbox("start", "orphan")
+    assert _state(run_pbox, "orphan")["Status"] == "running"
+    run_pbox("rm", "-f", "orphan")
+    run_pbox("run", "--rm", bb, "true")
+
+
+def test_kill_9_of_a_foreground_run(bb, pbox_cmd, pbox_root, run_pbox):
+    env = pbox_root.env_with({"PYTHONPATH": os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))})
+    p = subprocess.Popen([*pbox_cmd, "run", "--name", "fg", bb, "sleep", "1000"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = run_pbox("ps", "-q", "--filter", "name=fg")
+        if r.stdout.strip():
+            break
+        time.sleep(0.1)
+    ctr_pid = _state(run_pbox, "fg")["Pid"]
+    os.kill(_monitor_pid(pbox_root, "fg"), signal.SIGKILL)
+    p.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{ctr_pid}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{ctr_pid}")
+    assert _state(run_pbox, "fg")["Status"] == "exited"
+    run_pbox("rm", "-f", "fg")
+    assert run_pbox("ps", "-aq").stdout == ""
+
+
+def test_system_reset_ends_containers_and_the_pause_process(bb, run_pbox, pbox_root):
+    marker = "resetcheck-0815"
+    run_pbox("run", "-d", "--name", "rs", bb, "sh", "-c", f"sleep 1000 # {marker}")
+    with open(os.path.join(pbox_root.runroot, "pause.pid")) as f:
+        pause_pid = int(f.read())
+    assert _descendants_with(marker)
+    run_pbox("system", "reset", "-f")
+    time.sleep(0.2)
+    assert _descendants_with(marker) == []
+    assert not _descendants_with("pbox-pause") or pause_pid not in _descendants_with("pbox-pause")
+    assert not os.path.exists(pbox_root.root)

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from pbox.errors import DigestMismatch, InvalidReference
+from pbox.oci import digest
+
+DATA = b"hello world\n" * 1000
+GOOD = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+class Trickle(io.RawIOBase):
+    """Hands out at most ``step`` bytes a read, like a socket does."""
+
+    def __init__(self, data: bytes, step: int = 7):
+        self._b = io.BytesIO(data)
+        self._step = step
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            return self._b.read()
+        return self._b.read(min(n, self._step))
+
+
+def test_parse_and_validate():
+    assert digest.parse(GOOD) == ("sha256", GOOD[7:])
+    sha512 = "sha512:" + hashlib.sha512(b"x").hexdigest()
+    assert digest.validate(sha512) == sha512
+    assert digest.hex_of(GOOD) == GOOD[7:]
+    assert digest.algorithm_of(sha512) == "sha512"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "sha256",
+        "sha256:",
+        "sha256:" + "a" * 63,
+        "sha256:" + "a" * 65,
+        "sha256:" + "A" * 64,
+        "sha256:" + "g" * 64,
+        "md5:" + "a" * 32,
+        "sha512:" + "a" * 64,
+        None,
+    ],
+)
+def test_invalid(bad):
+    with pytest.raises(InvalidReference):
+        digest.parse(bad)
+    assert not digest.is_digest(bad)
+
+
+def test_compute():
+    assert digest.compute(DATA) == GOOD
+    assert digest.compute_file(io.BytesIO(DATA)) == (GOOD, len(DATA))
+
+
+def test_hashing_reader_tees():
+    r = digest.HashingReader(Trickle(DATA))
+    out = b""
+    while True:
+        chunk = r.read(100)
+        if not chunk:
+            break
+        out += chunk
+    assert out == DATA
+    assert r.digest() == GOOD and r.size == len(DATA)
+
+
+def test_hashing_reader_finish_reads_the_rest():
+    r = digest.HashingReader(io.BytesIO(DATA))
+    r.read(10)
+    assert r.finish() == GOOD
+
+
+def test_verifying_reader_accepts_good_content():
+    r = digest.VerifyingReader(Trickle(DATA, 1000), GOOD, len(DATA))
+    assert r.read() == DATA
+    assert r.verified
+
+
+def test_verifying_reader_in_buffered_reader():
+    r = io.BufferedReader(digest.VerifyingReader(Trickle(DATA, 333), GOOD))
+    assert r.read() == DATA
+
+
+def test_verifying_reader_raises_at_eof():
+    bad = DATA[:-1] + b"X"
+    r = digest.VerifyingReader(io.BytesIO(bad), GOOD)
+    assert r.read(len(bad)) == bad  # all content delivered; the end is where it fails
+    with pytest.raises(DigestMismatch) as e:
+        r.read(10)
+    assert GOOD in str(e.value)
+
+
+def test_verifying_reader_size_overrun():
+    r = digest.VerifyingReader(io.BytesIO(DATA + b"more"), GOOD, len(DATA))
+    with pytest.raises(DigestMismatch) as e:
+        r.read()
+    assert "more than" in str(e.value)
+
+
+def test_verifying_reader_short_content():
+    r = digest.VerifyingReader(io.BytesIO(DATA[:100]), GOOD, len(DATA))
+    with pytest.raises(DigestMismatch) as e:
+        r.read()
+    assert "size 100" in str(e.value)
+
+
+def test_verifying_reader_finish():
+    r = digest.VerifyingReader(io.BytesIO(DATA), GOOD)
+    r.read(5)
+    assert not r.verified
+    assert r.finish() == GOOD and r.verified
+    bad = digest.VerifyingReader(io.BytesIO(b"x"), GOOD)
+    with pytest.raises(DigestMismatch):
+        bad.finish()
+
+
+def test_verifying_reader_closes_wrapped():
+    inner = io.BytesIO(DATA)
+    r = digest.VerifyingReader(inner, GOOD)
+    r.close()
+    assert inner.closed
+
+
+def test_hashing_writer():
+    out = io.BytesIO()
+    w = digest.HashingWriter(out)
+    for i in range(0, len(DATA), 1000):
+        w.write(memoryview(DATA)[i : i + 1000])
+    assert out.getvalue() == DATA
+    assert w.digest() == GOOD and w.size == len(DATA)
+    assert digest.HashingWriter().write(b"abc") == 3
+
+
+class NoClose:
+    """A reader with nothing but ``read`` (progress counters and the like)."""
+
+    def __init__(self, data: bytes):
+        self._b = io.BytesIO(data)
+
+    def read(self, n=-1):
+        return self._b.read(n)
+
+
+def test_wrapping_a_reader_without_close():
+    r = digest.VerifyingReader(NoClose(DATA), GOOD)
+    assert r.read() == DATA
+    r.close()
+    assert r.closed

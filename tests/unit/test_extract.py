@@ -1,0 +1,317 @@
+"""Pure parts of layer tar reading and writing: header fields, PAX records, names."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from pbox.errors import UnsupportedFormat
+from pbox.storage import extract, layertar
+from pbox.storage.extract import (
+    OPAQUE_MARKER,
+    LayerError,
+    UnsafeLayer,
+    parse_header,
+    parse_number,
+    parse_pax,
+    split_name,
+    whiteout_target,
+)
+from pbox.storage.layertar import encode_header, pax_record
+
+# -- numbers
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        (b"0000644\0", 0o644),
+        (b"   644 \0", 0o644),
+        (b"\0\0\0\0\0\0\0\0", 0),
+        (b"00000000012\0", 10),
+        (b"\x80" + b"\0" * 3 + (12345678901).to_bytes(8, "big"), 12345678901),
+        (b"\xff" * 11 + b"\xfe", -2),
+    ],
+)
+def test_parse_number(field, value):
+    assert parse_number(field) == value
+
+
+def test_parse_number_rejects_garbage():
+    with pytest.raises(LayerError):
+        parse_number(b"12x4\0")
+
+
+# -- PAX records
+
+
+def test_pax_record_length_counts_itself():
+    for key, value in [("path", b"a"), ("path", b"x" * 95), ("path", b"x" * 996)]:
+        rec = pax_record(key, value)
+        length, _, rest = rec.partition(b" ")
+        assert int(length) == len(rec)
+        assert rest == key.encode() + b"=" + value + b"\n"
+
+
+def test_parse_pax_round_trip_with_binary_and_newlines():
+    data = (
+        pax_record("path", "dïr/ñame".encode())
+        + pax_record("SCHILY.xattr.user.bin", b"\x00\xff=\n ")
+        + pax_record("mtime", b"1700000000.5")
+    )
+    records = parse_pax(data + b"\0" * 20)
+    assert records == {
+        "path": "dïr/ñame".encode(),
+        "SCHILY.xattr.user.bin": b"\x00\xff=\n ",
+        "mtime": b"1700000000.5",
+    }
+
+
+@pytest.mark.parametrize("data", [b"5 a=b\n", b"99 path=x\n", b"x path=y\n", b"8 pathx\n"])
+def test_parse_pax_rejects_bad_records(data):
+    with pytest.raises(LayerError):
+        parse_pax(data)
+
+
+def test_apply_pax_fields():
+    entry = extract.TarEntry(name=b"short", type=b"0")
+    extract.apply_pax(
+        entry,
+        {
+            "path": b"long/name",
+            "linkpath": b"target",
+            "size": b"123",
+            "uid": b"100000",
+            "gid": b"7",
+            "mtime": b"-1.25",
+            "SCHILY.xattr.user.a": b"1",
+            "LIBARCHIVE.xattr.user.b%3Dc": b"Mg",
+            "atime": b"5",
+        },
+    )
+    assert entry.name == b"long/name"
+    assert entry.linkname == b"target"
+    assert (entry.size, entry.uid, entry.gid) == (123, 100000, 7)
+    assert entry.mtime_ns == -1_250_000_000
+    assert entry.xattrs == {"user.a": b"1", "user.b=c": b"2"}
+
+
+def test_apply_pax_refuses_sparse():
+    with pytest.raises(LayerError, match="sparse"):
+        extract.apply_pax(extract.TarEntry(name=b"a", type=b"0"), {"GNU.sparse.map": b"0,1"})
+
+
+# -- names
+
+
+@pytest.mark.parametrize(
+    "name, parts",
+    [
+        (b"a/b/c", (b"a", b"b", b"c")),
+        (b"./a//b/./c/", (b"a", b"b", b"c")),
+        (b"/etc/passwd", (b"etc", b"passwd")),
+        (b"./", ()),
+        (b"/", ()),
+        (b"a..b/..c", (b"a..b", b"..c")),
+    ],
+)
+def test_split_name(name, parts):
+    assert split_name(name) == parts
+
+
+@pytest.mark.parametrize("name", [b"..", b"../x", b"a/../../x", b"a/..", b"/../etc"])
+def test_split_name_refuses_dotdot(name):
+    with pytest.raises(UnsafeLayer, match="'\\.\\.'"):
+        split_name(name)
+
+
+def test_split_name_limits():
+    split_name(b"x" * 255)
+    with pytest.raises(LayerError, match="255"):
+        split_name(b"x" * 256)
+    ok = b"/".join([b"y" * 200] * 20)  # 4019 bytes
+    assert len(split_name(ok)) == 20
+    with pytest.raises(LayerError, match="4096"):
+        split_name(b"/".join([b"y" * 200] * 21))
+    with pytest.raises(LayerError, match="NUL"):
+        split_name(b"a\0b")
+
+
+def test_errors_are_unsupported_format():
+    assert issubclass(UnsafeLayer, LayerError)
+    assert issubclass(LayerError, UnsupportedFormat)
+
+
+@pytest.mark.parametrize(
+    "component, target",
+    [
+        (b"file", None),
+        (b".wh.file", b"file"),
+        (b".wh..hidden", b".hidden"),
+        (b".wh..wh..opq", OPAQUE_MARKER),
+        (b".wh..wh.plnk", b""),
+        (b".wh..wh.aufs", b""),
+        (b".whx", None),
+    ],
+)
+def test_whiteout_target(component, target):
+    assert whiteout_target(component) == target
+
+
+@pytest.mark.parametrize("component", [b".wh.", b".wh..", b".wh..."])
+def test_whiteout_of_dot_or_dotdot_is_unsafe(component):
+    with pytest.raises(UnsafeLayer):
+        whiteout_target(component)
+
+
+# -- headers
+
+
+def _tar_bytes(members, fmt=tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def test_parse_header_ustar_prefix_and_checksum():
+    name = "d" * 120 + "/" + "f" * 90
+    info = tarfile.TarInfo(name)
+    info.size = 3
+    info.mode = 0o4755
+    info.uid, info.gid, info.mtime = 1000, 2000, 1_600_000_000
+    block = _tar_bytes([(info, b"abc")], fmt=tarfile.USTAR_FORMAT)[:512]
+    entry = parse_header(block)
+    assert entry.name == name.encode()
+    assert (entry.mode, entry.uid, entry.gid, entry.size) == (0o4755, 1000, 2000, 3)
+    assert entry.mtime_ns == 1_600_000_000 * 10**9
+    bad = bytearray(block)
+    bad[0] ^= 1
+    with pytest.raises(LayerError, match="checksum"):
+        parse_header(bytes(bad))
+
+
+class Dribble(io.RawIOBase):
+    """A stream that hands out at most ``n`` bytes per read, like a slow socket."""
+
+    def __init__(self, data: bytes, n: int):
+        self._data = memoryview(data)
+        self._n = n
+        self.consumed = 0
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        k = self._n if size < 0 else min(size, self._n)
+        out = bytes(self._data[self.consumed : self.consumed + k])
+        self.consumed += len(out)
+        return out
+
+
+def _entries(data: bytes, chunk: int):
+    reader = extract._Reader(Dribble(data, chunk))
+    out = []
+    for entry in extract.iter_entries(reader):
+        payload = reader.read_exact(entry.size) if entry.type in (b"0", b"\0") else b""
+        entry.data_consumed = True
+        out.append((entry, payload))
+    return out
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("chunk", [1, 7, 512, 1 << 20])
+def test_iter_entries_long_names_any_chunking(fmt, chunk):
+    long = "dir/" + "n" * 150 + "/file"
+    f = tarfile.TarInfo(long)
+    f.size = 700
+    link = tarfile.TarInfo("sym")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "t" * 180
+    data = _tar_bytes([(f, b"z" * 700), (link, None)], fmt=fmt)
+    got = _entries(data, chunk)
+    assert [e.name for e, _ in got] == [long.encode(), b"sym"]
+    assert got[0][1] == b"z" * 700
+    assert got[1][0].linkname == b"t" * 180
+
+
+def test_iter_entries_pax_xattrs_and_global_header():
+    info = tarfile.TarInfo("f")
+    info.pax_headers = {"SCHILY.xattr.user.k": "v"}
+    data = _tar_bytes([(info, b"")])
+    (entry, _), = _entries(data, 512)
+    assert entry.xattrs == {"user.k": b"v"}
+
+
+def test_iter_entries_truncated():
+    info = tarfile.TarInfo("f")
+    info.size = 2000
+    data = _tar_bytes([(info, b"q" * 2000)])
+    with pytest.raises(LayerError, match="truncated"):
+        _entries(data[:1500], 512)
+
+
+def test_iter_entries_refuses_huge_gnu_longname():
+    hdr = encode_header(b"././@LongLink", b"L", size=50 << 20)
+    with pytest.raises(LayerError, match="long name"):
+        _entries(hdr, 512)
+
+
+# -- writing headers
+
+
+def test_encode_header_plain_is_one_ustar_block_tarfile_reads():
+    hdr = encode_header(b"a/b", b"0", mode=0o100644, uid=1, gid=2, size=0, mtime=5)
+    assert len(hdr) == 512
+    with tarfile.open(fileobj=io.BytesIO(hdr + bytes(1024))) as tf:
+        (m,) = tf.getmembers()
+    assert (m.name, m.mode, m.uid, m.gid, m.mtime, m.uname, m.gname) == (
+        "a/b", 0o644, 1, 2, 5, "", ""
+    )
+
+
+def test_encode_header_uses_pax_only_when_needed():
+    long_name = b"/".join([b"p" * 60] * 3)  # 182 bytes: prefix 121 + name 60
+    cases = {
+        "path": dict(name="é".encode() * 3),
+        "path ": dict(name=b"q" * 101),  # no '/' to split at
+        "linkpath": dict(linkname=b"l" * 101),
+        "uid": dict(uid=1 << 22),
+        "size": dict(size=1 << 34),
+        "SCHILY.xattr.user.x": dict(xattrs={"user.x": b"\0bin"}),
+    }
+    for key, kw in cases.items():
+        args = {"name": b"n", **kw}
+        hdr = encode_header(args.pop("name"), b"2" if "linkname" in args else b"0", **args)
+        assert len(hdr) > 512, key
+        assert key.strip().encode() + b"=" in hdr
+    assert len(encode_header(long_name, b"0")) == 512  # fits with the ustar prefix
+    parsed = parse_header(encode_header(long_name, b"0"))
+    assert parsed.name == long_name
+
+
+def test_encode_header_round_trips_through_our_reader():
+    name = ("ü/" * 60).encode() + b"file"
+    hdr = encode_header(
+        name, b"0", mode=0o2755, uid=70000000, gid=3, size=4, mtime=-10,
+        xattrs={"user.b": b"2", "user.a": b"1"},
+    )
+    data = hdr + b"abcd" + bytes(508) + bytes(1024)
+    ((entry, payload),) = _entries(data, 100)
+    assert entry.name == name
+    assert (entry.mode, entry.uid, entry.gid) == (0o2755, 70000000, 3)
+    assert entry.mtime_ns == -10 * 10**9
+    assert entry.xattrs == {"user.a": b"1", "user.b": b"2"}
+    assert payload == b"abcd"
+    # deterministic: records in sorted key order
+    assert hdr.index(b"SCHILY.xattr.user.a") < hdr.index(b"SCHILY.xattr.user.b")
+
+
+def test_split_ustar():
+    assert layertar._split_ustar(b"x" * 100) == (b"", b"x" * 100)
+    assert layertar._split_ustar(b"a" * 150 + b"/" + b"b" * 100) == (b"a" * 150, b"b" * 100)
+    assert layertar._split_ustar(b"a" * 156 + b"/b") is None
+    assert layertar._split_ustar(b"a/" + b"b" * 101) is None
