@@ -57,8 +57,11 @@ def login(config, registry, username, password, password_stdin, authfile, get_lo
         if not username:
             username = click.prompt("Username", err=False).strip()
         if not password:
-            password = click.prompt("Password", hide_input=True, default="",
-                                    show_default=False)
+            # getpass turns echo off before it writes the prompt: a password typed as
+            # soon as the prompt shows is never echoed (nor flushed away).
+            import getpass
+
+            password = getpass.getpass("Password: ")
     distribution.login(config, registry, username, password, tls_verify=tls_verify,
                        cert_dir=cert_dir, authfile=authfile)
     click.echo("Login Succeeded")
