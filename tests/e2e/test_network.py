@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -183,14 +184,19 @@ def test_outbound_to_a_host_server(bb, run_pbox):
         with conn:
             conn.sendall(b"hello-from-host\n")
             got.append(True)
+            # The client closes first: the passt in Debian 12 sometimes repeats data, or
+            # loses the FIN, on a spliced connection that the host side closes.
+            conn.settimeout(30)
+            with contextlib.suppress(OSError):
+                conn.recv(1)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
         out = run_pbox("run", "--rm", bb, "sh", "-c",
                        f"gw=$(ip route | awk '/default/ {{print $3}}'); "
-                       f"nc $gw {port} </dev/null").stdout
-        assert out == "hello-from-host\n"
+                       f"nc $gw {port} -e sh -c 'read line; echo \"$line\" >&2'")
+        assert out.stderr == "hello-from-host\n"
     finally:
         srv.close()
         t.join(5)
