@@ -37,7 +37,8 @@ def run_options(f):
         click.option("-h", "--hostname", default="", help="Container host name."),
         click.option("--domainname", default="", help="Container NIS domain name."),
         click.option("--add-host", multiple=True, metavar="HOST:IP",
-                     help="Add a line to /etc/hosts."),
+                     help="Add a line to /etc/hosts; IP host-gateway is the address "
+                          "where the container reaches the host."),
         click.option("--dns", multiple=True, metavar="IP", help="Set a DNS server."),
         click.option("--dns-search", multiple=True, metavar="DOMAIN",
                      help="Set a DNS search domain."),
@@ -54,7 +55,9 @@ def run_options(f):
         click.option("--stop-timeout", type=int, default=None,
                      help="Seconds to wait before killing the container on stop."),
         click.option("--network", "--net", "network", default="", metavar="MODE",
-                     help="Network: pasta (default), slirp4netns, host or none."),
+                     help="Network: pasta (default), slirp4netns[:allow_host_loopback=true], "
+                          "host, none, or container:NAME to share a running "
+                          "container's."),
         click.option("--pull", default="missing",
                      type=click.Choice(["missing", "always", "never"]),
                      help="Pull the image before running (default missing)."),

@@ -131,6 +131,10 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
     no_new_privs = any(s.replace(":", "=") in ("no-new-privileges", "no-new-privileges=true")
                        for s in o.security_opt)
     network, dns = _network(o)
+    joined = ""
+    if network.startswith("container:"):
+        joined = _joined_container(cstore, network, o)
+        network = "container:" + joined
     exposed = ports.exposed_ports(icfg.get("ExposedPorts"), o.expose)
     bindings = ports.requested(o.publish, o.publish_all, exposed)
     if bindings and not ports.own_network(network):
@@ -144,13 +148,20 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
         cdir = cstore.create_dir(cid)
         hostname = o.hostname or cid[:12]
         mounts, mount_records, binds = _mounts(store, cid, o, icfg)
-        hosts = _default_hosts(hostname, [opt.parse_add_host(h) for h in o.add_hosts])
-        with open(os.path.join(cdir, "hosts"), "w") as f:
-            f.write(hosts)
-        with open(os.path.join(cdir, "resolv.conf"), "w") as f:
-            f.write(_resolv_conf(dns, o.dns_search, o.dns_options))
-        with open(os.path.join(cdir, "hostname"), "w") as f:
-            f.write(hostname + "\n")
+        etc_dir = cdir
+        if joined:
+            # docker's container: mode: the owner's hostname, hosts and resolv.conf.
+            hostname = (cstore.config(joined).get("Config") or {}).get("Hostname") or \
+                joined[:12]
+            etc_dir = cstore.path(joined)
+        else:
+            extra = [_host_gateway(network, *opt.parse_add_host(h)) for h in o.add_hosts]
+            with open(os.path.join(cdir, "hosts"), "w") as f:
+                f.write(_default_hosts(hostname, extra))
+            with open(os.path.join(cdir, "resolv.conf"), "w") as f:
+                f.write(_resolv_conf(dns, o.dns_search, o.dns_options))
+            with open(os.path.join(cdir, "hostname"), "w") as f:
+                f.write(hostname + "\n")
         layers = [store.layer_diff(c) for c in reversed(res.record.layers)]
         spec = rspec.ContainerSpec(
             id=cid,
@@ -167,9 +178,9 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
             hostname=hostname,
             domainname=o.domainname,
             mounts=mounts,
-            hosts_file=os.path.join(cdir, "hosts"),
-            resolv_conf=os.path.join(cdir, "resolv.conf"),
-            hostname_file=os.path.join(cdir, "hostname"),
+            hosts_file=os.path.join(etc_dir, "hosts"),
+            resolv_conf=os.path.join(etc_dir, "resolv.conf"),
+            hostname_file=os.path.join(etc_dir, "hostname"),
             network=network,
             init=o.init,
         )
@@ -257,13 +268,47 @@ def _network(o: opt.RunOptions) -> tuple[str, list[str]]:
 
     mode = o.network or rnet.DEFAULT
     name = rnet.parse_mode(mode)[0]
+    if name == "container":
+        return mode, []
     if name not in ("host", "none") + rnet.MODES:
         raise UsageError(f"network {mode!r} is not supported: use pasta, slirp4netns, "
-                         f"host or none")
+                         f"host, none or container:NAME")
     if o.dns or name in ("host", "none"):
         return mode, list(o.dns)
     rnet.binary(name)  # a missing helper is reported now, with the package to install
     return mode, rnet.container_nameservers(name, rnet.host_nameservers())
+
+
+def _joined_container(cstore: ContainerStore, network: str, o: opt.RunOptions) -> str:
+    """``--network container:NAME|ID``: the id of the container whose network namespace
+    (and hostname, /etc/hosts, /etc/resolv.conf) this one shares; docker's conflicts."""
+    target = network.partition(":")[2]
+    if not target:
+        raise UsageError("--network container: needs a container name or id")
+    for given, what in ((o.publish or o.publish_all, "port publishing"),
+                        (o.expose, "port exposing")):
+        if given:
+            raise UsageError(f"conflicting options: {what} and the container type "
+                             f"network mode")
+    for given, what in ((o.hostname, "hostname"),
+                        (o.dns or o.dns_search or o.dns_options, "dns"),
+                        (o.add_hosts, "custom host-to-IP mapping"),
+                        (o.links, "links")):
+        if given:
+            raise UsageError(f"conflicting options: {what} and the network mode")
+    return cstore.find(target)
+
+
+def _host_gateway(network: str, name: str, ip: str) -> tuple[str, str]:
+    """--add-host NAME:host-gateway -> the address where the container reaches the host."""
+    if ip != "host-gateway":
+        return name, ip
+    from pbox.rootless import network as rnet
+
+    try:
+        return name, rnet.host_gateway(network)
+    except PboxError as e:
+        raise UsageError(str(e))
 
 
 def _refuse_limits(o: opt.RunOptions) -> None:

@@ -124,7 +124,7 @@ def _launch_recording(cs, cid, launch, spec, **kw):
     from pbox.containers.ports import ContainerNetwork
 
     net = _networks[cid] = ContainerNetwork(cs, cid, cs.config(cid))
-    c = launch(spec, on_created=net.attach, **kw)
+    c = launch(spec, on_created=net.attach, netns_fd=net.netns_fd, **kw)
     _mark_running(cs, cid, c)
     return c
 
@@ -393,11 +393,11 @@ def _monitor(config: Config, cid: str, report_fd: int) -> int:
             try:
                 if spec.process.tty:
                     c = launch(spec, stdin=stdin, stdout=stdin, stderr=stdin, console=True,
-                               on_created=net.attach)
+                               on_created=net.attach, netns_fd=net.netns_fd)
                     master = c.console_fd
                 else:
                     c = launch(spec, stdin=stdin, stdout=out_w, stderr=err_w,
-                               on_created=net.attach)
+                               on_created=net.attach, netns_fd=net.netns_fd)
             except PboxError as e:
                 net.detach()
                 _mark_exited(cs, cid, e.exit_code, str(e))

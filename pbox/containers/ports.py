@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import socket
 from dataclasses import dataclass
 
@@ -284,8 +285,8 @@ def bindings_from_config(cfg: dict) -> list[PortBinding]:
 
 
 def own_network(mode: str) -> bool:
-    """A mode that needs a user-mode network helper (not host, not none)."""
-    return mode not in ("host", "none", "")
+    """A mode that needs a user-mode network helper (not host, none or container:)."""
+    return mode not in ("host", "none", "") and not mode.startswith("container:")
 
 
 class ContainerNetwork:
@@ -302,8 +303,40 @@ class ContainerNetwork:
         self.cfg = cfg
         self.mode = (cfg.get("HostConfig") or {}).get("NetworkMode") or "host"
         self.helper = None
+        self.netns_fd = -1  # container:ID: the owner's network namespace, for launch()
+        self._error: PboxError | None = None
+        if self.mode.startswith("container:"):
+            try:
+                self.netns_fd = self._open_netns(self.mode.partition(":")[2])
+            except PboxError as e:
+                # Raised from attach(), before the container may run: launch gives up.
+                self._error = e
+
+    def _open_netns(self, target: str) -> int:
+        """``container:ID``: the running owner's network namespace, which the launcher
+        makes the container join (``launch(netns_fd=)``)."""
+        from pbox.errors import RuntimeFailure
+
+        st = self.cs.state(self.cs.find(target)) if target else {}
+        pid = st.get("Pid") or 0
+        if st.get("Running") and pid:
+            try:
+                return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        raise RuntimeFailure(f"cannot join network namespace of a non running "
+                             f"container: {target[:12]}")
+
+    def _close_netns(self) -> None:
+        if self.netns_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.netns_fd)
+            self.netns_fd = -1
 
     def attach(self, pid: int) -> None:
+        self._close_netns()  # the launcher's child has its copy
+        if self._error is not None:
+            raise self._error
         if not own_network(self.mode):
             return
         from pbox.rootless import network
@@ -342,6 +375,7 @@ class ContainerNetwork:
         atomic_write(path, ("\n".join(lines) + "\n").encode())
 
     def detach(self) -> None:
+        self._close_netns()
         if self.helper is None:
             return
         helper, self.helper = self.helper, None

@@ -39,7 +39,7 @@ from typing import Callable
 from pbox.errors import CommandNotExecutable, CommandNotFound, RuntimeFailure
 from pbox.rootless import caps, idmap, mounts, syscalls, userns
 from pbox.rootless.idmap import IdMapping
-from pbox.rootless.spec import DEFAULT_PATH, ContainerSpec
+from pbox.rootless.spec import DEFAULT_PATH, NETWORK_HOST, ContainerSpec
 
 KIND_SETUP = "setup"
 KIND_NOT_FOUND = "notfound"
@@ -372,7 +372,8 @@ def _container_main(spec: ContainerSpec, root: str, ctx: _Ctx) -> None:
         mqueue=spec.private_ipc,
         devices=spec.devices,
     )
-    _step("mounting /sys", mounts.mount_sys, root, own_netns=spec.own_network)
+    _step("mounting /sys", mounts.mount_sys, root,
+          own_netns=spec.network != NETWORK_HOST)
     for m in spec.mounts:
         _step(f"mounting {m.target}", mounts.apply_mount, root, m)
     _step("binding /etc/hosts", mounts.bind_etc_file, root, spec.hosts_file, "/etc/hosts")
@@ -470,6 +471,7 @@ class _Ctx:
         self.mapping: IdMapping | None = None
         self.use_userns = False
         self.console_sock = -1
+        self.netns_fd = -1
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -482,7 +484,8 @@ def _close_fds_except(keep: set[int]) -> None:
 
 
 def _holder_main(spec: ContainerSpec, ctx: _Ctx) -> None:
-    _close_fds_except({*ctx.stdio, ctx.msg_w, ctx.sync_w, ctx.go_r, ctx.console_sock})
+    _close_fds_except({*ctx.stdio, ctx.msg_w, ctx.sync_w, ctx.go_r, ctx.console_sock,
+                       ctx.netns_fd})
     # Out of the caller's process group: a ^C on the terminal reaches only the caller,
     # which decides what the container gets (Container.kill), like docker's sig-proxy.
     os.setpgid(0, 0)
@@ -503,6 +506,10 @@ def _holder_main(spec: ContainerSpec, ctx: _Ctx) -> None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     _step("making / a slave mount", mounts.make_rslave, "/")
+    if ctx.netns_fd >= 0:
+        _step("joining the network namespace", syscalls.setns, ctx.netns_fd,
+              syscalls.CLONE_NEWNET)
+        os.close(ctx.netns_fd)
     if spec.own_network:
         _step("bringing up lo", syscalls.set_link_up, "lo")
     hostname = spec.hostname or spec.id[:12]
@@ -607,6 +614,7 @@ def launch(
     on_created: Callable[[int], None] | None = None,
     die_with_parent: bool = True,
     console: bool = False,
+    netns_fd: int = -1,
 ) -> Container:
     """Start ``spec``; return once the command is executing.
 
@@ -621,6 +629,8 @@ def launch(
     the calling process dies.  With ``console`` the command gets a terminal allocated
     in the container's own /dev/pts (so ``tty`` and ttyname work inside); its master
     side is ``Container.console_fd``, and the given stdio fds are not used.
+    ``netns_fd`` (an open ``/proc/PID/ns/net``) is a network namespace to join instead
+    of the host's, for a spec whose network is ``container:ID``.
 
     Raises CommandNotFound / CommandNotExecutable / RuntimeFailure, with the reason.
     """
@@ -641,6 +651,7 @@ def launch(
         | (syscalls.CLONE_NEWUSER if ctx.use_userns else 0)
     )
     ctx.flags = flags
+    ctx.netns_fd = netns_fd
     ctx.stdio = (_fileno(stdin, 0), _fileno(stdout, 1), _fileno(stderr, 2))
     syscalls.last_cap()  # read /proc now, while it is the host's
 

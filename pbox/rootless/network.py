@@ -166,6 +166,23 @@ def _default_route() -> tuple[str, str] | None:
     return None
 
 
+def host_gateway(network: str) -> str:
+    """The address docker's ``--add-host NAME:host-gateway`` stands for: where the
+    container reaches the host.  pasta maps its gateway address to the host's loopback;
+    slirp4netns's 10.0.2.2 does the same, but only with ``allow_host_loopback=true``;
+    sharing the host's network (or having none), that is plain 127.0.0.1."""
+    mode = parse_mode(network)[0]
+    if mode == SLIRP4NETNS:
+        return SLIRP_GATEWAY
+    if mode == PASTA:
+        route = _default_route()
+        if route is None:
+            raise RuntimeFailure("host-gateway: the host has no IPv4 default route, whose "
+                                 "gateway address pasta maps to the host")
+        return route[1]
+    return "127.0.0.1"
+
+
 def _outbound_address(gateway: str) -> str:
     # connect() of a UDP socket only picks the route and source address: nothing is sent.
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -22,6 +22,7 @@ NETWORK_NONE = "none"  # own network namespace with only lo
 NETWORK_HOST = "host"  # the host's network namespace
 # Any other value ("pasta", "slirp4netns", a network name...) gets its own network
 # namespace like "none"; the networking code attaches to it via launch(on_created=...).
+# "container:ID" creates none: the caller enters the owner's before launching.
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -146,7 +147,7 @@ class ContainerSpec:
 
     @property
     def own_network(self) -> bool:
-        return self.network != NETWORK_HOST
+        return self.network != NETWORK_HOST and not self.network.startswith("container:")
 
     def to_dict(self) -> dict:
         return asdict(self)
