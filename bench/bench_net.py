@@ -1,0 +1,279 @@
+"""Network benchmarks: pasta and slirp4netns, pbox and rootless podman side by side.
+
+    python3 bench/bench_net.py [--mb N] [--connects N] [--runs N] [--pbox 'CMD'] [--markdown]
+
+Cases, for each mode (``pasta``, ``slirp4netns``) and tool (busybox image, nothing but
+busybox inside the container):
+
+* container -> host: a server of ours on the host's 127.0.0.1 receives ``--mb`` MB
+  that ``head -c ... /dev/zero | nc GW PORT`` sends from the container.  GW is the
+  address through which the container reaches the host's loopback: pasta's gateway
+  (podman: ``pasta:--map-gw``), slirp4netns's 10.0.2.2 with ``allow_host_loopback``.
+  Timed on the host from the accepted connection to the last byte.
+* host -> container: ``-p 127.0.0.1:PORT:5000`` and ``nc -l -p 5000 > /dev/null`` in
+  the container; we send ``--mb`` MB, close our side and wait for the container's
+  close.  Timed from connect to that close.
+* connect + request: ``--connects`` sequential HTTP/1.0 requests (a new connection
+  each) to busybox ``httpd`` behind a published port; the median time per request.
+
+Started as root, it runs itself again as ``--user`` (default pboxtest), like
+bench_run.py.  Without a usable podman only pbox's numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import bench_run
+import common
+import testimages
+from common import PodmanEnv, Registry, Scratch, log
+
+MODES = ("pasta", "slirp4netns")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mb", type=int, default=200, help="MB per transfer (default 200)")
+    p.add_argument("--connects", type=int, default=200,
+                   help="requests for the connect case (default 200)")
+    p.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
+    p.add_argument("--pbox", metavar="CMD", help="the pbox command (as in bench_run.py)")
+    p.add_argument("--user", default=None)
+    p.add_argument("--cache", metavar="DIR")
+    p.add_argument("--tmpdir")
+    p.add_argument("--no-podman", action="store_true", help="measure pbox only")
+    p.add_argument("--markdown", action="store_true")
+    return p.parse_args(argv)
+
+
+def prepare_as_root(args, argv) -> None:
+    """bench_run.py's: the busybox cache for the user, then this script again as them."""
+    import pwd
+
+    user = args.user or common.DEFAULT_USER
+    pw = pwd.getpwnam(user)
+    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
+    os.makedirs(cache, exist_ok=True)
+    testimages.cached_image(cache, "busybox", "busybox")
+    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
+    rest = [a for a in argv if not a.startswith("--cache")]
+    common.reexec_as(user, [os.path.abspath(__file__), *rest, "--cache", cache])
+
+
+def network_arg(tool: str, mode: str) -> str:
+    if mode == "slirp4netns":
+        return "slirp4netns:allow_host_loopback=true"
+    return "pasta:--map-gw" if tool == "podman" else "pasta"
+
+
+GW_SCRIPT = ("gw=10.0.2.2; [ {slirp} = 1 ] || gw=$(ip route | awk '/default/ {{print $3}}'); "
+             "head -c {size} /dev/zero | timeout 120 nc $gw {port}")
+
+
+def to_host(t, tool: str, mode: str, size: int) -> float:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    result = {}
+
+    def serve():
+        srv.settimeout(120)
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            t0 = time.monotonic()
+            got = 0
+            conn.settimeout(120)
+            while got < size:
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+            result["seconds"] = time.monotonic() - t0
+            result["bytes"] = got
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    script = GW_SCRIPT.format(slirp=int(mode == "slirp4netns"), size=size, port=port)
+    subprocess.run(t.argv(tool, "run", "--rm", "--network", network_arg(tool, mode), t.ref,
+                          "sh", "-c", script), env=t.env[tool], capture_output=True,
+                   stdin=subprocess.DEVNULL, timeout=300)
+    srv.close()
+    th.join(10)
+    if result.get("bytes", 0) < size:
+        raise common.BenchError(f"{tool}/{mode}: container->host got "
+                                f"{result.get('bytes', 0)} of {size} bytes")
+    return result["seconds"]
+
+
+def _detached(t, tool: str, mode: str, port: int, *command: str) -> str:
+    cid = t.output(tool, "run", "-d", "--network", network_arg(tool, mode), "-p",
+                   f"127.0.0.1:{port}:5000", t.ref, *command).splitlines()[-1].strip()
+    deadline = time.monotonic() + 30
+    while ":5000 " not in t.output(tool, "exec", cid, "netstat", "-ltn"):
+        if time.monotonic() > deadline:
+            raise common.BenchError(f"{tool}/{mode}: nothing listens on 5000")
+        time.sleep(0.02)
+    return cid
+
+
+def _remove(t, tool: str, cid: str) -> None:
+    subprocess.run(t.argv(tool, "rm", "-f", cid), env=t.env[tool], capture_output=True)
+
+
+def to_container(t, tool: str, mode: str, size: int) -> float:
+    port = common.free_port()
+    cid = _detached(t, tool, mode, port, "sh", "-c", "nc -l -p 5000 > /dev/null")
+    try:
+        block = b"\0" * (1 << 20)
+        s = socket.create_connection(("127.0.0.1", port), timeout=120)
+        with s:
+            t0 = time.monotonic()
+            left = size
+            while left > 0:
+                n = min(left, len(block))
+                s.sendall(block[:n])
+                left -= n
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(65536):
+                pass
+            return time.monotonic() - t0
+    finally:
+        _remove(t, tool, cid)
+
+
+def connects(t, tool: str, mode: str, n: int) -> float:
+    port = common.free_port()
+    cid = _detached(t, tool, mode, port, "sh", "-c",
+                    "mkdir /www && echo ok > /www/index.html && exec httpd -f -p 5000 -h /www")
+    try:
+        times = []
+        for _ in range(n):
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            if not data.endswith(b"ok\n"):
+                raise common.BenchError(f"{tool}/{mode}: bad reply {data[:80]!r}")
+            times.append(time.monotonic() - t0)
+        return statistics.median(times)
+    finally:
+        _remove(t, tool, cid)
+
+
+def measure(t, tools, args) -> dict:
+    size = args.mb * 1000 * 1000
+    out: dict = {}
+    for mode in MODES:
+        for case, fn, arg in (("container -> host", to_host, size),
+                              ("host -> container", to_container, size),
+                              ("connect + request", connects, args.connects)):
+            for rep in range(args.runs):
+                for tool in (tools if rep % 2 == 0 else tools[::-1]):
+                    key = (mode, case, tool)
+                    try:
+                        out.setdefault(key, []).append(fn(t, tool, mode, arg))
+                    except (common.BenchError, OSError, subprocess.SubprocessError) as e:
+                        log(f"{tool}/{mode}/{case}: failed: {e}")
+                        out.setdefault(key, [])
+            log(f"{mode}: {case} done")
+    return out
+
+
+def table(results: dict, tools, args) -> tuple:
+    headers = ["mode", "case"] + [f"{tool} (median)" for tool in tools]
+    if "podman" in tools:
+        headers.append("pbox/podman")
+    rows = []
+    for mode in MODES:
+        for case in ("container -> host", "host -> container", "connect + request"):
+            meds = {}
+            cells = [mode, case]
+            for tool in tools:
+                xs = results.get((mode, case, tool)) or []
+                if not xs:
+                    cells.append("failed")
+                    continue
+                m = meds[tool] = statistics.median(xs)
+                if case == "connect + request":
+                    cells.append(f"{m * 1000:.2f} ms")
+                else:
+                    cells.append(f"{args.mb * 8 / m:.0f} Mbit/s ({m:.2f} s)")
+            if "podman" in tools:
+                if len(meds) == 2:
+                    cells.append(f"{meds['pbox'] / meds['podman']:.2f}x time")
+                else:
+                    cells.append("-")
+            rows.append(cells)
+    return headers, rows
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if os.getuid() == 0:
+        prepare_as_root(args, argv)  # does not return
+    pbox, pbox_env = common.pbox_command(args.pbox)
+    common.check_interpreter(pbox)
+    common.require_tool("docker-registry")
+    common.require_tool("skopeo")
+    tools = ["pbox"]
+    if not args.no_podman and common.shutil.which("podman"):
+        tools.append("podman")
+    cache = args.cache or testimages.default_cache_dir()
+    busybox = testimages.cached_image(cache, "busybox", "busybox")
+    scratch = Scratch(args.tmpdir)
+    runtime_dir = scratch.new_dir("xdg-run")
+    os.chmod(runtime_dir, 0o700)
+    podman = PodmanEnv(scratch.new_dir("podman-conf"), runtime_dir)
+    registry = Registry(scratch.new_dir("registry"))
+    t = None
+    try:
+        base = common.base_env(runtime_dir)
+        penv = podman.env(base)
+        xenv = common.prepare_pbox(pbox, dict(base, **pbox_env), scratch.path)
+        info = common.machine_info(pbox, xenv)
+        registry.start()
+        ref = f"{registry.host}/{bench_run.BUSYBOX_REPO}:{busybox.tag}"
+        testimages.push(busybox, ref, penv, podman.policy)
+        t = bench_run.Tools(pbox, xenv, penv, scratch, ref)
+        for prog in ("pasta", "slirp4netns"):
+            info[prog] = common._first_line([prog, "--version"]) or "?"
+        results = measure(t, tools, args)
+    finally:
+        registry.stop()
+        podman.stop_pause_process()
+        if t is not None:
+            common.stop_pbox_pause(t.prun)
+        scratch.close()
+    print()
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    print(f"transfer size: {args.mb} MB; requests: {args.connects}; runs: {args.runs}")
+    print()
+    print(common.format_table(*table(results, tools, args), markdown=args.markdown))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except common.BenchError as e:
+        sys.stderr.write(f"bench: {e}\n")
+        sys.exit(1)
