@@ -214,3 +214,27 @@ for _name, _cmd in [("pull", pull), ("ls", images), ("list", images), ("history"
                     ("tag", tag), ("rm", rmi), ("remove", rmi), ("prune", prune),
                     ("inspect", image_inspect)]:
     image.add_command(_cmd, _name)
+
+
+class _Lazy(click.Command):
+    """`image save|load|import`: the archive commands, imported when run."""
+
+    def __init__(self, name, attr, help_):
+        super().__init__(name, help=help_, context_settings={"ignore_unknown_options": True,
+                                                              "help_option_names": []},
+                         add_help_option=False)
+        self.attr = attr
+        self.params = [click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)]
+
+    def invoke(self, ctx):
+        import importlib
+
+        cmd = getattr(importlib.import_module("pbox.commands.archive"), self.attr)
+        return cmd.main(list(ctx.params["args"]), prog_name=ctx.command_path,
+                        standalone_mode=False, obj=ctx.obj)
+
+
+for _name, _attr, _help in [("save", "save", "Save images to a tar archive"),
+                            ("load", "load", "Load images from a tar archive"),
+                            ("import", "import_command", "Import a rootfs tar as an image")]:
+    image.add_command(_Lazy(_name, _attr, _help))

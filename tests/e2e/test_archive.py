@@ -1,0 +1,217 @@
+"""`pbox save`, `load` and `import` as the test user, against the plain registry.
+
+What they must give: an image saved in any of the three layouts, removed and loaded
+back, runs with the same id and diff ids; layers shared by two images are written
+once; skopeo reads what pbox writes and pbox reads what skopeo writes; a compressed
+archive loads; a hostile archive is refused with one error line and leaves the store
+clean; an imported rootfs with --change runs its CMD.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def skopeo(*args: str) -> bytes:
+    exe = shutil.which("skopeo")
+    if exe is None:
+        pytest.skip("skopeo is not installed")
+    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+
+
+def image_facts(run_pbox, name: str) -> tuple[str, list[str]]:
+    out = run_pbox("image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", name)
+    image_id, _, layers = out.stdout.strip().partition(" ")
+    return image_id, json.loads(layers)
+
+
+def store_layers(pbox_root) -> list[str]:
+    path = os.path.join(pbox_root.root, "layers")
+    return sorted(n for n in os.listdir(path) if len(n) == 64) if os.path.isdir(path) else []
+
+
+def store_tmp(pbox_root) -> list[str]:
+    path = os.path.join(pbox_root.root, "tmp")
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def tar_names(path: str) -> list[str]:
+    with tarfile.open(path) as t:
+        return t.getnames()
+
+
+def archive_config_ids(path: str) -> list[str]:
+    """The image ids (config digests) an archive holds."""
+    if os.path.isdir(path):
+        def read(name):
+            with open(os.path.join(path, name), "rb") as f:
+                return f.read()
+    else:
+        t = tarfile.open(path)  # noqa: SIM115
+
+        def read(name):
+            return t.extractfile(name).read()
+    names = tar_names(path) if not os.path.isdir(path) else []
+    if "manifest.json" in names:
+        return ["sha256:" + m["Config"][:-5] for m in json.loads(read("manifest.json"))]
+    out = []
+    for d in json.loads(read("index.json"))["manifests"]:
+        m = json.loads(read("blobs/sha256/" + d["digest"][7:]))
+        out.append(m["config"]["digest"])
+    return out
+
+
+CHECK = ["md5sum", "/bin/busybox", "/etc/passwd"]
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive", "oci-dir"])
+def test_save_rmi_load_run(bb, run_pbox, tmp_path, fmt):
+    content = run_pbox("run", "--rm", bb, *CHECK).stdout
+    out = tmp_path / ("bb.dir" if fmt == "oci-dir" else "bb.tar")
+    run_pbox("save", "--format", fmt, "-o", out, bb)
+    [saved_id] = archive_config_ids(str(out))
+    run_pbox("rmi", bb)
+    loaded = run_pbox("load", "-i", out)
+    assert loaded.stdout.strip() == f"Loaded image: {bb}"
+    first = image_facts(run_pbox, bb)
+    assert first[0] == saved_id
+    assert run_pbox("run", "--rm", bb, "echo", "ok").stdout.strip() == "ok"
+    assert run_pbox("run", "--rm", bb, *CHECK).stdout == content
+    # a layer loaded from an archive is saved again byte for byte: the same image id
+    again = tmp_path / ("again.dir" if fmt == "oci-dir" else "again.tar")
+    run_pbox("save", "--format", fmt, "-o", again, bb)
+    run_pbox("rmi", bb)
+    run_pbox("load", "-i", again)
+    assert image_facts(run_pbox, bb) == first
+
+
+def test_save_to_stdout_and_gzip_load(bb, run_pbox, pbox_cmd, pbox_root, tmp_path):
+    path = tmp_path / "bb.tar"
+    env = pbox_root.env_with({"PYTHONPATH": REPO_ROOT})
+    with open(path, "wb") as f:
+        subprocess.run([*pbox_cmd, "save", bb], stdout=f, env=env, check=True, timeout=120)
+    [saved_id] = archive_config_ids(str(path))
+    gz = tmp_path / "bb.tar.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    run_pbox("rmi", bb)
+    loaded = run_pbox("load", input=gz.read_bytes())
+    assert loaded.stdout.strip() == f"Loaded image: {bb}"
+    assert image_facts(run_pbox, bb)[0] == saved_id
+
+
+def test_two_images_share_layers(bb, registry_plain, test_images, run_pbox, tmp_path):
+    other = test_images(registry_plain).busybox_docker.reference
+    run_pbox("pull", "-q", other)
+    path = tmp_path / "two.tar"
+    run_pbox("save", "-o", path, bb, other)
+    names = tar_names(str(path))
+    layer_tars = [n for n in names if n.endswith("/layer.tar")]
+    assert len(layer_tars) == len(set(layer_tars)) == 1
+    with tarfile.open(path) as t:
+        manifest = json.load(t.extractfile("manifest.json"))
+    assert len(manifest) == 2
+    assert manifest[0]["Layers"] == manifest[1]["Layers"]
+    run_pbox("rmi", bb, other)
+    lines = run_pbox("load", "-q", "-i", path)
+    assert lines.stdout == ""
+    run_pbox("image", "inspect", bb, other)
+
+
+def test_skopeo_reads_pbox_archives(bb, run_pbox, tmp_path):
+    docker = tmp_path / "d.tar"
+    oci = tmp_path / "o.tar"
+    run_pbox("save", "-o", docker, bb)
+    run_pbox("image", "save", "--format", "oci-archive", "-o", oci, bb)
+    got = json.loads(skopeo("inspect", f"docker-archive:{docker}"))
+    cfg = json.loads(skopeo("inspect", "--config", f"docker-archive:{docker}"))
+    assert got["Layers"] == cfg["rootfs"]["diff_ids"] and len(got["Layers"]) == 1
+    with tarfile.open(oci) as t:
+        index = json.load(t.extractfile("index.json"))
+    ref_name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+    assert ref_name == bb.rpartition("/")[2]
+    got = json.loads(skopeo("inspect", f"oci-archive:{oci}:{ref_name}"))
+    cfg2 = json.loads(skopeo("inspect", "--config", f"oci-archive:{oci}:{ref_name}"))
+    assert got["Layers"] == cfg2["rootfs"]["diff_ids"] == cfg["rootfs"]["diff_ids"]
+    assert archive_config_ids(str(oci)) == archive_config_ids(str(docker))
+
+
+def test_load_skopeo_docker_archive(registry_plain, test_images, run_pbox, tmp_path):
+    img = test_images(registry_plain).busybox
+    path = tmp_path / "sk.tar"
+    skopeo("copy", "--src-tls-verify=false", f"docker://{img.reference}",
+           f"docker-archive:{path}:pbox-test/fromskopeo:v1")
+    out = run_pbox("load", "-i", path)
+    assert out.stdout.strip() == "Loaded image: pbox-test/fromskopeo:v1"
+    image_id, diff_ids = image_facts(run_pbox, "pbox-test/fromskopeo:v1")
+    assert len(diff_ids) == 1
+    assert run_pbox("run", "--rm", "pbox-test/fromskopeo:v1", "echo", "ok").stdout.strip() == "ok"
+
+
+def _hostile_archive(path, member: str, manifest_layer: str) -> None:
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as lt:
+        info = tarfile.TarInfo(member)
+        info.size = 3
+        lt.addfile(info, io.BytesIO(b"bad"))
+    layer_bytes = layer.getvalue()
+    import hashlib
+
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": cfg_name, "RepoTags": ["evil:latest"],
+                            "Layers": [manifest_layer]}]).encode()
+    with tarfile.open(path, "w") as t:
+        for name, data in [("l/layer.tar", layer_bytes), (cfg_name, cfg),
+                           ("manifest.json", manifest)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("member,manifest_layer", [
+    ("../../escaped", "l/layer.tar"),
+    ("ok", "../../../etc/passwd"),
+])
+def test_hostile_archive_refused(run_pbox, pbox_root, tmp_path, member, manifest_layer):
+    path = tmp_path / "evil.tar"
+    _hostile_archive(str(path), member, manifest_layer)
+    res = run_pbox("load", "-i", path, expect_rc=125)
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: "), res.stderr
+    assert store_layers(pbox_root) == []
+    assert [n for n in store_tmp(pbox_root) if not n.endswith(".lock")] == []
+    assert not os.path.exists(tmp_path / "escaped")
+    out = run_pbox("images", "-q")
+    assert out.stdout.strip() == ""
+
+
+def test_import_with_change_runs(bb, run_pbox, tmp_path):
+    rootfs = tmp_path / "rootfs.tar"
+    run_pbox("create", "--name", "src", bb)
+    run_pbox("export", "-o", rootfs, "src")
+    gz = tmp_path / "rootfs.tar.gz"
+    gz.write_bytes(gzip.compress(rootfs.read_bytes(), compresslevel=1))
+    res = run_pbox("import", "--change", 'CMD ["/bin/sh","-c","echo hi"]', "-m", "imported",
+                   gz, "pbox-test/imported:v1")
+    image_id = res.stdout.strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71
+    assert run_pbox("run", "--rm", "pbox-test/imported:v1").stdout.strip() == "hi"
+    assert image_facts(run_pbox, "pbox-test/imported:v1")[0] == image_id
+
+
+def test_save_unknown_image(run_pbox, tmp_path):
+    res = run_pbox("save", "-o", tmp_path / "x.tar", "no-such-image:nope", expect_rc=125)
+    assert res.stderr.startswith("Error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "x.tar")
