@@ -138,7 +138,7 @@ def test_skopeo_reads_pbox_archives(bb, run_pbox, tmp_path):
     with tarfile.open(oci) as t:
         index = json.load(t.extractfile("index.json"))
     ref_name = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-    assert ref_name == bb.rpartition("/")[2]
+    assert ref_name == bb
     got = json.loads(skopeo("inspect", f"oci-archive:{oci}:{ref_name}"))
     cfg2 = json.loads(skopeo("inspect", "--config", f"oci-archive:{oci}:{ref_name}"))
     assert got["Layers"] == cfg2["rootfs"]["diff_ids"] == cfg["rootfs"]["diff_ids"]
@@ -215,3 +215,59 @@ def test_save_unknown_image(run_pbox, tmp_path):
     res = run_pbox("save", "-o", tmp_path / "x.tar", "no-such-image:nope", expect_rc=125)
     assert res.stderr.startswith("Error: ") and len(res.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "x.tar")
+
+
+def test_import_url_and_stdin_keep_id_through_save(bb, run_pbox, tmp_path):
+    import http.server
+    import threading
+
+    rootfs = tmp_path / "www" / "rootfs.tar"
+    rootfs.parent.mkdir()
+    run_pbox("create", "--name", "src", bb)
+    run_pbox("export", "-o", rootfs, "src")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(rootfs.parent), **k)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar"
+        from_url = run_pbox("import", "-c", "ENV A=1", url, "pbox-test/fromurl").stdout.strip()
+        missing = run_pbox("import", url + ".nope", expect_rc=125)
+        assert missing.stderr.startswith("Error: ") and "404" in missing.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    from_stdin = run_pbox("image", "import", "-", "pbox-test/fromstdin",
+                          input=rootfs.read_bytes()).stdout.strip()
+    assert run_pbox("run", "--rm", "-e", "B=2", "pbox-test/fromurl", "sh", "-c",
+                    "echo $A$B").stdout.strip() == "12"
+    # a layer pbox wrote itself is saved byte for byte: the id survives save and load
+    path = tmp_path / "imported.tar"
+    run_pbox("save", "-o", path, "pbox-test/fromurl", "pbox-test/fromstdin")
+    run_pbox("rmi", "pbox-test/fromurl", "pbox-test/fromstdin")
+    out = run_pbox("image", "load", "-i", path).stdout.splitlines()
+    assert out == ["Loaded image: pbox-test/fromurl:latest",
+                   "Loaded image: pbox-test/fromstdin:latest"]
+    assert image_facts(run_pbox, "pbox-test/fromurl")[0] == from_url
+    assert image_facts(run_pbox, "pbox-test/fromstdin")[0] == from_stdin
+
+
+def test_load_untagged_and_bad_input(bb, run_pbox, tmp_path):
+    image_id = image_facts(run_pbox, bb)[0]
+    path = tmp_path / "byid.tar"
+    run_pbox("save", "--format", "oci-archive", "-o", path, image_id)
+    run_pbox("rmi", bb)
+    out = run_pbox("load", "-i", path).stdout.strip()
+    assert out.startswith("Loaded image ID: sha256:")
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    res = run_pbox("load", "-i", junk, expect_rc=125)
+    assert res.stderr.startswith("Error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert "Save one or more images" in run_pbox("image", "save", "--help").stdout
