@@ -95,18 +95,37 @@ def test_save_rmi_load_run(bb, run_pbox, tmp_path, fmt):
     assert image_facts(run_pbox, bb) == first
 
 
-def test_save_to_stdout_and_gzip_load(bb, run_pbox, pbox_cmd, pbox_root, tmp_path):
+@pytest.mark.parametrize("algo", ["gzip", "zstd"])
+def test_save_to_stdout_and_compressed_load(bb, run_pbox, pbox_cmd, pbox_root, tmp_path, algo):
     path = tmp_path / "bb.tar"
     env = pbox_root.env_with({"PYTHONPATH": REPO_ROOT})
     with open(path, "wb") as f:
         subprocess.run([*pbox_cmd, "save", bb], stdout=f, env=env, check=True, timeout=120)
     [saved_id] = archive_config_ids(str(path))
-    gz = tmp_path / "bb.tar.gz"
-    gz.write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
+    if algo == "gzip":
+        packed = gzip.compress(path.read_bytes(), compresslevel=1)
+    else:
+        zstandard = pytest.importorskip("zstandard")
+        packed = zstandard.ZstdCompressor(level=1).compress(path.read_bytes())
     run_pbox("rmi", bb)
-    loaded = run_pbox("load", input=gz.read_bytes())
+    loaded = run_pbox("load", input=packed)
     assert loaded.stdout.strip() == f"Loaded image: {bb}"
     assert image_facts(run_pbox, bb)[0] == saved_id
+
+
+def test_save_refuses_a_terminal(pbox_cmd, pbox_root):
+    import pty
+
+    parent, child = pty.openpty()
+    try:
+        env = pbox_root.env_with({"PYTHONPATH": REPO_ROOT})
+        res = subprocess.run([*pbox_cmd, "save", "busybox"], stdout=child,
+                             stderr=subprocess.PIPE, env=env, timeout=120)
+    finally:
+        os.close(child)
+        os.close(parent)
+    assert res.returncode == 125
+    assert res.stderr.decode().startswith("Error: ") and b"terminal" in res.stderr
 
 
 def test_two_images_share_layers(bb, registry_plain, test_images, run_pbox, tmp_path):
