@@ -177,6 +177,8 @@ def test_load_skopeo_docker_archive(registry_plain, test_images, run_pbox, tmp_p
 
 
 def _hostile_archive(path, member: str, manifest_layer: str) -> None:
+    """A docker archive whose layer has ``member``, listed as ``manifest_layer``; with
+    ``manifest_layer`` ``link:TARGET`` the listed layer is a symlink to TARGET."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as lt:
         info = tarfile.TarInfo(member)
@@ -189,9 +191,14 @@ def _hostile_archive(path, member: str, manifest_layer: str) -> None:
     cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
                       "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
     cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
+    link = manifest_layer[5:] if manifest_layer.startswith("link:") else None
     manifest = json.dumps([{"Config": cfg_name, "RepoTags": ["evil:latest"],
-                            "Layers": [manifest_layer]}]).encode()
+                            "Layers": ["x/layer.tar" if link else manifest_layer]}]).encode()
     with tarfile.open(path, "w") as t:
+        if link:
+            info = tarfile.TarInfo("x/layer.tar")
+            info.type, info.linkname = tarfile.SYMTYPE, link
+            t.addfile(info)
         for name, data in [("l/layer.tar", layer_bytes), (cfg_name, cfg),
                            ("manifest.json", manifest)]:
             info = tarfile.TarInfo(name)
@@ -202,6 +209,7 @@ def _hostile_archive(path, member: str, manifest_layer: str) -> None:
 @pytest.mark.parametrize("member,manifest_layer", [
     ("../../escaped", "l/layer.tar"),
     ("ok", "../../../etc/passwd"),
+    ("ok", "link:../../../../etc/passwd"),
 ])
 def test_hostile_archive_refused(run_pbox, pbox_root, tmp_path, member, manifest_layer):
     path = tmp_path / "evil.tar"
