@@ -446,8 +446,7 @@ def commit(config: Config, name: str, repository: str | None = None, *, author: 
     from pbox import humanize
     from pbox.images import chain_ids
     from pbox.oci import reference as refs
-    from pbox.storage.extract import extract_layer
-    from pbox.storage.images import ImageRecord, ImageStore
+    from pbox.storage.images import ImageStore
 
     ref = None
     if repository:
@@ -464,49 +463,19 @@ def commit(config: Config, name: str, repository: str | None = None, *, author: 
     parent_layers = list(cfg.get("Layers") or [])
     if chain_ids(parent_diff_ids) != parent_layers:
         raise StoreError(f"container {cid[:12]}: its layers do not match its image's config")
-    lower = LayerView(fs.lowers)
     now = humanize.rfc3339(time.time())
 
-    with store.gc_lock.shared():
-        store.clean_temp()
-        tar_entry = store.temp("commit")
-        layer = store.new_layer()
-        try:
-            with open(tar_entry.path, "wb") as f:
-                if fs.vfs_dir:
-                    _write_changes_tar(f, fs.vfs_dir, _tree_changes(fs.vfs_dir, lower))
-                elif os.path.isdir(fs.upper):
-                    layertar.write_layer_tar(fs.upper, f)
-                else:
-                    f.write(bytes(EMPTY_TAR_SIZE))
-            diff_dir = os.path.join(layer.path, "diff")
-            with open(tar_entry.path, "rb") as f:
-                stats = extract_layer(f, diff_dir, keep_owners=keep_owners, notice=notice)
-            tar_entry.discard()
-            _prune_stubs(diff_dir, lower)
-            sink = _Digester()
-            # as a push writes it (without a subordinate id range: everything is root's)
-            layertar.write_layer_tar(diff_dir, sink, owners="keep" if keep_owners else (0, 0))
-            empty = sink.size <= EMPTY_TAR_SIZE
-            diff_ids = parent_diff_ids if empty else parent_diff_ids + [sink.digest]
-            layers = parent_layers
-            if empty:
-                layer.discard()
-            else:
-                chain = chain_ids(diff_ids)[-1]
-                layers = parent_layers + [chain]
-                if store.has_layer(chain):
-                    layer.discard()  # the same changes were committed before: share them
-                else:
-                    info = {"chain_id": chain, "diff_id": sink.digest,
-                            "parent": parent_layers[-1] if parent_layers else "",
-                            "size": stats.bytes_written}
-                    store.commit_layer(layer, chain, info)
-        except BaseException:
-            tar_entry.discard()
-            layer.discard()
-            raise
+    def write_tar(f):
+        if fs.vfs_dir:
+            _write_changes_tar(f, fs.vfs_dir, _tree_changes(fs.vfs_dir, LayerView(fs.lowers)))
+        elif os.path.isdir(fs.upper):
+            layertar.write_layer_tar(fs.upper, f)
+        else:
+            f.write(bytes(EMPTY_TAR_SIZE))
 
+    with store.gc_lock.shared():
+        diff_ids, layers, empty = add_layer(store, parent_diff_ids, parent_layers, write_tar,
+                                            fs.lowers, keep_owners, notice=notice)
         image = {k: v for k, v in parent.items() if k not in ("container_config", "config",
                                                                "container", "author")}
         image["created"] = now
@@ -514,7 +483,6 @@ def commit(config: Config, name: str, repository: str | None = None, *, author: 
         image["container"] = cid
         if author:
             image["author"] = author
-        image["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
         entry = {"created": now,
                  "created_by": " ".join((cfg.get("Config") or {}).get("Cmd") or [])}
         if author:
@@ -524,14 +492,74 @@ def commit(config: Config, name: str, repository: str | None = None, *, author: 
         if empty:
             entry["empty_layer"] = True
         image["history"] = list(parent.get("history") or []) + [entry]
-        raw = json.dumps(image, sort_keys=True, separators=(",", ":")).encode()
-        image_id = store.put_blob(raw)
-        size = sum(store.layer_info(c).get("size", 0) for c in layers)
-        istore.put(ImageRecord(id=image_id, layers=layers, diff_ids=diff_ids, created=now,
-                               size=size, added=time.time()))
+        image_id = store_image(store, image, layers, diff_ids, now)
         if ref is not None:
             istore.set_tag(ref.string(), image_id)
     return image_id
 
 
-__all__ = ["apply_changes", "changes", "commit", "copy", "export"]
+def add_layer(store, parent_diff_ids: list, parent_layers: list, write_tar, lowers: list,
+              keep_owners: bool, *, mtime_clamp: int | None = None, notice=None):
+    """Store the layer tar ``write_tar(f)`` writes on top of ``parent_layers``.
+
+    The tar is extracted into a new layer directory exactly like a pulled layer, the
+    runtime's mount stubs are pruned, and the diff id is the digest of the tar written
+    back from that directory (``mtime_clamp``: SOURCE_DATE_EPOCH).  Returns
+    ``(diff_ids, layers, empty)``; an empty change adds no layer.  The caller holds
+    the store's gc lock (shared)."""
+    from pbox.images import chain_ids
+    from pbox.storage.extract import extract_layer
+
+    store.clean_temp()
+    tar_entry = store.temp("commit")
+    layer = store.new_layer()
+    try:
+        with open(tar_entry.path, "wb") as f:
+            write_tar(f)
+        diff_dir = os.path.join(layer.path, "diff")
+        with open(tar_entry.path, "rb") as f:
+            stats = extract_layer(f, diff_dir, keep_owners=keep_owners, notice=notice)
+        tar_entry.discard()
+        _prune_stubs(diff_dir, LayerView(lowers))
+        sink = _Digester()
+        # as a push writes it (without a subordinate id range: everything is root's)
+        layertar.write_layer_tar(diff_dir, sink, mtime_clamp=mtime_clamp,
+                                 owners="keep" if keep_owners else (0, 0))
+        empty = sink.size <= EMPTY_TAR_SIZE
+        diff_ids = parent_diff_ids if empty else parent_diff_ids + [sink.digest]
+        layers = parent_layers
+        if empty:
+            layer.discard()
+        else:
+            chain = chain_ids(diff_ids)[-1]
+            layers = parent_layers + [chain]
+            if store.has_layer(chain):
+                layer.discard()  # the same changes were stored before: share them
+            else:
+                info = {"chain_id": chain, "diff_id": sink.digest,
+                        "parent": parent_layers[-1] if parent_layers else "",
+                        "size": stats.bytes_written}
+                store.commit_layer(layer, chain, info)
+    except BaseException:
+        tar_entry.discard()
+        layer.discard()
+        raise
+    return list(diff_ids), list(layers), empty
+
+
+def store_image(store, image: dict, layers: list, diff_ids: list, created: str) -> str:
+    """Store the image config ``image`` (its rootfs set from ``diff_ids``) and its record;
+    returns the image id.  The caller holds the store's gc lock (shared)."""
+    from pbox.storage.images import ImageRecord, ImageStore
+
+    image = dict(image)
+    image["rootfs"] = {"type": "layers", "diff_ids": list(diff_ids)}
+    raw = json.dumps(image, sort_keys=True, separators=(",", ":")).encode()
+    image_id = store.put_blob(raw)
+    size = sum(store.layer_info(c).get("size", 0) for c in layers)
+    ImageStore(store).put(ImageRecord(id=image_id, layers=list(layers), diff_ids=list(diff_ids),
+                                      created=created, size=size, added=time.time()))
+    return image_id
+
+
+__all__ = ["add_layer", "apply_changes", "changes", "commit", "copy", "export", "store_image"]
