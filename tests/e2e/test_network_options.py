@@ -38,7 +38,14 @@ def test_container_network_shares_the_owners_namespace(bb, run_pbox):
         ji = json.loads(run_pbox("inspect", "joiner").stdout)[0]
         assert ji["HostConfig"]["NetworkMode"] == f"container:{oid}"
         assert ji["Config"]["Hostname"] == "ownerhost"
+        run_pbox("run", "-d", "--name", "joined", "--network", "container:owner", bb,
+                 "sleep", "600")
         run_pbox("stop", "-t", "0", "owner")
+        # the joined container keeps the (now unconnected) namespace, as with docker
+        st = json.loads(run_pbox("inspect", "joined").stdout)[0]["State"]
+        assert st["Running"] is True
+        assert "lo" in run_pbox("exec", "joined", "ls", "/sys/class/net").stdout.split()
+        run_pbox("stop", "-t", "0", "joined")
         r = run_pbox("start", "joiner", check=False)  # docker's start fails with 1
         assert r.returncode != 0
         assert r.stderr.startswith("Error: ") and "non running container" in r.stderr
@@ -46,7 +53,7 @@ def test_container_network_shares_the_owners_namespace(bb, run_pbox):
                      expect_rc=125)
         assert "non running container" in r.stderr
     finally:
-        run_pbox("rm", "-f", "owner", "joiner", check=False)
+        run_pbox("rm", "-f", "owner", "joiner", "joined", check=False)
 
 
 def test_container_network_conflicts(bb, run_pbox):
