@@ -1,0 +1,1 @@
+"""``pbox build``: Dockerfile parsing, .dockerignore matching and the build executor."""
