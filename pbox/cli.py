@@ -59,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "import": ("pbox.commands.archive", "import_command",
                "Import a root filesystem tar as an image"),
     "container": ("pbox.commands.containers", "container", "Manage containers"),
+    "build": ("pbox.commands.build", "build", "Build an image from a Dockerfile"),
+    "builder": ("pbox.commands.build", "builder", "Manage the build cache"),
     "version": ("pbox.commands.system", "version", "Show the pbox version information"),
     "info": ("pbox.commands.system", "info", "Display system-wide information"),
     "volume": ("pbox.commands.volume", "volume", "Manage volumes"),

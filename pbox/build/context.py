@@ -1,0 +1,141 @@
+"""The build context: a directory (or a tar read from stdin) that COPY and ADD read from.
+
+Nothing outside the context root is ever read: source paths are resolved one
+component at a time with ``lstat`` and a symbolic link on the way is refused, so a
+link in the context is copied as a link, never followed.  Paths the
+``.dockerignore`` excludes do not exist for COPY.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+
+from pbox.errors import BuildError, UsageError
+
+
+class Context:
+    def __init__(self, root: str, ignore=None):
+        self.root = root
+        self.ignore = ignore
+
+    @classmethod
+    def open(cls, root: str, ignore_text: str | None = None) -> Context:
+        if not os.path.isdir(root):
+            raise UsageError(f"unable to prepare context: path {root!r} not found")
+        if ignore_text is None:
+            try:
+                with open(os.path.join(root, ".dockerignore"), encoding="utf-8") as f:
+                    ignore_text = f.read()
+            except (FileNotFoundError, NotADirectoryError):
+                ignore_text = ""
+        ignore = None
+        if ignore_text.strip():
+            from pbox.build.ignore import DockerIgnore
+
+            ignore = DockerIgnore.from_text(ignore_text)
+        return cls(os.path.abspath(root), ignore)
+
+    def ignored(self, rel: str) -> bool:
+        return bool(self.ignore is not None and rel and self.ignore.matches(rel))
+
+    def lookup(self, rel: str) -> str | None:
+        """The host path of context path ``rel`` (no link followed), or None."""
+        parts = [p for p in posixpath.normpath("/" + rel).split("/") if p]
+        cur = self.root
+        for i, p in enumerate(parts):
+            cur = os.path.join(cur, p)
+            try:
+                st = os.lstat(cur)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
+                return None
+        if self.ignored("/".join(parts)):
+            return None
+        return cur
+
+    def glob(self, pattern: str) -> list[str]:
+        """Context paths (relative, '' for the root) matching a COPY source."""
+        norm = posixpath.normpath("/" + pattern).lstrip("/")
+        if norm in ("", "."):
+            return [""]
+        if not any(c in norm for c in "*?["):
+            return [norm] if self.lookup(norm) is not None else []
+        parts = norm.split("/")
+        found = [""]
+        for pat in parts:
+            nxt = []
+            for base in found:
+                host = self.lookup(base) if base else self.root
+                if host is None or not os.path.isdir(host) or os.path.islink(host):
+                    continue
+                for name in sorted(os.listdir(host)):
+                    if fnmatch.fnmatchcase(name, pat):
+                        rel = posixpath.join(base, name) if base else name
+                        if not self.ignored(rel):
+                            nxt.append(rel)
+            found = nxt
+        return found
+
+    def walk(self, rel: str):
+        """(relative path, host path, lstat) of ``rel`` and everything below it, sorted,
+        ignored paths left out."""
+        host = self.lookup(rel) if rel else self.root
+        if host is None:
+            return
+        st = os.lstat(host)
+        yield rel, host, st
+        if stat.S_ISDIR(st.st_mode):
+            for name in sorted(os.listdir(host)):
+                child = posixpath.join(rel, name) if rel else name
+                if not self.ignored(child):
+                    yield from self.walk(child)
+
+    def digest(self, rels: list[str]) -> str:
+        """A hash of the names, modes and contents below ``rels`` (the COPY cache key)."""
+        h = hashlib.sha256()
+        for top in rels:
+            for rel, host, st in self.walk(top):
+                h.update(f"{rel}\0{st.st_mode:o}\0".encode())
+                if stat.S_ISLNK(st.st_mode):
+                    h.update(os.fsencode(os.readlink(host)))
+                elif stat.S_ISREG(st.st_mode):
+                    with open(host, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            h.update(block)
+                h.update(b"\0")
+        return "sha256:" + h.hexdigest()
+
+
+def extract_context_tar(stream, dest: str) -> None:
+    """Unpack a context tar from ``stream`` into ``dest``: regular files, directories and
+    links only, no name that leaves ``dest``."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tf:
+            for m in tf:
+                name = posixpath.normpath("/" + m.name).lstrip("/")
+                if not name or name == ".":
+                    continue
+                target = os.path.join(dest, name)
+                parent = os.path.dirname(target)
+                os.makedirs(parent, exist_ok=True)
+                if os.path.islink(parent):
+                    raise BuildError(f"context tar: {m.name}: below a symbolic link")
+                if m.isdir():
+                    os.makedirs(target, exist_ok=True)
+                    os.chmod(target, (m.mode & 0o7777) | 0o700)
+                elif m.issym():
+                    os.symlink(m.linkname, target)
+                elif m.isreg():
+                    with open(target, "wb") as f:
+                        shutil.copyfileobj(tf.extractfile(m), f, 1 << 20)
+                    os.chmod(target, m.mode & 0o7777)
+                    os.utime(target, (m.mtime, m.mtime))
+    except tarfile.TarError as e:
+        raise BuildError(f"the context read from stdin is not a tar archive: {e}")

@@ -1,0 +1,856 @@
+"""`pbox build`: runs a parsed Dockerfile (:mod:`pbox.build.dockerfile`) step by step.
+
+Every step makes an image in the store, as docker's classic builder does: metadata
+steps (ENV, CMD, LABEL, ...) only change the config and add a history entry with
+``empty_layer``; RUN runs in a container created and started exactly as `run` does
+(the stage's env, workdir, user and shell; build args as extra environment), and the
+container's upper directory becomes the layer (:func:`pbox.containers.fsops.add_layer`);
+COPY and ADD write their files into a staging directory that becomes the layer.
+
+History: metadata steps get docker's ``/bin/sh -c #(nop)  ENV a=b``; RUN, COPY and ADD
+get BuildKit's form (``RUN /bin/sh -c echo hi # buildkit``, ``COPY app /app # buildkit``).
+
+Cache: a step's key is the parent image id, the instruction after substitution, the
+build args in scope and, for COPY/ADD, a hash of the sources; the index lives in the
+store (``build-cache.json``, written atomically).  A hit reuses the recorded image.
+
+Reproducible: with SOURCE_DATE_EPOCH set, ``created`` times are that epoch and layer
+mtimes are clamped to it, so the same inputs give the same image id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import time
+from dataclasses import dataclass, field
+
+from pbox.config import Config
+from pbox.errors import BuildError, PboxError
+
+CACHE_FILE = "build-cache.json"
+PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+              "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+METADATA = {"ENV", "WORKDIR", "USER", "CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "VOLUME",
+            "STOPSIGNAL", "SHELL", "HEALTHCHECK", "ARG", "ONBUILD", "MAINTAINER"}
+
+
+@dataclass
+class BuildOptions:
+    context: str
+    dockerfile_text: str
+    dockerfile_name: str = "Dockerfile"
+    tags: list = field(default_factory=list)
+    build_args: dict = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    labels: dict = field(default_factory=dict)
+    network: str = ""
+    ignore_text: str | None = None
+    source_date_epoch: int | None = None
+
+
+# -- the cache ----------------------------------------------------------------------------------
+
+
+class BuildCache:
+    def __init__(self, store):
+        self.store = store
+        self.path = os.path.join(store.root, CACHE_FILE)
+
+    def load(self) -> dict:
+        return self.store.read_json(self.path, {}) or {}
+
+    def get(self, key: str) -> str | None:
+        from pbox.storage.images import ImageStore
+
+        image_id = self.load().get(key)
+        if image_id and ImageStore(self.store).exists(image_id):
+            return image_id
+        return None
+
+    def put(self, key: str, image_id: str) -> None:
+        with self.store.meta_lock.exclusive():
+            d = self.load()
+            d[key] = image_id
+            self.store.write_json(self.path, d)
+
+
+def cache_key(parent: str, text: str, args: dict, sources: str = "") -> str:
+    raw = json.dumps([parent, text, sorted(args.items()), sources])
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def prune_cache(config: Config) -> int:
+    """`builder prune`: forget every cache record and remove the images only they kept."""
+    from pbox.images import _gc_layers, enter_userns, open_store, users_of_images
+    from pbox.storage.images import ImageStore
+
+    enter_userns(config)
+    store = open_store(config)
+    istore = ImageStore(store)
+    with store.gc_lock.exclusive():
+        cache = BuildCache(store)
+        records = cache.load()
+        with store.meta_lock.exclusive():
+            store.write_json(cache.path, {})
+        repos = istore.repositories()
+        named = set(repos.get("tags", {}).values()) | set(repos.get("digests", {}).values())
+        used = users_of_images(store)
+        removed = 0
+        for image_id in sorted(set(records.values())):
+            if image_id in named or used.get(image_id) or not istore.exists(image_id):
+                continue
+            istore.remove(image_id)
+            removed += 1
+        _gc_layers(store, istore)
+    return removed
+
+
+# -- per-stage state ----------------------------------------------------------------------------
+
+
+class _Stage:
+    """The image a stage has built so far."""
+
+    def __init__(self, image: dict, image_id: str | None, layers: list):
+        self.image = image
+        self.image_id = image_id
+        self.layers = layers
+
+    @property
+    def cfg(self) -> dict:
+        return self.image.setdefault("config", {})
+
+    def env(self) -> dict:
+        out = {}
+        for item in self.cfg.get("Env") or []:
+            k, _, v = item.partition("=")
+            out[k] = v
+        return out
+
+    def set_env(self, key: str, value: str) -> None:
+        items = [e for e in (self.cfg.get("Env") or []) if e.partition("=")[0] != key]
+        items.append(f"{key}={value}")
+        self.cfg["Env"] = items
+
+
+class Builder:
+    def __init__(self, config: Config, opts: BuildOptions, out, *, notice=None, report=None):
+        self.config = config
+        self.opts = opts
+        self.out = out  # callable(str): progress lines
+        self.notice = notice
+        self.report = report
+        self.epoch = opts.source_date_epoch
+        self.used_args: set = set()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        from pbox import humanize
+
+        return humanize.rfc3339(self.epoch if self.epoch is not None else time.time())
+
+    def _store_step(self, st: _Stage, entry: dict, diff_ids=None, layers=None) -> str:
+        from pbox.containers.fsops import store_image
+
+        now = self._now()
+        st.image["created"] = now
+        entry = dict(entry, created=now)
+        st.image["history"] = list(st.image.get("history") or []) + [entry]
+        if diff_ids is None:
+            diff_ids = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
+            layers = st.layers
+        with self.store.gc_lock.shared():
+            image_id = store_image(self.store, st.image, layers, diff_ids, now)
+        st.image["rootfs"] = {"type": "layers", "diff_ids": list(diff_ids)}
+        st.layers = list(layers)
+        st.image_id = image_id
+        return image_id
+
+    def _load(self, image_id: str) -> _Stage:
+        from pbox.storage.images import ImageStore
+
+        istore = ImageStore(self.store)
+        rec = istore.get(image_id)
+        image = json.loads(self.store.read_blob(image_id))
+        return _Stage(image, image_id, list(rec.layers))
+
+    def _base(self, name: str, platform: str | None) -> _Stage:
+        from pbox.containers.create import find_or_pull_image
+
+        if name == "scratch":
+            image = {"architecture": _arch(), "os": "linux", "config": {},
+                     "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+            return _Stage(image, None, [])
+        res = find_or_pull_image(self.config, self.store, name,
+                                 "always" if self.opts.pull else "missing",
+                                 platform=platform, report=self.report, notice=self.notice)
+        return self._load(res.image_id)
+
+    # -- the build ------------------------------------------------------------------------
+
+    def run(self) -> str:
+        from pbox.build import dockerfile as dfm
+        from pbox.build.context import Context
+        from pbox.images import enter_userns, open_store
+
+        try:
+            df = dfm.parse(self.opts.dockerfile_text)
+        except dfm.DockerfileError as e:
+            raise BuildError(str(e).replace("Dockerfile", self.opts.dockerfile_name, 1))
+        if not df.stages:
+            raise BuildError("the Dockerfile has no FROM instruction")
+        self.keep_owners = enter_userns(self.config, self.notice)
+        self.store = open_store(self.config)
+        self.cache = BuildCache(self.store)
+        self.ctx = Context.open(self.opts.context, self.opts.ignore_text)
+        self.df = df
+        # meta args: for FROM lines and for stages that redeclare them
+        self.meta = {}
+        for inst in df.meta_args:
+            for k, v in dfm.key_values(inst, self.meta):
+                if k in self.opts.build_args:
+                    self.meta[k] = self.opts.build_args[k]
+                    self.used_args.add(k)
+                elif v is not None:
+                    self.meta[k] = v
+        target = df.stages[-1]
+        if self.opts.target:
+            try:
+                target = df.stage(self.opts.target)
+            except (KeyError, IndexError, ValueError, dfm.DockerfileError):
+                target = None
+            if target is None:
+                raise BuildError(f"target stage {self.opts.target!r} could not be found")
+        needed = self._needed(target)
+        steps = [s for s in df.stages if s.index in needed]
+        self.total = sum(1 + len(s.instructions) for s in steps)
+        self.step = 0
+        self.built: dict = {}
+        for s in steps:
+            self.built[s.index] = self._build_stage(s)
+        final = self.built[target.index]
+        unused = sorted(k for k in self.opts.build_args
+                        if k not in self.used_args and k not in PROXY_ARGS)
+        if unused:
+            self.out(f"[Warning] One or more build-args {unused} were not consumed")
+        return final.image_id
+
+    def _stage_ref(self, name: str, before: int):
+        """The earlier stage ``name`` (a name or an index) refers to, or None."""
+        for s in self.df.stages[:before]:
+            if s.name and s.name == name.lower():
+                return s
+        if name.isdigit() and int(name) < before:
+            return self.df.stages[int(name)]
+        return None
+
+    def _needed(self, target) -> set:
+        from pbox.build import dockerfile as dfm
+
+        needed = set()
+        todo = [target]
+        while todo:
+            s = todo.pop()
+            if s.index in needed:
+                continue
+            needed.add(s.index)
+            dep = self._stage_ref(dfm.expand(s.base, self.meta), s.index)
+            if dep is not None:
+                todo.append(dep)
+            for inst in s.instructions:
+                if inst.cmd in ("COPY", "ADD"):
+                    src = inst.flag("from", None)
+                    if src:
+                        dep = self._stage_ref(dfm.expand(src, self.meta), s.index)
+                        if dep is not None:
+                            todo.append(dep)
+        return needed
+
+    def _announce(self, text: str) -> None:
+        self.step += 1
+        self.out(f"Step {self.step}/{self.total} : {text}")
+
+    def _build_stage(self, s) -> _Stage:
+        from pbox.build import dockerfile as dfm
+
+        base_name = dfm.expand(s.base, self.meta)
+        self._announce(s.from_instruction.original)
+        dep = self._stage_ref(base_name, s.index)
+        if dep is not None:
+            st = self._load(self.built[dep.index].image_id)
+        else:
+            platform = s.platform and dfm.expand(s.platform, self.meta)
+            st = self._base(base_name.lower() if base_name.lower() == "scratch" else base_name,
+                            platform or None)
+        if st.image_id is None:
+            st.image_id = self._store_step_plain(st)
+        self.out(f" ---> {_short(st.image_id)}")
+        for k in ("container", "container_config"):
+            st.image.pop(k, None)
+        self.args: dict = {}
+        last = len(s.instructions) - 1
+        for i, inst in enumerate(s.instructions):
+            try:
+                self._step(st, inst, final_labels=(i == last))
+            except BuildError:
+                raise
+            except PboxError as e:
+                raise BuildError(f"building at STEP \"{inst.original}\": {e}")
+        if not s.instructions and self.opts.labels:
+            self._labels_only(st)
+        return st
+
+    def _store_step_plain(self, st: _Stage) -> str:
+        from pbox.containers.fsops import store_image
+
+        with self.store.gc_lock.shared():
+            return store_image(self.store, st.image, [], [], st.image.get("created", ""))
+
+    def _labels_only(self, st: _Stage) -> None:
+        labels = dict(st.cfg.get("Labels") or {})
+        labels.update(self.opts.labels)
+        st.cfg["Labels"] = labels
+        self._store_step(st, {"created_by": "LABEL (--label)", "empty_layer": True})
+
+    def _expand_env(self, st: _Stage) -> dict:
+        env = dict(self.args)
+        env.update(st.env())
+        return env
+
+    def _step(self, st: _Stage, inst, final_labels: bool) -> None:
+        from pbox.build import dockerfile as dfm
+
+        self._announce(inst.original)
+        env = self._expand_env(st)
+        cmd = inst.cmd
+        if cmd == "ARG":
+            for k, v in dfm.key_values(inst, env):
+                if k in self.opts.build_args:
+                    self.args[k] = self.opts.build_args[k]
+                    self.used_args.add(k)
+                elif v is not None:
+                    self.args[k] = v
+                elif k in self.meta:
+                    self.args[k] = self.meta[k]
+        if cmd in ("COPY", "ADD"):
+            text, sources = self._copy_key(st, inst, env)
+        elif cmd == "RUN":
+            text, sources = self._run_text(inst, st), ""
+        else:
+            text, sources = _meta_text(inst, env), ""
+        run_args = self._run_args(st)
+        key = cache_key(st.image_id, text, run_args, sources)
+        if final_labels and self.opts.labels:
+            key = cache_key(key, "LABEL --label", dict(self.opts.labels))
+        hit = None if self.opts.no_cache else self.cache.get(key)
+        if hit is not None:
+            self.out(" ---> Using cache")
+            loaded = self._load(hit)
+            st.image, st.image_id, st.layers = loaded.image, loaded.image_id, loaded.layers
+            self.out(f" ---> {_short(hit)}")
+            return
+        if cmd == "RUN":
+            self._do_run(st, inst, text)
+        elif cmd in ("COPY", "ADD"):
+            self._do_copy(st, inst, env, text)
+        else:
+            self._do_meta(st, inst, env, text)
+        if final_labels and self.opts.labels:
+            labels = dict(st.cfg.get("Labels") or {})
+            labels.update(self.opts.labels)
+            st.cfg["Labels"] = labels
+            self._store_step(st, {"created_by": "LABEL (--label)", "empty_layer": True})
+        self.cache.put(key, st.image_id)
+        self.out(f" ---> {_short(st.image_id)}")
+
+    def _run_args(self, st: _Stage) -> dict:
+        """Build args a RUN sees as environment: those in scope not overridden by ENV,
+        and the predefined proxy args when given."""
+        env = st.env()
+        out = {k: v for k, v in self.args.items() if k not in env}
+        for k in PROXY_ARGS:
+            if k in self.opts.build_args and k not in env:
+                out[k] = self.opts.build_args[k]
+        return out
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _do_meta(self, st: _Stage, inst, env: dict, text: str) -> None:
+        from pbox.build import dockerfile as dfm
+
+        cfg = st.cfg
+        cmd = inst.cmd
+        layer = False
+        if cmd == "ENV":
+            for k, v in dfm.key_values(inst, env):
+                st.set_env(k, v or "")
+                env = self._expand_env(st)
+        elif cmd == "LABEL":
+            labels = dict(cfg.get("Labels") or {})
+            for k, v in dfm.key_values(inst, env):
+                labels[k] = v or ""
+            cfg["Labels"] = labels
+        elif cmd == "MAINTAINER":
+            st.image["author"] = " ".join(inst.args)
+        elif cmd == "WORKDIR":
+            path = dfm.expand(" ".join(inst.args), env)
+            cfg["WorkingDir"] = posixpath.normpath(
+                posixpath.join(cfg.get("WorkingDir") or "/", path))
+            layer = self._mkdir_layer(st, cfg["WorkingDir"], text)
+        elif cmd == "USER":
+            cfg["User"] = dfm.expand(" ".join(inst.args), env)
+        elif cmd in ("CMD", "ENTRYPOINT"):
+            value = list(inst.args) if inst.json else (
+                list(cfg.get("Shell") or DEFAULT_SHELL) + [" ".join(inst.args)])
+            if cmd == "CMD":
+                cfg["Cmd"] = value
+            else:
+                cfg["Entrypoint"] = value
+                if not inst.json or value:
+                    cfg["Cmd"] = None
+        elif cmd == "EXPOSE":
+            ports = dict(cfg.get("ExposedPorts") or {})
+            for w in dfm.expand_words(" ".join(inst.args), env):
+                port = w if "/" in w else w + "/tcp"
+                ports[port] = {}
+            cfg["ExposedPorts"] = ports
+        elif cmd == "VOLUME":
+            vols = dict(cfg.get("Volumes") or {})
+            words = inst.args if inst.json else dfm.expand_words(" ".join(inst.args), env)
+            for w in words:
+                vols[dfm.expand(w, env) if inst.json else w] = {}
+            cfg["Volumes"] = vols
+        elif cmd == "STOPSIGNAL":
+            cfg["StopSignal"] = dfm.expand(" ".join(inst.args), env)
+        elif cmd == "SHELL":
+            if not inst.json:
+                raise BuildError("SHELL requires the arguments to be in JSON form")
+            cfg["Shell"] = list(inst.args)
+        elif cmd == "HEALTHCHECK":
+            cfg["Healthcheck"] = _healthcheck(inst, cfg)
+        elif cmd == "ONBUILD":
+            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [" ".join(inst.args)]
+        elif cmd == "ARG":
+            pass
+        else:
+            raise BuildError(f"unknown instruction: {cmd}")
+        if not layer:
+            self._store_step(st, {"created_by": text, "empty_layer": True})
+
+    def _mkdir_layer(self, st: _Stage, path: str, text: str) -> bool:
+        """WORKDIR creates its directory: a layer when the image lacks it."""
+        from pbox.storage.layerview import LayerView
+
+        lower = LayerView([self.store.layer_diff(c) for c in reversed(st.layers)])
+        parts = [p for p in path.split("/") if p]
+        node = lower.lookup(parts) if st.layers else None
+        if node is not None or not parts:
+            return False
+        staging = self.store.temp("build")
+        try:
+            os.makedirs(staging.path)
+            target = self._stage_dirs(staging.path, lower, parts, st)
+            os.makedirs(target, exist_ok=True)
+            self._own(target, *self._owner_of(st, st.cfg.get("User") or "", lower))
+            self._commit_dir(st, staging.path, lower, {"created_by": text.replace(
+                "/bin/sh -c #(nop) ", "").strip() + " # buildkit", "comment": "buildkit.dockerfile.v0"})
+        finally:
+            staging.discard()
+        return True
+
+    # -- RUN ------------------------------------------------------------------------------
+
+    def _run_command(self, inst, st: _Stage) -> list:
+        if inst.json:
+            return list(inst.args)
+        script = " ".join(inst.args)
+        for name, content in inst.heredocs or ():
+            script += "\n" + content + ("" if content.endswith("\n") else "\n") + name
+        return list(st.cfg.get("Shell") or DEFAULT_SHELL) + [script]
+
+    def _run_text(self, inst, st: _Stage) -> str:
+        return "RUN " + " ".join(self._run_command(inst, st)) + " # buildkit"
+
+    def _do_run(self, st: _Stage, inst, text: str) -> None:
+        from pbox.containers import create as cr
+        from pbox.containers import lifecycle
+        from pbox.containers import options as opt
+        from pbox.containers.fsops import _container_fs, add_layer, layertar
+        from pbox.containers.records import ContainerStore
+
+        env = [f"{k}={v}" for k, v in sorted(self._run_args(st).items())]
+        o = opt.RunOptions(image=st.image_id, command=self._run_command(inst, st),
+                           entrypoint="", env=env, network=self.opts.network, pull="never",
+                           user=st.cfg.get("User") or "", workdir=st.cfg.get("WorkingDir") or "")
+        cid = cr.create(self.config, o, notice=self.notice)
+        try:
+            code = lifecycle.run_foreground(self.config, cid, interactive=False, tty=False,
+                                            notice=self.notice)
+            if code != 0:
+                raise BuildError(f"building at STEP \"{inst.original}\": exit status {code}",
+                                 exit_code=1)
+            cs = ContainerStore(self.store)
+            fs = _container_fs(cs, cid)
+            parent_diff = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
+
+            def write_tar(f):
+                if os.path.isdir(fs.upper):
+                    layertar.write_layer_tar(fs.upper, f)
+                else:
+                    f.write(bytes(1024))
+
+            with self.store.gc_lock.shared():
+                diff_ids, layers, empty = add_layer(self.store, parent_diff, st.layers,
+                                                    write_tar, fs.lowers, self.keep_owners,
+                                                    mtime_clamp=self.epoch, notice=self.notice)
+        finally:
+            lifecycle.remove(self.config, cid, force=True, volumes=True)
+        entry = {"created_by": text, "comment": "buildkit.dockerfile.v0"}
+        if empty:
+            entry["empty_layer"] = True
+        self._store_step(st, entry, diff_ids, layers)
+
+    # -- COPY / ADD -----------------------------------------------------------------------
+
+    def _split_copy(self, inst, env: dict):
+        from pbox.build import dockerfile as dfm
+
+        words = list(inst.args) if inst.json else dfm.expand_words(" ".join(inst.args), env)
+        if inst.json:
+            words = [dfm.expand(w, env) for w in words]
+        if len(words) < 2 and not inst.heredocs:
+            raise BuildError(f"{inst.cmd} requires at least two arguments")
+        return words[:-1], words[-1]
+
+    def _copy_source(self, inst, env: dict):
+        """('context', Context) or ('layers', LayerView) the sources come from."""
+        from pbox.build import dockerfile as dfm
+        from pbox.storage.layerview import LayerView
+
+        src = inst.flag("from", None)
+        if not src:
+            return None
+        name = dfm.expand(src, env)
+        dep = None
+        for s in self.df.stages:
+            if s.index in self.built and (s.name == name.lower() or str(s.index) == name):
+                dep = s
+        if dep is not None:
+            built = self.built[dep.index]
+        else:
+            built = self._base(name, None)
+        return LayerView([self.store.layer_diff(c) for c in reversed(built.layers)]), built
+
+    def _copy_key(self, st: _Stage, inst, env: dict):
+        srcs, dest = self._split_copy(inst, env)
+        flags = " ".join(f"--{k}={v}" for k, v in inst.flags)
+        text = f"{inst.cmd} {flags + ' ' if flags else ''}{' '.join(srcs)} {dest} # buildkit"
+        frm = self._copy_source(inst, env)
+        if frm is not None:
+            return text, "image:" + (frm[1].image_id or "")
+        rels = []
+        for s in srcs:
+            if _is_url(s):
+                raise BuildError(f"{inst.cmd} {s}: adding remote URLs is not supported")
+            found = self.ctx.glob(s)
+            if not found:
+                raise BuildError(f"building at STEP \"{inst.original}\": "
+                                 f"{inst.cmd} source {s!r} not found in the build context")
+            rels.extend(found)
+        return text, self.ctx.digest(rels)
+
+    def _do_copy(self, st: _Stage, inst, env: dict, text: str) -> None:
+        from pbox.storage.layerview import LayerView
+
+        srcs, dest = self._split_copy(inst, env)
+        frm = self._copy_source(inst, env)
+        lower = LayerView([self.store.layer_diff(c) for c in reversed(st.layers)])
+        workdir = st.cfg.get("WorkingDir") or "/"
+        dest_dir = dest.endswith("/") or dest in (".", "..")
+        dest_abs = posixpath.normpath(posixpath.join(workdir, dest))
+        uid, gid = 0, 0
+        chown = inst.flag("chown", None)
+        if chown:
+            uid, gid = self._owner_of(st, chown, lower, chown=True)
+        chmod = inst.flag("chmod", None)
+        mode = None
+        if chmod:
+            try:
+                mode = int(chmod, 8)
+            except ValueError:
+                raise BuildError(f"invalid --chmod {chmod!r}: an octal mode")
+        items = []  # (name, kind, host path or Node)
+        if frm is None:
+            for s in srcs:
+                for rel in self.ctx.glob(s):
+                    items.append((rel, self.ctx.lookup(rel) if rel else self.ctx.root))
+            if len(items) > 1 or any(c in "".join(srcs) for c in "*?["):
+                dest_dir = True
+        else:
+            view = frm[0]
+            for s in srcs:
+                parts = [p for p in posixpath.normpath("/" + s).split("/") if p]
+                node = view.lookup(parts) if parts else view.root
+                if node is None:
+                    raise BuildError(f"building at STEP \"{inst.original}\": "
+                                     f"{s!r} not found in the source image")
+                items.append(("/".join(parts), node))
+            if len(items) > 1:
+                dest_dir = True
+        staging = self.store.temp("build")
+        try:
+            os.makedirs(staging.path)
+            dparts = [p for p in dest_abs.split("/") if p]
+            for name, src in items:
+                is_dir = (os.path.isdir(src) and not os.path.islink(src)) if isinstance(src, str) \
+                    else src.is_dir
+                if is_dir:
+                    target_parts = dparts
+                elif dest_dir or self._is_dir_in(lower, dparts):
+                    target_parts = dparts + [posixpath.basename(name) or "file"]
+                else:
+                    target_parts = dparts
+                parent = self._stage_dirs(staging.path, lower, target_parts[:-1] if
+                                          target_parts else [], st)
+                target = os.path.join(parent, target_parts[-1]) if target_parts else parent
+                if isinstance(src, str):
+                    rel = name
+                    if (inst.cmd == "ADD" and not is_dir and not os.path.islink(src)
+                            and _is_tar(src)):
+                        out = self._stage_dirs(staging.path, lower, dparts, st)
+                        _extract_tar(src, out)
+                        continue
+                    self._copy_context(rel, target, uid, gid, mode, is_dir)
+                else:
+                    self._copy_node(frm[0], src, target, uid, gid, mode, is_dir)
+            self._commit_dir(st, staging.path, lower,
+                             {"created_by": text, "comment": "buildkit.dockerfile.v0"})
+        finally:
+            staging.discard()
+
+    @staticmethod
+    def _is_dir_in(lower, parts) -> bool:
+        node = lower.lookup(parts) if parts else lower.root
+        return node is not None and node.is_dir
+
+    def _stage_dirs(self, top: str, lower, parts, st: _Stage) -> str:
+        """Make ``parts`` below ``top``, each with the mode and owner the image's directory
+        has (so a COPY into /tmp keeps /tmp as it was)."""
+        cur = top
+        for i, p in enumerate(parts):
+            cur = os.path.join(cur, p)
+            if os.path.isdir(cur):
+                continue
+            os.mkdir(cur)
+            node = lower.lookup(parts[:i + 1]) if st.layers else None
+            if node is not None and node.is_dir:
+                os.chmod(cur, stat.S_IMODE(node.st.st_mode))
+                self._own(cur, node.st.st_uid, node.st.st_gid)
+                os.utime(cur, ns=(node.st.st_atime_ns, node.st.st_mtime_ns))
+            else:
+                os.chmod(cur, 0o755)
+        return cur
+
+    def _own(self, path: str, uid: int, gid: int) -> None:
+        if not self.keep_owners:
+            return
+        try:
+            os.lchown(path, uid, gid)
+        except OSError:
+            pass
+
+    def _copy_entry(self, src: str, st, target: str, uid, gid, mode) -> None:
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), target)
+        elif stat.S_ISDIR(st.st_mode):
+            os.makedirs(target, exist_ok=True)
+            os.chmod(target, mode if mode is not None else stat.S_IMODE(st.st_mode))
+        elif stat.S_ISREG(st.st_mode):
+            shutil.copyfile(src, target, follow_symlinks=False)
+            os.chmod(target, mode if mode is not None else stat.S_IMODE(st.st_mode))
+        else:
+            return  # devices, fifos and sockets are not copied
+        self._own(target, uid, gid)
+        if not stat.S_ISLNK(st.st_mode):
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def _copy_context(self, rel: str, target: str, uid, gid, mode, is_dir: bool) -> None:
+        dirs = []
+        for r, host, st in self.ctx.walk(rel):
+            sub = r[len(rel):].lstrip("/") if rel else r
+            if is_dir and not sub:
+                os.makedirs(target, exist_ok=True)
+                continue
+            out = os.path.join(target, sub) if sub else target
+            self._copy_entry(host, st, out, uid, gid, mode)
+            if stat.S_ISDIR(st.st_mode):
+                dirs.append((out, st))
+        for out, st in reversed(dirs):  # after their contents were written
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def _copy_node(self, view, node, target: str, uid, gid, mode, is_dir: bool) -> None:
+        if is_dir:
+            os.makedirs(target, exist_ok=True)
+            for name, kid in sorted(view.children(node).items()):
+                self._copy_node(view, kid, os.path.join(target, name), uid, gid, mode,
+                                kid.is_dir)
+            os.utime(target, ns=(node.st.st_atime_ns, node.st.st_mtime_ns))
+            return
+        self._copy_entry(node.path, node.st, target, uid, gid, mode)
+
+    def _commit_dir(self, st: _Stage, top: str, lower, entry: dict) -> None:
+        from pbox.containers.fsops import add_layer
+        from pbox.storage import layertar
+
+        parent_diff = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
+        lowers = [self.store.layer_diff(c) for c in reversed(st.layers)]
+        with self.store.gc_lock.shared():
+            diff_ids, layers, empty = add_layer(
+                self.store, parent_diff, st.layers,
+                lambda f: layertar.write_layer_tar(top, f, mtime_clamp=self.epoch),
+                lowers, self.keep_owners, mtime_clamp=self.epoch, notice=self.notice)
+        if empty:
+            entry = dict(entry, empty_layer=True)
+        self._store_step(st, entry, diff_ids, layers)
+
+    def _owner_of(self, st: _Stage, spec: str, lower, chown: bool = False):
+        """uid, gid of ``user[:group]`` (names looked up in the image's /etc/passwd)."""
+        if not spec:
+            return 0, 0
+        user, _, group = spec.partition(":")
+        passwd = _read_db(lower, "passwd")
+        groups = _read_db(lower, "group")
+        uid = _lookup_id(user, passwd, "user")
+        if group:
+            gid = _lookup_id(group, groups, "group")
+        elif chown:
+            gid = uid if user.isdigit() else int(passwd.get(user, ["", "", "", "0"])[3] or 0)
+        else:
+            gid = int(passwd.get(user, ["", "", "", "0"])[3] or 0) if not user.isdigit() else 0
+        return uid, gid
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+
+def _read_db(lower, name: str) -> dict:
+    node = lower.lookup(["etc", name])
+    out = {}
+    if node is None or node.is_dir or not stat.S_ISREG(node.st.st_mode):
+        return out
+    with open(node.path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.rstrip("\n").split(":")
+            if len(fields) >= 3:
+                out[fields[0]] = fields
+    return out
+
+
+def _lookup_id(name: str, db: dict, what: str) -> int:
+    if name.isdigit():
+        return int(name)
+    if name not in db:
+        raise BuildError(f"unable to find {what} {name}: no matching entries in "
+                         f"{'passwd' if what == 'user' else 'group'} file")
+    return int(db[name][2])
+
+
+def _meta_text(inst, env: dict) -> str:
+    from pbox.build import dockerfile as dfm
+
+    rest = inst.original.strip().split(None, 1)
+    body = rest[1] if len(rest) > 1 else ""
+    if inst.cmd in ("ENV", "LABEL", "ARG"):
+        pairs = []
+        for k, v in dfm.key_values(inst, env):
+            pairs.append(k if v is None else f"{k}={v}")
+        body = " ".join(pairs)
+    elif inst.cmd in ("CMD", "ENTRYPOINT", "SHELL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"):
+        if inst.json:
+            body = json.dumps(list(inst.args))
+    else:
+        body = " ".join(dfm.expand_words(body, env)) if inst.cmd != "VOLUME" or not inst.json \
+            else json.dumps(list(inst.args))
+    return f"/bin/sh -c #(nop)  {inst.cmd} {body}".rstrip()
+
+
+def _healthcheck(inst, cfg: dict) -> dict:
+    args = list(inst.args)
+    if args and args[0].upper() == "NONE":
+        return {"Test": ["NONE"]}
+    hc = {}
+    for name, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        v = inst.flag(name, None)
+        if v:
+            hc[key] = _duration_ns(v)
+    if inst.flag("retries", None):
+        hc["Retries"] = int(inst.flag("retries", None))
+    if not args or args[0].upper() != "CMD":
+        raise BuildError("HEALTHCHECK: the command must start with CMD or be NONE")
+    rest = args[1:]
+    if inst.json:
+        hc["Test"] = ["CMD"] + rest
+    else:
+        hc["Test"] = ["CMD-SHELL", " ".join(rest)]
+    return hc
+
+
+def _duration_ns(text: str) -> int:
+    from pbox.build.dockerfile import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise BuildError(f"invalid duration {text!r}")
+
+
+def _is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://", "git@"))
+
+
+def _is_tar(path: str) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _extract_tar(path: str, dest: str) -> None:
+    """ADD of a local tar: its contents land in ``dest`` (no name may leave it)."""
+    from pbox.build.context import extract_context_tar
+
+    with open(path, "rb") as f:
+        extract_context_tar(f, dest)
+
+
+def _short(image_id: str | None) -> str:
+    return (image_id or "")[7:19]
+
+
+def _arch() -> str:
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def tag_image(config: Config, image_id: str, names: list) -> list:
+    """Point each of ``names`` at the built image; returns them as given."""
+    from pbox.images import open_store
+    from pbox.oci import reference as refs
+    from pbox.storage.images import ImageStore
+
+    istore = ImageStore(open_store(config))
+    for n in names:
+        istore.set_tag(refs.parse(n).string(), image_id)
+    return list(names)

@@ -1,0 +1,148 @@
+"""`build` and `builder prune`: flag glue over :mod:`pbox.build.executor`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from pbox.commands._util import notice_once
+
+CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def _pairs(items, what: str, environ=None) -> dict:
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not k:
+            raise click.UsageError(f"invalid {what} {item!r}: KEY=VALUE")
+        if sep:
+            out[k] = v
+        elif environ is not None and k in environ:
+            out[k] = environ[k]  # docker: --build-arg KEY takes KEY from our environment
+        elif environ is None:
+            out[k] = ""
+    return out
+
+
+@click.command(context_settings=CTX)
+@click.argument("path")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]",
+              help="Name the image (repeatable).")
+@click.option("-f", "--file", "dockerfile", metavar="PATH",
+              help="The Dockerfile (default: PATH/Dockerfile; '-' reads it from stdin).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+              help="Set a build-time variable (repeatable).")
+@click.option("--target", default="", metavar="STAGE", help="Build up to this stage.")
+@click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@click.option("--pull", is_flag=True, help="Always pull the base images.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image id.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Set a label on the image (repeatable).")
+@click.option("--network", default="", metavar="MODE",
+              help="Network of the RUN steps: none, host or pasta (default: the default "
+                   "network).")
+@click.pass_obj
+def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, quiet, labels,
+          network):
+    """Build an image from a Dockerfile and the context PATH ('-' reads a tar from stdin).
+
+    Steps are cached: an unchanged step reuses the image it made before.  With
+    SOURCE_DATE_EPOCH set, timestamps are that time, so the same inputs give the same
+    image id."""
+    import shutil
+    import tempfile
+
+    from pbox.build import executor
+    from pbox.build.context import extract_context_tar
+    from pbox.commands.containers import _pull_report
+    from pbox.containers import lifecycle
+    from pbox.errors import BuildError, UsageError
+    from pbox.oci import reference as refs
+
+    for t in tags:
+        try:
+            refs.parse(t)
+        except Exception as e:
+            raise UsageError(f"invalid tag {t!r}: {e}")
+    if path == "-" and dockerfile == "-":
+        raise UsageError("the context and the Dockerfile cannot both be read from stdin")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH") or None
+    if epoch is not None:
+        try:
+            epoch = int(epoch)
+        except ValueError:
+            raise UsageError(f"invalid SOURCE_DATE_EPOCH {epoch!r}: seconds since the epoch")
+    notice = notice_once(config)
+    lifecycle.enter(config, notice)
+    tmp = None
+    try:
+        if path == "-":
+            tmp = tempfile.mkdtemp(prefix="pbox-context-")
+            extract_context_tar(sys.stdin.buffer, tmp)
+            path = tmp
+        if not os.path.isdir(path):
+            raise UsageError(f"unable to prepare context: path {path!r} not found")
+        if dockerfile == "-":
+            text, name = sys.stdin.read(), "Dockerfile"
+        else:
+            name = dockerfile or os.path.join(path, "Dockerfile")
+            if dockerfile and not os.path.isabs(dockerfile) and not os.path.exists(dockerfile):
+                name = os.path.join(path, dockerfile)
+            try:
+                with open(name, encoding="utf-8") as f:
+                    text = f.read()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise BuildError(f"the Dockerfile {name} cannot be read: no such file")
+        opts = executor.BuildOptions(
+            context=path, dockerfile_text=text, dockerfile_name=os.path.basename(name),
+            tags=list(tags), build_args=_pairs(build_args, "--build-arg", os.environ),
+            target=target, no_cache=no_cache, pull=pull,
+            labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch)
+
+        saved = None
+        if quiet:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+        try:
+            out = (lambda s: None) if quiet else (lambda s: click.echo(s))
+            builder = executor.Builder(config, opts, out, notice=notice,
+                                       report=None if quiet else _pull_report())
+            image_id = builder.run()
+            names = executor.tag_image(config, image_id, list(tags))
+        finally:
+            if saved is not None:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+                os.close(saved)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if quiet:
+        click.echo(image_id)
+        return
+    click.echo(f"Successfully built {image_id[7:19]}")
+    for n in names:
+        click.echo(f"Successfully tagged {n}")
+
+
+@click.group(context_settings=CTX)
+def builder():
+    """Manage the build cache."""
+
+
+@builder.command("prune", context_settings=CTX)
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-a", "--all", "all_", is_flag=True, hidden=True)
+@click.pass_obj
+def builder_prune(config, force, all_):
+    """Remove the build cache records and the images only they kept."""
+    from pbox.build import executor
+
+    removed = executor.prune_cache(config)
+    click.echo(f"Deleted build cache images: {removed}")

@@ -1,0 +1,182 @@
+"""build and builder prune, as the test user, on the test busybox image."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+
+def _write(d, files: dict):
+    for name, text in files.items():
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            p.write_bytes(text)
+        else:
+            p.write_text(text)
+    return d
+
+
+def _tar_bytes(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _id(run_pbox, ctx, *args, env=None):
+    r = run_pbox("build", "-q", *args, str(ctx), env=env)
+    image_id = r.stdout.strip()
+    assert image_id.startswith("sha256:"), r.output
+    return image_id
+
+
+WEBAPP = """\
+FROM {bb}
+LABEL maintainer=tests
+WORKDIR /app
+ENV GREETING=hello PORT=8080
+COPY app.py requirements.txt ./
+ADD data.tar /srv/data/
+COPY static static
+COPY . /ctx/
+RUN echo "installed $GREETING" > /app/installed.txt && mkdir -p /var/run/app
+VOLUME /srv/data
+EXPOSE $PORT 53/udp
+USER nobody
+CMD ["sh", "-c", "cat app.py installed.txt static/index.html /srv/data/d.txt; echo $GREETING; id -u; ls /ctx"]
+"""
+
+
+def test_webapp_build_run_cache_and_invalidation(bb, run_pbox, tmp_path):
+    ctx = _write(tmp_path / "ctx", {
+        "Dockerfile": WEBAPP.format(bb=bb),
+        "app.py": "print('app')\n",
+        "requirements.txt": "flask\n",
+        "static/index.html": "<h1>hi</h1>\n",
+        "secret.key": "do not ship\n",
+        ".dockerignore": "secret.key\n*.tmp\n",
+        "scratch.tmp": "x\n",
+        "data.tar": _tar_bytes({"d.txt": b"from the tar\n"}),
+    })
+    r = run_pbox("build", "-t", "webapp:1", str(ctx))
+    assert "Step 1/13 : FROM" in r.stdout and "Successfully tagged webapp:1" in r.stdout
+    assert "Using cache" not in r.stdout
+    out = run_pbox("run", "--rm", "webapp:1").stdout.splitlines()
+    assert out[:5] == ["print('app')", "installed hello", "<h1>hi</h1>", "from the tar", "hello"]
+    assert out[5] == "65534"
+    shipped = out[6:]
+    assert "app.py" in shipped and "Dockerfile" in shipped and "data.tar" in shipped
+    assert "secret.key" not in shipped and "scratch.tmp" not in shipped
+    info = json.loads(run_pbox("image", "inspect", "webapp:1").stdout)[0]
+    cfg = info["Config"]
+    assert cfg["WorkingDir"] == "/app" and cfg["User"] == "nobody"
+    assert "GREETING=hello" in cfg["Env"] and "PORT=8080" in cfg["Env"]
+    assert set(cfg["ExposedPorts"]) == {"8080/tcp", "53/udp"}
+    assert set(cfg["Volumes"]) == {"/srv/data"} and cfg["Labels"]["maintainer"] == "tests"
+    hist = run_pbox("history", "--no-trunc", "--format", "{{.CreatedBy}}", "webapp:1").stdout
+    assert "/bin/sh -c #(nop)  ENV GREETING=hello PORT=8080" in hist
+    assert "RUN /bin/sh -c echo \"installed $GREETING\"" in hist and "# buildkit" in hist
+
+    # unchanged: every step from the cache, the same image
+    first = _id(run_pbox, ctx)
+    r = run_pbox("build", str(ctx))
+    assert r.stdout.count("---> Using cache") == 12
+    assert first[7:19] in r.stdout
+    # a changed source invalidates its COPY and everything after it
+    (ctx / "static" / "index.html").write_text("<h1>changed</h1>\n")
+    r = run_pbox("build", "-t", "webapp:2", str(ctx))
+    steps = r.stdout.split("Step ")[1:]
+    cached = ["Using cache" in s for s in steps]
+    assert cached == [False] + [True] * 5 + [False] * 7, r.stdout
+    assert "<h1>changed</h1>" in run_pbox("run", "--rm", "webapp:2").stdout
+    # builder prune forgets the records: the next build runs every step again
+    run_pbox("builder", "prune", "-f")
+    assert "Using cache" not in run_pbox("build", str(ctx)).stdout
+
+
+MULTI = """\
+ARG BASE={bb}
+FROM $BASE AS builder
+ARG VERSION=0.1
+RUN mkdir /out && echo "v$VERSION" > /out/version && echo unused > /out/other
+FROM $BASE AS unused
+RUN false
+FROM scratch AS final
+COPY --from=builder /out/version /version
+FROM $BASE
+ARG BASE
+ARG VERSION
+COPY --from=final /version /etc/
+COPY --from=builder --chown=nobody:nobody --chmod=640 /out /out
+RUN echo "base=$BASE version=${{VERSION:-none}}" > /info
+CMD cat /etc/version /info; stat -c '%U:%G %a' /out/version
+"""
+
+
+def test_multistage_target_and_build_args(bb, run_pbox, tmp_path):
+    ctx = _write(tmp_path / "ctx", {"Dockerfile": MULTI.format(bb=bb)})
+    r = run_pbox("build", "--build-arg", "VERSION=2.5", "-t", "multi", str(ctx))
+    assert "RUN false" not in r.stdout  # a stage nobody needs is not built
+    out = run_pbox("run", "--rm", "multi").stdout.splitlines()
+    assert out == ["v2.5", f"base={bb} version=2.5", "nobody:nobody 640"]
+    run_pbox("build", "--target", "final", "-t", "final-only", str(ctx))
+    info = json.loads(run_pbox("image", "inspect", "final-only").stdout)[0]
+    assert len(info["RootFS"]["Layers"]) == 1
+    r = run_pbox("build", "--target", "nope", str(ctx), check=False)
+    assert r.returncode != 0
+    assert r.stderr.startswith("Error: ") and "nope" in r.stderr
+    r = run_pbox("build", "--build-arg", "NOT_DECLARED=1", str(ctx))
+    assert "NOT_DECLARED" in r.output
+
+
+def test_build_errors(bb, run_pbox, tmp_path):
+    ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nRUN echo before\nRUN false\n"})
+    r = run_pbox("build", str(ctx), expect_rc=1)
+    assert 'Error: building at STEP "RUN false": exit status 1' in r.stderr
+    assert "Traceback" not in r.stderr
+    assert run_pbox("ps", "-a", "-q").stdout == ""  # the step's container is gone
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY missing.txt /\n")
+    r = run_pbox("build", str(ctx), check=False)
+    assert r.returncode != 0 and "missing.txt" in r.stderr and r.stderr.startswith("Error: ")
+    r = run_pbox("build", str(tmp_path / "nowhere"), check=False)
+    assert r.returncode == 125 and r.stderr.startswith("Error: ")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_pbox("build", str(empty), check=False)
+    assert r.returncode != 0 and "Dockerfile" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_context_from_stdin_and_symlinks(bb, run_pbox, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("outside\n")
+    ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nCOPY . /c/\n"
+                                    "CMD [\"sh\", \"-c\", \"readlink /c/link; cat /c/f\"]\n",
+                                    "f": "inside\n"})
+    (ctx / "link").symlink_to(str(outside))
+    run_pbox("build", "-t", "links", str(ctx))
+    assert run_pbox("run", "--rm", "links").stdout == f"{outside}\ninside\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        tf.add(str(ctx / "Dockerfile"), "Dockerfile")
+        tf.add(str(ctx / "f"), "f")
+    r = run_pbox("build", "-q", "-", input=buf.getvalue())
+    assert r.stdout.strip().startswith("sha256:")
+
+
+def test_reproducible_with_source_date_epoch(bb, run_pbox, tmp_path):
+    ctx = _write(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {bb}\nCOPY a /a\nRUN echo made > /made\nENV X=1\n",
+        "a": "data\n"})
+    env = {"SOURCE_DATE_EPOCH": "1700000000"}
+    one = _id(run_pbox, ctx, env=env)
+    (ctx / "a").touch()  # a newer mtime, clamped to the epoch
+    two = _id(run_pbox, ctx, "--no-cache", env=env)
+    assert one == two
+    info = json.loads(run_pbox("image", "inspect", one).stdout)[0]
+    assert info["Created"].startswith("2023-11-14T22:13:20")
