@@ -124,7 +124,8 @@ class PullResult:
     layers: list = field(default_factory=list)
 
 
-def _client_for(config: Config, ref: refs.Reference, opts: PullOptions):
+def _client_for(config: Config, ref: refs.Reference, opts: PullOptions, *,
+                insecure: bool = False):
     from pbox.oci import auth
     from pbox.oci.registry import client_for
 
@@ -135,8 +136,39 @@ def _client_for(config: Config, ref: refs.Reference, opts: PullOptions):
             raise PboxError("--creds must be USERNAME:PASSWORD")
         credentials = auth.Credentials(user, password, source="--creds")
     return client_for(ref.registry, config_dir=config.config_dir, repository=ref.repository,
-                      tls_verify=opts.tls_verify is not False, cert_dir=opts.cert_dir,
-                      credentials=credentials)
+                      tls_verify=opts.tls_verify is not False and not insecure,
+                      cert_dir=opts.cert_dir, credentials=credentials)
+
+
+def _registries_conf_path(config: Config) -> str:
+    return os.environ.get("PBOX_REGISTRIES_CONF") or os.path.join(config.config_dir,
+                                                                   "registries.conf")
+
+
+def _resolve_with_conf(config: Config, conf, text: str, opts: PullOptions, report):
+    """Try each candidate name (short-name search) and each of its sources (mirrors, then
+    the registry); the first that has the manifest wins."""
+    from pbox import registries
+    from pbox.errors import RegistryError
+
+    cands = registries.candidates(conf, text)
+    last: Exception | None = None
+    for ref in cands:
+        for src in registries.sources(conf, ref):
+            where = refs.Reference(src.registry, src.repository, ref.tag, ref.digest)
+            client = _client_for(config, where, opts, insecure=src.insecure)
+            report("resolving", ref=ref)
+            try:
+                return ref, client, src.repository, client.get_manifest(src.repository,
+                                                                          ref.manifest_ref)
+            except (RegistryError, ImageNotFound) as e:
+                log.debug("%s from %s: %s", ref, src.registry, e)
+                last = e
+                client.close()
+    if len(cands) == 1 and last is not None:
+        raise last
+    raise ImageNotFound(f"{text}: not found in any of the unqualified-search-registries "
+                        f"({', '.join(conf.search)})" + (f": {last}" if last else ""))
 
 
 def pull(config: Config, text: str, opts: PullOptions | None = None, report=None,
@@ -145,7 +177,14 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     config, and every layer not present yet, streamed and extracted in parallel."""
     opts = opts or PullOptions()
     report = report or (lambda *a, **k: None)
-    ref = refs.parse(text)
+    conf = None
+    if os.path.exists(_registries_conf_path(config)):
+        from pbox import registries
+
+        conf = registries.load(config.config_dir)
+        registries.candidates(conf, text)  # a bad name fails before anything else
+    else:
+        ref = refs.parse(text)
     keep_owners = enter_userns(config, notice)
     store = open_store(config)
     store.clean_temp()
@@ -154,10 +193,14 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     from pbox.oci import platform as plat
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
-    client = _client_for(config, ref, opts)
-    repo = ref.repository
-    report("resolving", ref=ref)
-    raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref)
+    if conf is None:
+        client = _client_for(config, ref, opts)
+        repo = ref.repository
+        report("resolving", ref=ref)
+        raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref)
+    else:
+        ref, client, repo, (raw, media_type, digest) = _resolve_with_conf(
+            config, conf, text, opts, report)
     parsed = mf.parse(raw, media_type)
     if isinstance(parsed, mf.Index):
         desc = plat.select(parsed.manifests, wanted, what=ref.familiar())

@@ -48,6 +48,7 @@ def pull(config, image, quiet, platform, all_tags, tls_verify, cert_dir, creds):
                            creds=creds),
         report=progress, notice=notice_once(config),
     )
+    ref = result.reference  # a short name may have resolved elsewhere (registries.conf)
     if not quiet:
         if result.downloaded:
             click.echo(f"Status: Downloaded newer image for {ref.familiar()}")
