@@ -18,7 +18,6 @@ import json as _json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import NamedTuple, Optional
 
 from pbox.errors import PboxError
@@ -227,7 +226,17 @@ class _Lexer:
             return self.env[name], True
         return "", False
 
-    def process(self, stop: str | None = None) -> tuple[str, list[str]]:
+    def process(
+        self, stop: str | None = None, *, raw_escapes: bool = False
+    ) -> tuple[str, list[str]]:
+        saved = self.raw_escapes
+        self.raw_escapes = saved or raw_escapes
+        try:
+            return self._process(stop)
+        finally:
+            self.raw_escapes = saved
+
+    def _process(self, stop: str | None) -> tuple[str, list[str]]:
         result: list[str] = []
         words = _Words()
         while self.peek() is not None:
@@ -351,10 +360,29 @@ class _Lexer:
         modifier = self.next() if colon else ch
         if modifier is None:
             raise _LexError("syntax error: missing '}'")
-        greedy = False
-        if not colon and modifier in "#%" and self.peek() == modifier:
-            self.next()
-            greedy = True
+        if not colon and modifier in "#%":
+            greedy = self.peek() == modifier
+            if greedy:
+                self.next()
+            regex = self.glob_regex(self.word_until_brace(raw_escapes=True))
+            value, found = self.getenv(name)
+            if self.skip_unset and not found:
+                return "${" + name + modifier * (1 + greedy) + "}"
+            return self.trim(value, regex, prefix=modifier == "#", greedy=greedy)
+        if not colon and modifier == "/":
+            replace_all = self.peek() == "/"
+            if replace_all:
+                self.next()
+            try:
+                pattern = self.process("/", raw_escapes=True)[0]
+            except _LexError:
+                raise _LexError("syntax error: missing '/' in ${}")
+            replacement = self.word_until_brace(raw_escapes=True)
+            value, found = self.getenv(name)
+            if self.skip_unset and not found:
+                return "${" + name + "/" + pattern + "/" + replacement + "}"
+            regex = self.glob_regex(pattern)
+            return regex.sub(lambda _m: replacement, value, count=0 if replace_all else 1)
         word = self.word_until_brace()
         value, found = self.getenv(name)
         if self.skip_unset and not found:
@@ -373,23 +401,44 @@ class _Lexer:
             if colon and value == "":
                 raise _LexError(f"{name}: {word or 'is not allowed to be empty'}")
             return value
-        if not colon and modifier == "#":
-            rng = range(len(value), -1, -1) if greedy else range(len(value) + 1)
-            for i in rng:
-                if fnmatchcase(value[:i], word):
-                    return value[i:]
-            return value
-        if not colon and modifier == "%":
-            rng = range(len(value) + 1) if greedy else range(len(value), -1, -1)
-            for i in rng:
-                if fnmatchcase(value[i:], word):
-                    return value[:i]
-            return value
         raise _LexError(f"unsupported modifier ({modifier}) in substitution")
 
-    def word_until_brace(self) -> str:
+    def glob_regex(self, pattern: str) -> re.Pattern:
+        """A shell pattern (``*``, ``?``, escapes) of ``${VAR#...}`` and friends as a regex."""
+        out = []
+        i = 0
+        while i < len(pattern):
+            ch = pattern[i]
+            i += 1
+            if ch == self.escape and i < len(pattern):
+                out.append(re.escape(pattern[i]))
+                i += 1
+            elif ch == "*":
+                out.append(".*")
+            elif ch == "?":
+                out.append(".")
+            else:
+                out.append(re.escape(ch))
+        return re.compile("".join(out), re.DOTALL)
+
+    @staticmethod
+    def trim(value: str, regex: re.Pattern, *, prefix: bool, greedy: bool) -> str:
+        n = len(value)
+        if prefix:
+            cuts = range(n, -1, -1) if greedy else range(n + 1)
+            for i in cuts:
+                if regex.fullmatch(value[:i]):
+                    return value[i:]
+        else:
+            cuts = range(n + 1) if greedy else range(n, -1, -1)
+            for i in cuts:
+                if regex.fullmatch(value[i:]):
+                    return value[:i]
+        return value
+
+    def word_until_brace(self, *, raw_escapes: bool = False) -> str:
         try:
-            word, _ = self.process("}")
+            word, _ = self.process("}", raw_escapes=raw_escapes)
         except _LexError:
             if self.peek() is None:
                 raise _LexError("syntax error: missing '}'")
