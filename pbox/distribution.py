@@ -135,8 +135,18 @@ def login(
     check_credentials(config, host, username, password, tls_verify=tls_verify,
                       cert_dir=cert_dir)
     path = auth_file(config, authfile)
+    helper = auth.configured_helper(_auth_paths(config, authfile), host)
+    if helper:
+        auth.helper_store(helper, host, username, password)
+        return f"docker-credential-{helper}"
     auth.store(path, key, username, password)
     return path
+
+
+def _auth_paths(config: Config, authfile: str | None) -> list[str]:
+    from pbox.oci import auth
+
+    return auth.auth_file_paths(config.config_dir, authfile=authfile)
 
 
 def logout(config: Config, registry: str | None, *, authfile: str | None = None) -> str:
@@ -145,6 +155,14 @@ def logout(config: Config, registry: str | None, *, authfile: str | None = None)
 
     host, key = registry_of(registry)
     path = auth_file(config, authfile)
+    helper = auth.configured_helper(_auth_paths(config, authfile), host)
+    if helper:
+        if auth.helper_erase(helper, host):
+            auth.erase(path, key)
+            return key
+        if auth.erase(path, key):
+            return key
+        raise NotFound(f"not logged in to {key}")
     if auth.erase(path, key):
         return key
     where = ""

@@ -13,7 +13,9 @@ whole list):
 All use the ``{"auths": {KEY: {"auth": base64("user:password")}}}`` shape.  Keys may be a
 bare host (``quay.io``), a host with a scheme and path (docker's
 ``https://index.docker.io/v1/``), or a repository prefix (``quay.io/team``, most specific
-wins).  Docker's ``credHelpers``/``credsStore`` run ``docker-credential-NAME get``.
+wins).  Docker's ``credHelpers``/``credsStore`` run ``docker-credential-NAME get``; when
+one is set for a registry in any of the files, ``login`` stores through it (``store``)
+and ``logout`` erases through it (``erase``) instead of writing an auth file.
 """
 
 from __future__ import annotations
@@ -265,6 +267,66 @@ def lookup(
             log.debug("credentials for %s from %s", registry, creds.source or path)
             return creds
     return None
+
+
+def configured_helper(paths: list[str], registry: str) -> str | None:
+    """The credential helper the first of ``paths`` naming one sets for ``registry``:
+    its ``credHelpers`` entry for the registry, else its ``credsStore``."""
+    reg = normalize_registry(registry)
+    for path in paths:
+        obj = _read_json(path)
+        if not obj:
+            continue
+        helpers = obj.get("credHelpers")
+        if isinstance(helpers, dict):
+            for key, name in helpers.items():
+                if normalize_key(key) == reg and name:
+                    return str(name)
+        if obj.get("credsStore"):
+            return str(obj["credsStore"])
+    return None
+
+
+def _call_helper(name: str, action: str, data: bytes,
+                 env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    prog = f"docker-credential-{name}"
+    path = shutil.which(prog, path=(env or os.environ).get("PATH"))
+    if path is None:
+        raise AuthError(f"credential helper {prog} is configured but not installed")
+    try:
+        return subprocess.run([path, action], input=data, capture_output=True,
+                              timeout=HELPER_TIMEOUT,
+                              env=dict(env) if env is not None else None)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise AuthError(f"credential helper {prog} failed: {e}")
+
+
+def _helper_message(p: subprocess.CompletedProcess) -> str:
+    out = p.stdout.decode("utf-8", "replace").strip()
+    return (out or p.stderr.decode("utf-8", "replace").strip())[:200]
+
+
+def helper_store(name: str, registry: str, username: str, password: str, *,
+                 env: Mapping[str, str] | None = None) -> None:
+    """``docker-credential-NAME store``: hand the credentials to the helper."""
+    data = json.dumps({"ServerURL": helper_server_url(registry), "Username": username,
+                       "Secret": password}).encode()
+    p = _call_helper(name, "store", data, env)
+    if p.returncode != 0:
+        raise AuthError(f"credential helper docker-credential-{name} could not store "
+                        f"the credentials: {_helper_message(p)}")
+
+
+def helper_erase(name: str, registry: str, *, env: Mapping[str, str] | None = None) -> bool:
+    """``docker-credential-NAME erase``; False when the helper had nothing for it."""
+    p = _call_helper(name, "erase", helper_server_url(registry).encode(), env)
+    if p.returncode != 0:
+        msg = _helper_message(p)
+        if "credentials not found" in msg.lower():
+            return False
+        raise AuthError(f"credential helper docker-credential-{name} could not erase "
+                        f"the credentials: {msg}")
+    return True
 
 
 # -- writing ---------------------------------------------------------------------------------
