@@ -237,6 +237,7 @@ class Builder:
         self.total = sum(1 + len(s.instructions) for s in steps)
         self.step = 0
         self.built: dict = {}
+        self.target_index = target.index
         for s in steps:
             self.built[s.index] = self._build_stage(s)
         final = self.built[target.index]
@@ -302,12 +303,12 @@ class Builder:
         last = len(s.instructions) - 1
         for i, inst in enumerate(s.instructions):
             try:
-                self._step(st, inst, final_labels=(i == last))
+                self._step(st, inst, final_labels=(i == last and s.index == self.target_index))
             except BuildError:
                 raise
             except PboxError as e:
-                raise BuildError(f"building at STEP \"{inst.original}\": {e}")
-        if not s.instructions and self.opts.labels:
+                raise BuildError(f"building at STEP \"{inst.original}\": {e}", exit_code=1)
+        if not s.instructions and self.opts.labels and s.index == self.target_index:
             self._labels_only(st)
         return st
 
@@ -566,7 +567,8 @@ class Builder:
             found = self.ctx.glob(s)
             if not found:
                 raise BuildError(f"building at STEP \"{inst.original}\": "
-                                 f"{inst.cmd} source {s!r} not found in the build context")
+                                 f"{inst.cmd} source {s!r} not found in the build context",
+                                 exit_code=1)
             rels.extend(found)
         return text, self.ctx.digest(rels)
 

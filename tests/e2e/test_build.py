@@ -121,10 +121,13 @@ CMD cat /etc/version /info; stat -c '%U:%G %a' /out/version
 
 def test_multistage_target_and_build_args(bb, run_pbox, tmp_path):
     ctx = _write(tmp_path / "ctx", {"Dockerfile": MULTI.format(bb=bb)})
-    r = run_pbox("build", "--build-arg", "VERSION=2.5", "-t", "multi", str(ctx))
+    r = run_pbox("build", "--build-arg", "VERSION=2.5", "--label", "built=yes", "-t", "multi",
+                 str(ctx))
     assert "RUN false" not in r.stdout  # a stage nobody needs is not built
     out = run_pbox("run", "--rm", "multi").stdout.splitlines()
     assert out == ["v2.5", f"base={bb} version=2.5", "nobody:nobody 640"]
+    info = json.loads(run_pbox("image", "inspect", "multi").stdout)[0]
+    assert info["Config"]["Labels"]["built"] == "yes"
     run_pbox("build", "--target", "final", "-t", "final-only", str(ctx))
     info = json.loads(run_pbox("image", "inspect", "final-only").stdout)[0]
     assert len(info["RootFS"]["Layers"]) == 1
@@ -138,6 +141,7 @@ def test_multistage_target_and_build_args(bb, run_pbox, tmp_path):
 def test_build_errors(bb, run_pbox, tmp_path):
     ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nRUN echo before\nRUN false\n"})
     r = run_pbox("build", str(ctx), expect_rc=1)
+    assert "before" in r.stdout
     assert 'Error: building at STEP "RUN false": exit status 1' in r.stderr
     assert "Traceback" not in r.stderr
     assert run_pbox("ps", "-a", "-q").stdout == ""  # the step's container is gone
