@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import stat
 import tarfile
@@ -476,6 +477,9 @@ class Builder:
         if inst.json:
             return list(inst.args)
         script = " ".join(inst.args)
+        shell = list(st.cfg.get("Shell") or DEFAULT_SHELL)
+        if inst.heredocs and re.fullmatch(r"\s*<<-?\s*[\"']?[A-Za-z0-9_]+[\"']?\s*", script):
+            return shell + [inst.heredocs[0][1]]  # `RUN <<EOF`: the heredoc is the script
         for name, content in inst.heredocs or ():
             script += "\n" + content + ("" if content.endswith("\n") else "\n") + name
         return list(st.cfg.get("Shell") or DEFAULT_SHELL) + [script]

@@ -184,3 +184,39 @@ def test_reproducible_with_source_date_epoch(bb, run_pbox, tmp_path):
     assert one == two
     info = json.loads(run_pbox("image", "inspect", one).stdout)[0]
     assert info["Created"].startswith("2023-11-14T22:13:20")
+
+
+
+CONFIG = """\
+FROM {bb} AS base
+SHELL ["/bin/sh", "-ec"]
+RUN <<EOF
+echo one > /heredoc
+echo two >> /heredoc
+EOF
+HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost || exit 1
+STOPSIGNAL SIGINT
+ONBUILD RUN echo later
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /heredoc /bb-passwd"]
+COPY --from={bb} /etc/passwd /bb-passwd
+"""
+
+
+def test_config_fields_heredoc_stdin_dockerfile_and_network(bb, run_pbox, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    run_pbox("build", "-t", "cfg", "-f", "-", str(ctx), input=CONFIG.format(bb=bb))
+    out = run_pbox("run", "--rm", "cfg").stdout
+    assert out.startswith("one\ntwo\nroot:x:0:0")
+    cfg = json.loads(run_pbox("image", "inspect", "cfg").stdout)[0]["Config"]
+    assert cfg["Shell"] == ["/bin/sh", "-ec"] and cfg["StopSignal"] == "SIGINT"
+    assert cfg["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q localhost || exit 1"],
+                                  "Interval": 5_000_000_000, "Retries": 2}
+    assert cfg["OnBuild"] == ["RUN echo later"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["Cmd"] == ["cat /heredoc /bb-passwd"]
+    # RUN steps honour --network
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nRUN ip -o link | grep -v ' lo' | wc -l "
+                                    "> /links\nCMD cat /links\n")
+    run_pbox("build", "--network", "none", "-t", "nonet", str(ctx))
+    assert run_pbox("run", "--rm", "--network", "none", "nonet").stdout.strip() == "0"
