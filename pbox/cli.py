@@ -54,6 +54,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "login": ("pbox.commands.distribution", "login", "Log in to a registry"),
     "logout": ("pbox.commands.distribution", "logout", "Log out from a registry"),
     "push": ("pbox.commands.distribution", "push", "Upload an image to a registry"),
+    "search": ("pbox.commands.search", "search", "Search registries for images"),
     "save": ("pbox.commands.archive", "save", "Save one or more images to a tar archive"),
     "load": ("pbox.commands.archive", "load", "Load images from a tar archive"),
     "import": ("pbox.commands.archive", "import_command",

@@ -277,3 +277,102 @@ def insecure_for(conf: RegistriesConf | None, registry: str) -> bool:
         return False
     entry = conf.find(refs.normalize_registry(registry))
     return bool(entry and entry.insecure)
+
+
+# -- search ------------------------------------------------------------------------------------
+
+DOCKER_HUB_SEARCH = "https://index.docker.io"
+SEARCH_SCOPES = ["registry:catalog:*"]
+
+
+def search(config, term: str, *, limit: int = 25, tls_verify: bool | None = None) -> list:
+    """Rows (Index, Name, Description, Stars, Official, Automated) for ``term``.
+
+    ``HOST/TERM`` searches that registry; a bare term searches the
+    unqualified-search-registries (docker.io without a registries.conf).  A registry is
+    asked for its catalog (``/v2/_catalog``, repositories containing the term) and, when it
+    has none, for docker's ``/v1/search`` (Docker Hub has only that one).
+    """
+    conf = load(config.config_dir)
+    if is_short_name(term):
+        hosts, query = (conf.search if conf else [refs.DEFAULT_REGISTRY]), term
+    else:
+        host, _, query = term.partition("/")
+        hosts = [refs.normalize_registry(host)]
+    rows: list = []
+    for host in hosts:
+        if conf is not None:
+            entry = conf.find(host)
+            if entry is not None and entry.blocked:
+                raise PboxError(f"registry {host} is blocked in registries.conf")
+        rows.extend(_search_one(config, conf, host, query, limit, tls_verify))
+    return rows
+
+
+def _row(host: str, name: str, description: str = "", stars=0, official=False,
+         automated=False) -> dict:
+    return {"Index": host, "Name": f"{host}/{name}", "Description": description or "",
+            "Stars": stars, "Official": "[OK]" if official else "",
+            "Automated": "[OK]" if automated else ""}
+
+
+def _search_one(config, conf, host: str, query: str, limit: int, tls_verify) -> list:
+    from pbox.errors import RegistryError
+    from pbox.oci.registry import client_for
+
+    if host == refs.DEFAULT_REGISTRY:
+        return _hub_search(host, query, limit)
+    client = client_for(host, config_dir=config.config_dir,
+                        tls_verify=tls_verify is not False and not insecure_for(conf, host))
+    with client:
+        try:
+            repos = client.catalog()
+        except RegistryError as e:
+            if e.status not in (401, 403, 404, 405):
+                raise
+            log_status = e.status
+        else:
+            hits = [r for r in repos if query.lower() in r.lower()]
+            return [_row(host, r) for r in hits[:limit] if limit > 0]
+        resp = client._request("GET", f"/v1/search?q={_quote(query)}&n={limit}", scopes=[],
+                               what=f"{host} search")
+        try:
+            if resp.status_code != 200:
+                raise PboxError(f"registry {host} supports neither /v2/_catalog (HTTP "
+                                f"{log_status}) nor /v1/search (HTTP {resp.status_code})")
+            return _v1_rows(host, resp.json(), limit)
+        finally:
+            resp.close()
+
+
+def _quote(s: str) -> str:
+    from urllib.parse import quote
+
+    return quote(s, safe="")
+
+
+def _v1_rows(host: str, obj, limit: int) -> list:
+    results = obj.get("results") if isinstance(obj, dict) else None
+    if not isinstance(results, list):
+        raise PboxError(f"registry {host}: unexpected /v1/search answer")
+    out = []
+    for r in results[:limit]:
+        if isinstance(r, dict) and r.get("name"):
+            out.append(_row(host, str(r["name"]), str(r.get("description") or ""),
+                            r.get("star_count") or 0, bool(r.get("is_official")),
+                            bool(r.get("is_automated"))))
+    return out
+
+
+def _hub_search(host: str, query: str, limit: int) -> list:
+    import requests
+
+    url = f"{DOCKER_HUB_SEARCH}/v1/search?q={_quote(query)}&n={limit}"
+    try:
+        resp = requests.get(url, timeout=30)
+    except requests.exceptions.RequestException as e:
+        raise PboxError(f"cannot search {host}: {e}")
+    with resp:
+        if resp.status_code != 200:
+            raise PboxError(f"cannot search {host}: HTTP {resp.status_code}")
+        return _v1_rows(host, resp.json(), limit)

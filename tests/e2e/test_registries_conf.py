@@ -80,3 +80,26 @@ def test_insecure_registry_skips_verification(registry_tls, test_images, run_pbo
     env = conf(f'[[registry]]\nlocation = "{registry_tls.host}"\ninsecure = true\n')
     r = run_pbox("pull", "-q", img.reference, env=env)
     assert r.stdout.strip() == img.reference
+
+
+def test_search_catalog(registry_plain, test_images, run_pbox, conf):
+    test_images(registry_plain)
+    host = registry_plain.host
+    r = run_pbox("search", f"{host}/busy")
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "DESCRIPTION"]
+    assert f"{host}/pbox-test/busybox" in [ln.split()[0] for ln in lines[1:]]
+    assert all("busy" in ln for ln in lines[1:])
+    r = run_pbox("search", "--limit", "1", "--format", "{{.Name}}", f"{host}/pbox-test")
+    assert len(r.stdout.splitlines()) == 1 and r.stdout.startswith(f"{host}/pbox-test/")
+    # a bare term searches the unqualified-search-registries
+    env = conf(f'unqualified-search-registries = ["{host}"]\n')
+    r = run_pbox("search", "--no-trunc", "--format", "{{.Name}}", "zstd", env=env)
+    assert r.stdout.split() == [f"{host}/pbox-test/zstd"]
+
+
+def test_search_without_catalog_or_v1(registry_basic, run_pbox):
+    # without credentials the basic-auth registry refuses its catalog and has no /v1/search
+    r = run_pbox("search", f"{registry_basic.host}/busybox", expect_rc=125)
+    assert r.stderr.startswith(f"Error: registry {registry_basic.host} supports neither")
+    assert "Traceback" not in r.stderr
