@@ -77,3 +77,14 @@ def test_defaults_and_errors():
         registries.parse_toml("x = bogus")
     with pytest.raises(registries.ConfigError):
         registries.parse_toml("[[registry.mirror]]\nlocation = 'a'")
+
+
+def test_documented_sample_parses():
+    import os
+
+    sample = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "registries.conf.sample")
+    with open(sample) as f:
+        c = registries.from_dict(registries.parse_toml(f.read()))
+    assert c.search[-1] == "docker.io" and "app" in c.aliases
+    assert any(r.blocked for r in c.registries)
+    assert any(r.mirrors for r in c.registries)
