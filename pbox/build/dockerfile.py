@@ -59,7 +59,7 @@ _HEREDOC_INSTRUCTIONS = frozenset({"RUN", "COPY", "ADD"})
 _DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN_DIRECTIVES = frozenset({"escape", "syntax", "check"})
 _WHITESPACE_RE = re.compile(r"[\t\v\f\r ]+")
-_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
@@ -203,6 +203,7 @@ class _Lexer:
         raw_quotes: bool = False,
         raw_escapes: bool = False,
         skip_unset: bool = False,
+        heredoc_words: bool = False,
     ):
         self.s = text
         self.i = 0
@@ -211,6 +212,8 @@ class _Lexer:
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        # "<<" keeps the whitespace after it in the same word, so "<< EOF" is one word
+        self.heredoc_words = heredoc_words
 
     def peek(self) -> str | None:
         return self.s[self.i] if self.i < len(self.s) else None
@@ -256,6 +259,14 @@ class _Lexer:
                 tmp = self.dollar()
                 result.append(tmp)
                 words.add_string(tmp)
+            elif ch == "<" and self.heredoc_words and self.s.startswith("<<", self.i):
+                j = self.i + 2
+                while j < len(self.s) and self.s[j] in " \t":
+                    j += 1
+                tmp = self.s[self.i : j]
+                self.i = j
+                result.append(tmp)
+                words.add_raw_string(tmp)
             else:
                 ch = self.next()
                 if ch == self.escape:
@@ -863,7 +874,9 @@ def _parse_instruction(text: str, line: int, escape: str) -> Instruction:
 def _heredoc_starts(text: str) -> list[tuple[str, bool, bool, int]]:
     """(name, expand, chomp, fd) for each ``<<WORD`` of an instruction line, in order."""
     try:
-        words = _Lexer(text, {}, "\\", raw_quotes=True, raw_escapes=True).process()[1]
+        words = _Lexer(
+            text, {}, "\\", raw_quotes=True, raw_escapes=True, skip_unset=True, heredoc_words=True
+        ).process()[1]
     except _LexError:
         return []
     out = []

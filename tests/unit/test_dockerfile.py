@@ -385,6 +385,19 @@ def test_heredocs():
     assert insts[6].args == ["echo done"] and insts[6].line == 22
 
 
+def test_heredoc_delimiter_forms():
+    df = parse(
+        "FROM a\n"
+        "RUN << EOF\nx\nEOF\n"
+        "RUN <<$E cat\ny\n$E\n"
+        "RUN 2<< 'Q' cat\nq\nQ\n"
+        "RUN <<E\"O\"F\nz\nEOF\n"
+    )
+    got = [(i.heredoc_info[0].name, i.heredoc_info[0].expand) for i in df.stages[0].instructions]
+    assert got == [("EOF", True), ("$E", True), ("Q", False), ("EOF", False)]
+    assert df.stages[0].instructions[2].heredoc_info[0].fd == 2
+
+
 def test_heredoc_not_in_other_instructions_or_quotes():
     assert only("ENV A=<<EOF\n").heredocs == []
     assert only("RUN echo '<<EOF'\n").heredocs == []
