@@ -92,10 +92,23 @@ class Context:
         st = os.lstat(host)
         yield rel, host, st
         if stat.S_ISDIR(st.st_mode):
-            for name in sorted(os.listdir(host)):
-                child = posixpath.join(rel, name) if rel else name
-                if not self.ignored(child):
-                    yield from self.walk(child)
+            yield from self._walk_below(rel, host)
+
+    def _walk_below(self, rel: str, host: str):
+        for name in sorted(os.listdir(host)):
+            child = posixpath.join(rel, name) if rel else name
+            path = os.path.join(host, name)
+            st = os.lstat(path)
+            if not self.ignored(child):
+                yield child, path, st
+                if stat.S_ISDIR(st.st_mode):
+                    yield from self._walk_below(child, path)
+            elif stat.S_ISDIR(st.st_mode) and not self.ignore.excludes_dir_entirely(child):
+                # ignored, but a `!` pattern may bring back something below it
+                below = list(self._walk_below(child, path))
+                if below:
+                    yield child, path, st
+                    yield from below
 
     def digest(self, rels: list[str]) -> str:
         """A hash of the names, modes and contents below ``rels`` (the COPY cache key)."""

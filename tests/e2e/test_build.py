@@ -60,7 +60,9 @@ def test_webapp_build_run_cache_and_invalidation(bb, run_pbox, tmp_path):
         "requirements.txt": "flask\n",
         "static/index.html": "<h1>hi</h1>\n",
         "secret.key": "do not ship\n",
-        ".dockerignore": "secret.key\n*.tmp\n",
+        ".dockerignore": "secret.key\n*.tmp\ndocs\n!docs/keep.md\n",
+        "docs/keep.md": "keep\n",
+        "docs/drop.md": "drop\n",
         "scratch.tmp": "x\n",
         "data.tar": _tar_bytes({"d.txt": b"from the tar\n"}),
     })
@@ -73,6 +75,7 @@ def test_webapp_build_run_cache_and_invalidation(bb, run_pbox, tmp_path):
     shipped = out[6:]
     assert "app.py" in shipped and "Dockerfile" in shipped and "data.tar" in shipped
     assert "secret.key" not in shipped and "scratch.tmp" not in shipped
+    assert run_pbox("run", "--rm", "webapp:1", "ls", "/ctx/docs").stdout == "keep.md\n"
     info = json.loads(run_pbox("image", "inspect", "webapp:1").stdout)[0]
     cfg = info["Config"]
     assert cfg["WorkingDir"] == "/app" and cfg["User"] == "nobody"
