@@ -91,7 +91,30 @@ def resolve(istore: ImageStore, text: str) -> Resolved:
         return Resolved(image_id, istore.get(image_id))
     if ref is None:
         raise InvalidReference(f"invalid reference format: {text!r}")
+    found = _resolve_short_name(istore, text, repos)
+    if found is not None:
+        return found
     raise ImageNotFound(f"No such image: {text}")
+
+
+def _resolve_short_name(istore: ImageStore, text: str, repos) -> Resolved | None:
+    """A short name that registries.conf resolved elsewhere at pull (alias, search)."""
+    path = _registries_conf_path(Config())
+    if not os.path.exists(path):
+        return None
+    from pbox import registries
+
+    if not registries.is_short_name(text):
+        return None
+    conf = registries.load(os.path.dirname(path))
+    for ref in registries.candidates(conf, text):
+        if ref.digest:
+            image_id = repos["digests"].get(ref.with_digest(ref.digest).string())
+        else:
+            image_id = repos["tags"].get(ref.string())
+        if image_id and istore.exists(image_id):
+            return Resolved(image_id, istore.get(image_id), ref)
+    return None
 
 
 def familiar_names(names: list[str]) -> list[str]:

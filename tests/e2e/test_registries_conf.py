@@ -33,6 +33,9 @@ def test_short_name_through_search_registries(registry_plain, test_images, run_p
     assert r.stdout.strip() == f"{registry_plain.host}/pbox-test/busybox:latest"
     r = run_pbox("images", "--format", "{{.Repository}}:{{.Tag}}", env=env)
     assert f"{registry_plain.host}/pbox-test/busybox:latest" in r.stdout.split()
+    # the short name finds the pulled image locally too
+    r = run_pbox("image", "inspect", "--format", "{{.Id}}", "pbox-test/busybox", env=env)
+    assert r.stdout.strip() == test_images(registry_plain).busybox.config_digest
     # a name found nowhere says where it looked
     r = run_pbox("pull", "-q", "pbox-test/nothing-here", env=env, expect_rc=125)
     assert "unqualified-search-registries" in r.stderr and "Traceback" not in r.stderr
@@ -45,6 +48,10 @@ def test_alias(registry_plain, test_images, run_pbox, conf):
     assert r.stdout.strip() == img.reference
     r = run_pbox("images", "-q", "--no-trunc", env=env)
     assert img.config_digest in r.stdout
+    # run pulls through the alias when the image is missing
+    run_pbox("rmi", img.reference, env=env)
+    r = run_pbox("run", "--rm", "bbx", "cat", "/arch", env=env)
+    assert r.stdout.strip() == img.markers["/arch"].strip()
 
 
 def test_mirror_first_then_fallback(registry_plain, registry_basic, test_images, run_pbox,
