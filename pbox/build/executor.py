@@ -20,6 +20,7 @@ mtimes are clamped to it, so the same inputs give the same image id.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -70,18 +71,19 @@ class BuildCache:
     def load(self) -> dict:
         return self.store.read_json(self.path, {}) or {}
 
-    def get(self, key: str) -> str | None:
-        from pbox.storage.images import ImageStore
+    def get(self, key: str) -> dict | None:
+        """The record of ``key`` when its config and layers are still in the store."""
+        rec = self.load().get(key)
+        if not isinstance(rec, dict) or not self.store.has_blob(rec.get("id") or ""):
+            return None
+        if not all(self.store.has_layer(c) for c in rec.get("layers") or []):
+            return None
+        return rec
 
-        image_id = self.load().get(key)
-        if image_id and ImageStore(self.store).exists(image_id):
-            return image_id
-        return None
-
-    def put(self, key: str, image_id: str) -> None:
+    def put(self, key: str, image_id: str, layers: list) -> None:
         with self.store.meta_lock.exclusive():
             d = self.load()
-            d[key] = image_id
+            d[key] = {"id": image_id, "layers": list(layers)}
             self.store.write_json(self.path, d)
 
 
@@ -90,30 +92,21 @@ def cache_key(parent: str, text: str, args: dict, sources: str = "") -> str:
     return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
-def prune_cache(config: Config) -> int:
-    """`builder prune`: forget every cache record and remove the images only they kept."""
-    from pbox.images import _gc_layers, enter_userns, open_store, users_of_images
+def prune_cache(config: Config) -> tuple[int, int]:
+    """`builder prune`: forget every cache record, then remove the step configs and
+    layers no image or container uses.  Returns (records, bytes freed)."""
+    from pbox.images import _gc_layers, enter_userns, open_store
     from pbox.storage.images import ImageStore
 
     enter_userns(config)
     store = open_store(config)
-    istore = ImageStore(store)
     with store.gc_lock.exclusive():
         cache = BuildCache(store)
-        records = cache.load()
         with store.meta_lock.exclusive():
+            count = len(cache.load())
             store.write_json(cache.path, {})
-        repos = istore.repositories()
-        named = set(repos.get("tags", {}).values()) | set(repos.get("digests", {}).values())
-        used = users_of_images(store)
-        removed = 0
-        for image_id in sorted(set(records.values())):
-            if image_id in named or used.get(image_id) or not istore.exists(image_id):
-                continue
-            istore.remove(image_id)
-            removed += 1
-        _gc_layers(store, istore)
-    return removed
+        freed = _gc_layers(store, ImageStore(store))
+    return count, freed
 
 
 # -- per-stage state ----------------------------------------------------------------------------
@@ -162,8 +155,6 @@ class Builder:
         return humanize.rfc3339(self.epoch if self.epoch is not None else time.time())
 
     def _store_step(self, st: _Stage, entry: dict, diff_ids=None, layers=None) -> str:
-        from pbox.containers.fsops import store_image
-
         now = self._now()
         st.image["created"] = now
         entry = dict(entry, created=now)
@@ -171,12 +162,32 @@ class Builder:
         if diff_ids is None:
             diff_ids = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
             layers = st.layers
-        with self.store.gc_lock.shared():
-            image_id = store_image(self.store, st.image, layers, diff_ids, now)
         st.image["rootfs"] = {"type": "layers", "diff_ids": list(diff_ids)}
         st.layers = list(layers)
-        st.image_id = image_id
-        return image_id
+        st.image_id = self._put_config(st)
+        return st.image_id
+
+    def _put_config(self, st: _Stage) -> str:
+        """Store the step's config blob (the same bytes `store_image` writes)."""
+        raw = json.dumps(st.image, sort_keys=True, separators=(",", ":")).encode()
+        with self.store.gc_lock.shared():
+            return self.store.put_blob(raw)
+
+    def _record(self, st: _Stage) -> bool:
+        """Give the step's image a record (RUN creates its container from it, the build
+        ends with it); True when it was made now."""
+        from pbox.containers.fsops import store_image
+        from pbox.storage.images import ImageStore
+
+        if ImageStore(self.store).exists(st.image_id):
+            return False
+        diff_ids = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
+        with self.store.gc_lock.shared():
+            image_id = store_image(self.store, st.image, st.layers, diff_ids,
+                                   st.image.get("created", ""))
+        if image_id != st.image_id:
+            raise BuildError(f"internal error: image {image_id} differs from its step")
+        return True
 
     def _load(self, image_id: str) -> _Stage:
         from pbox.storage.images import ImageStore
@@ -242,6 +253,7 @@ class Builder:
         for s in steps:
             self.built[s.index] = self._build_stage(s)
         final = self.built[target.index]
+        self._record(final)
         unused = sorted(k for k in self.opts.build_args
                         if k not in self.used_args and k not in PROXY_ARGS)
         if unused:
@@ -290,13 +302,13 @@ class Builder:
         self._announce(s.from_instruction.original)
         dep = self._stage_ref(base_name, s.index)
         if dep is not None:
-            st = self._load(self.built[dep.index].image_id)
+            st = copy.deepcopy(self.built[dep.index])
         else:
             platform = s.platform and dfm.expand(s.platform, self.meta)
             st = self._base(base_name.lower() if base_name.lower() == "scratch" else base_name,
                             platform or None)
         if st.image_id is None:
-            st.image_id = self._store_step_plain(st)
+            st.image_id = self._put_config(st)
         self.out(f" ---> {_short(st.image_id)}")
         for k in ("container", "container_config"):
             st.image.pop(k, None)
@@ -312,12 +324,6 @@ class Builder:
         if not s.instructions and self.opts.labels and s.index == self.target_index:
             self._labels_only(st)
         return st
-
-    def _store_step_plain(self, st: _Stage) -> str:
-        from pbox.containers.fsops import store_image
-
-        with self.store.gc_lock.shared():
-            return store_image(self.store, st.image, [], [], st.image.get("created", ""))
 
     def _labels_only(self, st: _Stage) -> None:
         labels = dict(st.cfg.get("Labels") or {})
@@ -358,9 +364,9 @@ class Builder:
         hit = None if self.opts.no_cache else self.cache.get(key)
         if hit is not None:
             self.out(" ---> Using cache")
-            loaded = self._load(hit)
-            st.image, st.image_id, st.layers = loaded.image, loaded.image_id, loaded.layers
-            self.out(f" ---> {_short(hit)}")
+            st.image = json.loads(self.store.read_blob(hit["id"]))
+            st.image_id, st.layers = hit["id"], list(hit["layers"])
+            self.out(f" ---> {_short(hit['id'])}")
             return
         if cmd == "RUN":
             self._do_run(st, inst, text)
@@ -373,7 +379,7 @@ class Builder:
             labels.update(self.opts.labels)
             st.cfg["Labels"] = labels
             self._store_step(st, {"created_by": "LABEL (--label)", "empty_layer": True})
-        self.cache.put(key, st.image_id)
+        self.cache.put(key, st.image_id, st.layers)
         self.out(f" ---> {_short(st.image_id)}")
 
     def _run_args(self, st: _Stage) -> dict:
@@ -488,13 +494,31 @@ class Builder:
         return "RUN " + " ".join(self._run_command(inst, st)) + " # buildkit"
 
     def _do_run(self, st: _Stage, inst, text: str) -> None:
+        env = [f"{k}={v}" for k, v in sorted(self._run_args(st).items())]
+        parent = st.image_id
+        temporary = self._record(st)
+        try:
+            self._run_in_container(st, inst, text, env)
+        finally:
+            if temporary:
+                self._drop_record(parent)
+
+    def _drop_record(self, image_id: str) -> None:
+        from pbox.images import users_of_images
+        from pbox.storage.images import ImageStore
+
+        istore = ImageStore(self.store)
+        with self.store.gc_lock.exclusive():
+            if not istore.names_of(image_id)[0] and not users_of_images(self.store).get(image_id):
+                istore.remove(image_id)
+
+    def _run_in_container(self, st: _Stage, inst, text: str, env: list) -> None:
         from pbox.containers import create as cr
         from pbox.containers import lifecycle
         from pbox.containers import options as opt
         from pbox.containers.fsops import _container_fs, add_layer, layertar
         from pbox.containers.records import ContainerStore
 
-        env = [f"{k}={v}" for k, v in sorted(self._run_args(st).items())]
         o = opt.RunOptions(image=st.image_id, command=self._run_command(inst, st),
                            entrypoint="", env=env, network=self.opts.network, pull="never",
                            user=st.cfg.get("User") or "", workdir=st.cfg.get("WorkingDir") or "")

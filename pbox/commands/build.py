@@ -141,8 +141,10 @@ def builder():
 @click.option("-a", "--all", "all_", is_flag=True, hidden=True)
 @click.pass_obj
 def builder_prune(config, force, all_):
-    """Remove the build cache records and the images only they kept."""
+    """Remove the build cache records, and the step images and layers only they kept."""
     from pbox.build import executor
+    from pbox.humanize import human_size
 
-    removed = executor.prune_cache(config)
-    click.echo(f"Deleted build cache images: {removed}")
+    records, freed = executor.prune_cache(config)
+    click.echo(f"Deleted build cache records: {records}")
+    click.echo(f"Total reclaimed space: {human_size(freed)}")

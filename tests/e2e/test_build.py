@@ -86,6 +86,8 @@ def test_webapp_build_run_cache_and_invalidation(bb, run_pbox, tmp_path):
     assert "/bin/sh -c #(nop)  ENV GREETING=hello PORT=8080" in hist
     assert "RUN /bin/sh -c echo \"installed $GREETING\"" in hist and "# buildkit" in hist
 
+    # the steps' images are the build cache's, not listed: the base and webapp:1
+    assert len(set(run_pbox("images", "-q").stdout.split())) == 2
     # unchanged: every step from the cache, the same image
     first = _id(run_pbox, ctx)
     r = run_pbox("build", str(ctx))
@@ -148,6 +150,7 @@ def test_build_errors(bb, run_pbox, tmp_path):
     assert 'Error: building at STEP "RUN false": exit status 1' in r.stderr
     assert "Traceback" not in r.stderr
     assert run_pbox("ps", "-a", "-q").stdout == ""  # the step's container is gone
+    assert run_pbox("images", "-q").stdout.split() == [run_pbox("images", "-q", bb).stdout.strip()]
     (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY missing.txt /\n")
     r = run_pbox("build", str(ctx), check=False)
     assert r.returncode != 0 and "missing.txt" in r.stderr and r.stderr.startswith("Error: ")
