@@ -313,6 +313,7 @@ class Builder:
         for k in ("container", "container_config"):
             st.image.pop(k, None)
         self.args: dict = {}
+        self.cmd_set = False
         last = len(s.instructions) - 1
         for i, inst in enumerate(s.instructions):
             try:
@@ -362,6 +363,8 @@ class Builder:
         if final_labels and self.opts.labels:
             key = cache_key(key, "LABEL --label", dict(self.opts.labels))
         hit = None if self.opts.no_cache else self.cache.get(key)
+        if cmd == "CMD":
+            self.cmd_set = True  # this stage has its own CMD: a later ENTRYPOINT keeps it
         if hit is not None:
             self.out(" ---> Using cache")
             st.image = json.loads(self.store.read_blob(hit["id"]))
@@ -425,8 +428,8 @@ class Builder:
                 cfg["Cmd"] = value
             else:
                 cfg["Entrypoint"] = value
-                if not inst.json or value:
-                    cfg["Cmd"] = None
+                if not self.cmd_set:
+                    cfg["Cmd"] = None  # docker: a new ENTRYPOINT drops the base image's CMD
         elif cmd == "EXPOSE":
             ports = dict(cfg.get("ExposedPorts") or {})
             for w in dfm.expand_words(" ".join(inst.args), env):

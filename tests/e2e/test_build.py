@@ -221,6 +221,10 @@ def test_config_fields_heredoc_stdin_dockerfile_and_network(bb, run_pbox, tmp_pa
                                   "Interval": 5_000_000_000, "Retries": 2}
     assert cfg["OnBuild"] == ["RUN echo later"]
     assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["Cmd"] == ["cat /heredoc /bb-passwd"]
+    # an ENTRYPOINT drops the CMD of the base image, not one of its own stage
+    (ctx / "Dockerfile").write_text('FROM cfg\nENTRYPOINT ["echo", "x"]\n')
+    run_pbox("build", "-t", "ep", str(ctx))
+    assert run_pbox("run", "--rm", "ep").stdout == "x\n"
     # RUN steps honour --network
     (ctx / "Dockerfile").write_text(f"FROM {bb}\nRUN ip -o link | grep -v ' lo' | wc -l "
                                     "> /links\nCMD cat /links\n")
