@@ -282,10 +282,18 @@ def push(config: Config, source: str, dest: str | None = None,
     fmt = choose_format(opts.format, record.manifest_media_type, algo)
     manifest_type, config_type, layer_type = _manifest_types(fmt, algo)
     store.clean_temp()
-    client = reg.client_for(ref.registry, config_dir=config.config_dir,
-                            repository=ref.repository, tls_verify=opts.tls_verify is not False,
+    target, repo, insecure = ref.registry, ref.repository, False
+    conf_path = images._registries_conf_path(config)
+    if os.path.exists(conf_path):
+        from pbox import registries
+
+        conf = registries.load(config.config_dir)
+        # push goes to the registry itself (never a mirror); blocked ones are refused
+        src = registries.sources(conf, ref, pull=False)[-1]
+        target, repo, insecure = src.registry, src.repository, src.insecure
+    client = reg.client_for(target, config_dir=config.config_dir, repository=repo,
+                            tls_verify=opts.tls_verify is not False and not insecure,
                             cert_dir=opts.cert_dir, credentials=_parse_creds(opts.creds))
-    repo = ref.repository
     here = f"{client.registry}/{repo}"
     report("start", repository=here)
     pushed: list[PushedLayer] = []

@@ -110,3 +110,18 @@ def test_search_without_catalog_or_v1(registry_basic, run_pbox):
     r = run_pbox("search", f"{registry_basic.host}/busybox", expect_rc=125)
     assert r.stderr.startswith(f"Error: registry {registry_basic.host} supports neither")
     assert "Traceback" not in r.stderr
+
+
+def test_push_refuses_blocked_and_honours_insecure(bb, registry_plain, registry_tls, run_pbox,
+                                                  conf):
+    env = conf(f'[[registry]]\nlocation = "{registry_plain.host}"\nblocked = true\n'
+               f'[[registry]]\nlocation = "{registry_tls.host}"\ninsecure = true\n'
+               f'[[registry.mirror]]\nlocation = "127.0.0.1:{closed_port()}"\n')
+    r = run_pbox("push", "-q", bb, f"{registry_plain.host}/pbox-test/pushed:conf", env=env,
+                 expect_rc=125)
+    assert r.stderr.strip() == (f"Error: registry {registry_plain.host} is blocked in "
+                                f"registries.conf")
+    # no CA given: insecure lets the push through; the dead mirror is not used for push
+    run_pbox("push", "-q", bb, f"{registry_tls.host}/pbox-test/pushed:conf", env=env)
+    r = run_pbox("pull", "-q", f"{registry_tls.host}/pbox-test/pushed:conf", env=env)
+    assert r.stdout.strip() == f"{registry_tls.host}/pbox-test/pushed:conf"
