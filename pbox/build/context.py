@@ -136,10 +136,16 @@ def extract_context_tar(stream, dest: str) -> None:
                 if not name or name == ".":
                     continue
                 target = os.path.join(dest, name)
-                parent = os.path.dirname(target)
-                os.makedirs(parent, exist_ok=True)
-                if os.path.islink(parent):
-                    raise BuildError(f"context tar: {m.name}: below a symbolic link")
+                parent = dest
+                for part in name.split("/")[:-1]:
+                    parent = os.path.join(parent, part)
+                    if os.path.islink(parent):
+                        raise BuildError(f"context tar: {m.name}: below a symbolic link")
+                    if not os.path.isdir(parent):
+                        os.mkdir(parent, 0o755)
+                if os.path.lexists(target) and not (m.isdir() and os.path.isdir(target)
+                                                    and not os.path.islink(target)):
+                    os.unlink(target)  # a later member replaces an earlier one
                 if m.isdir():
                     os.makedirs(target, exist_ok=True)
                     os.chmod(target, (m.mode & 0o7777) | 0o700)

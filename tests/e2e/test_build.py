@@ -230,3 +230,51 @@ def test_config_fields_heredoc_stdin_dockerfile_and_network(bb, run_pbox, tmp_pa
                                     "> /links\nCMD cat /links\n")
     run_pbox("build", "--network", "none", "-t", "nonet", str(ctx))
     assert run_pbox("run", "--rm", "--network", "none", "nonet").stdout.strip() == "0"
+
+
+def test_context_never_leaves_its_root(tmp_path):
+    from pbox.build.context import Context, extract_context_tar
+    from pbox.errors import BuildError
+
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "secret").write_text("s\n")
+    ctx = _write(tmp_path / "ctx", {"a.txt": "a\n", "d/b.txt": "b\n", "d/c.md": "c\n"})
+    (ctx / "via").symlink_to(str(outside))
+    c = Context.open(str(ctx), "d/c.md\n")
+    assert c.lookup("via/sub/secret") is None  # a link on the way is not followed
+    assert c.lookup("../outside/sub/secret") is None and c.lookup("/a.txt").endswith("a.txt")
+    assert c.glob("via/*") == [] and c.glob("d/*") == ["d/b.txt"]
+    assert c.glob("*.txt") == ["a.txt"] and c.glob("d/c.md") == []
+    assert [r for r, _, _ in c.walk("")] == ["", "a.txt", "d", "d/b.txt", "via"]
+    before = c.digest(["d"])
+    (ctx / "d" / "c.md").write_text("ignored: no change\n")
+    assert c.digest(["d"]) == before
+    (ctx / "d" / "b.txt").write_text("changed\n")
+    assert c.digest(["d"]) != before
+
+    def tar_of(name, data=b"x"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            link = tarfile.TarInfo("up")
+            link.type = tarfile.SYMTYPE
+            link.linkname = str(outside)
+            tf.addfile(link)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        buf.seek(0)
+        return buf
+
+    dest = tmp_path / "unpacked"
+    dest.mkdir()
+    extract_context_tar(tar_of("../../escape"), str(dest))
+    assert (dest / "escape").read_text() == "x" and not (tmp_path / "escape").exists()
+    dest2 = tmp_path / "unpacked2"
+    dest2.mkdir()
+    try:
+        extract_context_tar(tar_of("up/deeper/planted"), str(dest2))
+        raise AssertionError("a member below a link was written")
+    except BuildError:
+        pass
+    assert not (outside / "deeper").exists()
