@@ -96,6 +96,8 @@ def check_credentials(
     from pbox.oci.registry import RegistryClient
 
     creds = Credentials(username, password, source="login")
+    if _conf_insecure(config, registry):
+        tls_verify = False
     with RegistryClient(registry, tls_verify=tls_verify is not False, cert_dir=cert_dir,
                         config_dir=config.config_dir, credentials=creds) as client:
         if client.ping() is None:
@@ -141,6 +143,22 @@ def login(
         return f"docker-credential-{helper}"
     auth.store(path, key, username, password)
     return path
+
+
+def _conf_insecure(config: Config, registry: str) -> bool:
+    """registries.conf marks ``registry`` insecure (a blocked one is refused)."""
+    from pbox import images
+
+    path = images._registries_conf_path(config)
+    if not os.path.exists(path):
+        return False
+    from pbox import registries
+
+    conf = registries.load(config.config_dir)
+    entry = conf.find(refs.normalize_registry(registry))
+    if entry is not None and entry.blocked:
+        raise PboxError(f"registry {registry} is blocked in registries.conf")
+    return bool(entry and entry.insecure)
 
 
 def _auth_paths(config: Config, authfile: str | None) -> list[str]:

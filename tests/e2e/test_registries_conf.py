@@ -125,3 +125,18 @@ def test_push_refuses_blocked_and_honours_insecure(bb, registry_plain, registry_
     run_pbox("push", "-q", bb, f"{registry_tls.host}/pbox-test/pushed:conf", env=env)
     r = run_pbox("pull", "-q", f"{registry_tls.host}/pbox-test/pushed:conf", env=env)
     assert r.stdout.strip() == f"{registry_tls.host}/pbox-test/pushed:conf"
+
+
+def test_login_honours_insecure_and_blocked(registry_tls, registry_plain, run_pbox, conf):
+    r = run_pbox("login", "-u", "someone", "--password-stdin", registry_tls.host,
+                 input="secret\n", expect_rc=125)
+    assert "certificate" in r.stderr
+    env = conf(f'[[registry]]\nlocation = "{registry_tls.host}"\ninsecure = true\n'
+               f'[[registry]]\nlocation = "{registry_plain.host}"\nblocked = true\n')
+    r = run_pbox("login", "-u", "someone", "--password-stdin", registry_tls.host,
+                 input="secret\n", env=env)
+    assert r.stdout.strip() == "Login Succeeded"
+    r = run_pbox("login", "-u", "someone", "--password-stdin", registry_plain.host,
+                 input="secret\n", env=env, expect_rc=125)
+    assert r.stderr.strip() == (f"Error: registry {registry_plain.host} is blocked in "
+                                f"registries.conf")
