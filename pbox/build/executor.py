@@ -228,7 +228,11 @@ class Builder:
         self.ctx = Context.open(self.opts.context, self.opts.ignore_text)
         self.df = df
         # meta args: for FROM lines and for stages that redeclare them
-        self.meta = {}
+        # BuildKit's automatic platform args: for FROM lines, and in a stage that declares them
+        arch = _arch()
+        self.meta = {"TARGETPLATFORM": f"linux/{arch}", "TARGETOS": "linux",
+                     "TARGETARCH": arch, "TARGETVARIANT": "", "BUILDPLATFORM": f"linux/{arch}",
+                     "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": ""}
         for inst in df.meta_args:
             for k, v in dfm.key_values(inst, self.meta):
                 if k in self.opts.build_args:

@@ -119,7 +119,8 @@ ARG BASE
 ARG VERSION
 COPY --from=final /version /etc/
 COPY --from=builder --chown=nobody:nobody --chmod=640 /out /out
-RUN echo "base=$BASE version=${{VERSION:-none}}" > /info
+ARG TARGETOS
+RUN echo "base=$BASE version=${{VERSION:-none}} os=$TARGETOS" > /info
 CMD cat /etc/version /info; stat -c '%U:%G %a' /out/version
 """
 
@@ -130,7 +131,7 @@ def test_multistage_target_and_build_args(bb, run_pbox, tmp_path):
                  str(ctx))
     assert "RUN false" not in r.stdout  # a stage nobody needs is not built
     out = run_pbox("run", "--rm", "multi").stdout.splitlines()
-    assert out == ["v2.5", f"base={bb} version=2.5", "nobody:nobody 640"]
+    assert out == ["v2.5", f"base={bb} version=2.5 os=linux", "nobody:nobody 640"]
     info = json.loads(run_pbox("image", "inspect", "multi").stdout)[0]
     assert info["Config"]["Labels"]["built"] == "yes"
     run_pbox("build", "--target", "final", "-t", "final-only", str(ctx))
