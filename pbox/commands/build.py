@@ -102,12 +102,14 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             target=target, no_cache=no_cache, pull=pull,
             labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch)
 
-        saved = None
-        if quiet:
+        saved = []
+        if quiet:  # the steps' own output too (errors are printed after the restore)
             sys.stdout.flush()
-            saved = os.dup(1)
+            sys.stderr.flush()
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(devnull, fd)
             os.close(devnull)
         try:
             out = (lambda s: None) if quiet else (lambda s: click.echo(s))
@@ -116,10 +118,11 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             image_id = builder.run()
             names = executor.tag_image(config, image_id, list(tags))
         finally:
-            if saved is not None:
-                sys.stdout.flush()
-                os.dup2(saved, 1)
-                os.close(saved)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

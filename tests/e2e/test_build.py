@@ -146,6 +146,8 @@ def test_multistage_target_and_build_args(bb, run_pbox, tmp_path):
 
 def test_build_errors(bb, run_pbox, tmp_path):
     ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nRUN echo before\nRUN false\n"})
+    r = run_pbox("build", "-q", str(ctx), expect_rc=1)
+    assert r.stdout == "" and r.stderr.startswith("Error: building at STEP")
     r = run_pbox("build", str(ctx), expect_rc=1)
     assert "before" in r.stdout
     assert 'Error: building at STEP "RUN false": exit status 1' in r.stderr
