@@ -528,6 +528,8 @@ class Builder:
 
         o = opt.RunOptions(image=st.image_id, command=self._run_command(inst, st),
                            entrypoint="", env=env, network=self.opts.network, pull="never",
+                           # an init as PID 1: ^C (forwarded) ends the step's command
+                           init=True,
                            user=st.cfg.get("User") or "", workdir=st.cfg.get("WorkingDir") or "")
         cid = cr.create(self.config, o, notice=self.notice)
         try:

@@ -281,3 +281,33 @@ def test_context_never_leaves_its_root(tmp_path):
     except BuildError:
         pass
     assert not (outside / "deeper").exists()
+
+
+def test_interrupted_build_leaves_the_store_clean(bb, run_pbox, pbox_cmd, pbox_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    ctx = _write(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {bb}\nRUN echo started; exec sleep 60\n"})
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    p = subprocess.Popen([*pbox_cmd, "build", str(ctx)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in p.stdout:
+            if line.strip() == "started":
+                break
+        os.killpg(p.pid, signal.SIGINT)  # ^C reaches the whole foreground group
+        p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0
+    assert run_pbox("ps", "-a", "-q").stdout == ""
+    assert len(run_pbox("images", "-q").stdout.split()) == 1
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nRUN echo again\n")
+    assert "again" in run_pbox("build", str(ctx)).stdout
