@@ -468,7 +468,8 @@ class Builder:
         from pbox.storage.layerview import LayerView
 
         lower = LayerView([self.store.layer_diff(c) for c in reversed(st.layers)])
-        parts = [p for p in path.split("/") if p]
+        parts = _resolve_in_image(lower, [p for p in path.split("/") if p]) \
+            if st.layers else [p for p in path.split("/") if p]
         node = lower.lookup(parts) if st.layers else None
         if node is not None or not parts:
             return False
@@ -650,7 +651,7 @@ class Builder:
         staging = self.store.temp("build")
         try:
             os.makedirs(staging.path)
-            dparts = [p for p in dest_abs.split("/") if p]
+            dparts = _resolve_in_image(lower, [p for p in dest_abs.split("/") if p])
             for name, src in items:
                 is_dir = (os.path.isdir(src) and not os.path.islink(src)) if isinstance(src, str) \
                     else src.is_dir
@@ -781,6 +782,35 @@ class Builder:
 
 
 # -- small helpers ------------------------------------------------------------------------------
+
+
+def _resolve_in_image(lower, parts: list) -> list:
+    """``parts`` with the image's symbolic links on the way resolved inside its root, so
+    a COPY to /bin/ in an image whose /bin links to usr/bin writes to /usr/bin (and
+    keeps the link)."""
+    todo = list(parts)
+    done: list = []
+    hops = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        if name == ".":
+            continue
+        node = lower.lookup(done + [name]) if lower.root.dirs else None
+        if node is not None and stat.S_ISLNK(node.st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise BuildError(f"/{'/'.join(parts)}: too many levels of symbolic links")
+            target = os.readlink(node.path)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p] + todo
+            continue
+        done.append(name)
+    return done
 
 
 def _read_db(lower, name: str) -> dict:

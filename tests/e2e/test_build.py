@@ -169,11 +169,15 @@ def test_context_from_stdin_and_symlinks(bb, run_pbox, tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("outside\n")
     ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nCOPY . /c/\n"
-                                    "CMD [\"sh\", \"-c\", \"readlink /c/link; cat /c/f\"]\n",
+                                    "RUN mkdir -p /usr/real && ln -s usr/real /lnk\n"
+                                    "COPY f /lnk/\nWORKDIR /lnk/made\n"
+                                    "CMD [\"sh\", \"-c\", \"readlink /c/link; cat /c/f; "
+                                    "readlink /lnk; cat /usr/real/f; pwd -P\"]\n",
                                     "f": "inside\n"})
     (ctx / "link").symlink_to(str(outside))
     run_pbox("build", "-t", "links", str(ctx))
-    assert run_pbox("run", "--rm", "links").stdout == f"{outside}\ninside\n"
+    assert run_pbox("run", "--rm", "links").stdout == (
+        f"{outside}\ninside\nusr/real\ninside\n/usr/real/made\n")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         tf.add(str(ctx / "Dockerfile"), "Dockerfile")
