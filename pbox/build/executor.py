@@ -219,9 +219,10 @@ class Builder:
         try:
             df = dfm.parse(self.opts.dockerfile_text)
         except dfm.DockerfileError as e:
-            raise BuildError(str(e).replace("Dockerfile", self.opts.dockerfile_name, 1))
+            raise BuildError(str(e).replace("Dockerfile", self.opts.dockerfile_name, 1),
+                             exit_code=1)
         if not df.stages:
-            raise BuildError("the Dockerfile has no FROM instruction")
+            raise BuildError("the Dockerfile has no FROM instruction", exit_code=1)
         self.keep_owners = enter_userns(self.config, self.notice)
         self.store = open_store(self.config)
         self.cache = BuildCache(self.store)
@@ -247,7 +248,8 @@ class Builder:
             except (KeyError, IndexError, ValueError, dfm.DockerfileError):
                 target = None
             if target is None:
-                raise BuildError(f"target stage {self.opts.target!r} could not be found")
+                raise BuildError(f"target stage {self.opts.target!r} could not be found",
+                                 exit_code=1)
         needed = self._needed(target)
         steps = [s for s in df.stages if s.index in needed]
         self.total = sum(1 + len(s.instructions) for s in steps)

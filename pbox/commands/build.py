@@ -95,7 +95,8 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
                 with open(name, encoding="utf-8") as f:
                     text = f.read()
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                raise BuildError(f"the Dockerfile {name} cannot be read: no such file")
+                raise BuildError(f"the Dockerfile {name} cannot be read: no such file",
+                                 exit_code=1)
         opts = executor.BuildOptions(
             context=path, dockerfile_text=text, dockerfile_name=os.path.basename(name),
             tags=list(tags), build_args=_pairs(build_args, "--build-arg", os.environ),

@@ -161,8 +161,11 @@ def test_build_errors(bb, run_pbox, tmp_path):
     assert r.returncode == 125 and r.stderr.startswith("Error: ")
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = run_pbox("build", str(empty), check=False)
-    assert r.returncode != 0 and "Dockerfile" in r.stderr and "Traceback" not in r.stderr
+    r = run_pbox("build", str(empty), expect_rc=1)
+    assert "Dockerfile" in r.stderr and "Traceback" not in r.stderr
+    (empty / "Dockerfile").write_text(f"FROM {bb}\nNOSUCH thing\n")
+    r = run_pbox("build", str(empty), expect_rc=1)
+    assert r.stderr.startswith("Error: Dockerfile:2") and len(r.stderr.splitlines()) == 1
 
 
 def test_context_from_stdin_and_symlinks(bb, run_pbox, tmp_path):
