@@ -80,12 +80,9 @@ def resolve(istore: ImageStore, text: str) -> Resolved:
         ref = None
     if ref is not None:
         repos = istore.repositories()
-        if ref.digest:
-            image_id = repos["digests"].get(ref.with_digest(ref.digest).string())
-        else:
-            image_id = repos["tags"].get(ref.string())
-        if image_id and istore.exists(image_id):
-            return Resolved(image_id, istore.get(image_id), ref)
+        found = _lookup(istore, repos, ref)
+        if found is not None:
+            return found
     image_id = istore.find_id(text)
     if image_id:
         return Resolved(image_id, istore.get(image_id))
@@ -108,12 +105,20 @@ def _resolve_short_name(istore: ImageStore, text: str, repos) -> Resolved | None
         return None
     conf = registries.load(os.path.dirname(path))
     for ref in registries.candidates(conf, text):
-        if ref.digest:
-            image_id = repos["digests"].get(ref.with_digest(ref.digest).string())
-        else:
-            image_id = repos["tags"].get(ref.string())
-        if image_id and istore.exists(image_id):
-            return Resolved(image_id, istore.get(image_id), ref)
+        found = _lookup(istore, repos, ref)
+        if found is not None:
+            return found
+    return None
+
+
+def _lookup(istore: ImageStore, repos, ref) -> Resolved | None:
+    """The stored image that ``ref``'s tag or digest names, if any."""
+    if ref.digest:
+        image_id = repos["digests"].get(ref.with_digest(ref.digest).string())
+    else:
+        image_id = repos["tags"].get(ref.string())
+    if image_id and istore.exists(image_id):
+        return Resolved(image_id, istore.get(image_id), ref)
     return None
 
 
