@@ -52,7 +52,8 @@ done
 WORK=$(mktemp -d /tmp/pbox-test.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 chmod 0755 "$WORK"
-tar -cf - --exclude=.git --exclude=dist --exclude=build --exclude=__pycache__ . \
+tar -cf - --anchored --exclude=./.git --exclude=./dist --exclude=./build \
+    --no-anchored --exclude=__pycache__ . \
     | (mkdir "$WORK/src" && tar -xf - -C "$WORK/src")
 /usr/bin/python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check \
