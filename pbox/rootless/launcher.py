@@ -76,7 +76,52 @@ class _ChildError(Exception):
         self.code = code
 
 
-class Container:
+class ChildProcess:
+    """A process of ours whose exit status gives docker's exit code (128+N for
+    signal N); ``_wait_pid`` names the child to reap, ``pid`` the one to signal."""
+
+    pid: int
+    returncode: int | None
+
+    def _wait_pid(self) -> int:
+        return self.pid
+
+    def _reap(self, flags: int) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        while True:
+            try:
+                pid, status = os.waitpid(self._wait_pid(), flags)
+            except ChildProcessError:
+                self.returncode = EXIT_SETUP
+                return self.returncode
+            if pid == 0:
+                return None
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+                self.returncode = userns.exit_status(status)
+                return self.returncode
+
+    def wait(self) -> int:
+        """Block until it ends; docker's exit code."""
+        code = self._reap(0)
+        assert code is not None
+        return code
+
+    def poll(self) -> int | None:
+        return self._reap(os.WNOHANG)
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Signal ``pid`` (a container's PID 1 ignores signals it has no handler for,
+        except SIGKILL/SIGSTOP, like any PID 1)."""
+        if self.returncode is not None:
+            return
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Container(ChildProcess):
     """A running container started by :func:`launch`.
 
     ``pid`` is the container's PID 1 as seen from the host; ``holder_pid`` our direct
@@ -100,39 +145,8 @@ class Container:
         """``/proc/PID/ns/<name>`` of the container (user, mnt, pid, uts, ipc, net)."""
         return f"/proc/{self.pid}/ns/{name}"
 
-    def _reap(self, flags: int) -> int | None:
-        if self.returncode is not None:
-            return self.returncode
-        while True:
-            try:
-                pid, status = os.waitpid(self.holder_pid, flags)
-            except ChildProcessError:
-                self.returncode = EXIT_SETUP
-                return self.returncode
-            if pid == 0:
-                return None
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self.returncode = userns.exit_status(status)
-                return self.returncode
-
-    def wait(self) -> int:
-        """Block until the container ends; docker's exit code (128+N for signal N)."""
-        code = self._reap(0)
-        assert code is not None
-        return code
-
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the container's PID 1 (it ignores signals it has no handler for, except
-        SIGKILL/SIGSTOP, like any PID 1)."""
-        if self.returncode is not None:
-            return
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
+    def _wait_pid(self) -> int:
+        return self.holder_pid
 
 
 # -- helpers used in the children --------------------------------------------------------------

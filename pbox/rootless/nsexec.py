@@ -54,6 +54,7 @@ from pbox.rootless.launcher import (
     KIND_NOT_EXECUTABLE,
     KIND_NOT_FOUND,
     KIND_SETUP,
+    ChildProcess,
     _ChildError,
     _env_with_defaults,
     _exec,
@@ -73,7 +74,7 @@ CALLER_NAMESPACES = ("user", "pid")
 CHILD_NAMESPACES = ("mnt", "uts", "ipc", "net", "cgroup")
 
 
-class ExecProcess:
+class ExecProcess(ChildProcess):
     """A process started by :func:`exec_in`, a child of the caller."""
 
     def __init__(self, pid: int):
@@ -83,38 +84,6 @@ class ExecProcess:
 
     def __repr__(self) -> str:
         return f"<ExecProcess pid={self.pid} returncode={self.returncode}>"
-
-    def _reap(self, flags: int) -> int | None:
-        if self.returncode is not None:
-            return self.returncode
-        while True:
-            try:
-                pid, status = os.waitpid(self.pid, flags)
-            except ChildProcessError:
-                self.returncode = EXIT_SETUP
-                return self.returncode
-            if pid == 0:
-                return None
-            if os.WIFEXITED(status) or os.WIFSIGNALED(status):
-                self.returncode = userns.exit_status(status)
-                return self.returncode
-
-    def wait(self) -> int:
-        """Block until it ends; docker's exit code (128+N for signal N)."""
-        code = self._reap(0)
-        assert code is not None
-        return code
-
-    def poll(self) -> int | None:
-        return self._reap(os.WNOHANG)
-
-    def kill(self, sig: int = signal.SIGTERM) -> None:
-        if self.returncode is not None:
-            return
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _start_time(stat_text: bytes) -> int:
