@@ -2,9 +2,9 @@
 
 What they must give: an image saved in any of the three layouts, removed and loaded
 back, runs with the same id and diff ids; layers shared by two images are written
-once; skopeo reads what pbox writes and pbox reads what skopeo writes; a compressed
-archive loads; a hostile archive is refused with one error line and leaves the store
-clean; an imported rootfs with --change runs its CMD.
+once; skopeo reads what pbox writes and pbox reads what skopeo and podman write; a
+compressed archive loads; a hostile archive is refused with one error line and leaves
+the store clean; an imported rootfs with --change runs its CMD.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 
 import pytest
+from harness import run_command
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -298,3 +300,60 @@ def test_load_untagged_and_bad_input(bb, run_pbox, tmp_path):
     res = run_pbox("load", "-i", junk, expect_rc=125)
     assert res.stderr.startswith("Error: ") and len(res.stderr.strip().splitlines()) == 1
     assert "Save one or more images" in run_pbox("image", "save", "--help").stdout
+
+
+@pytest.fixture(scope="module")
+def podman_archives(registry_plain, test_images, tmp_path_factory):
+    """The test busybox pulled once by podman (an isolated vfs store under a temp dir) and
+    saved as a docker and an OCI archive: ``(reference, {format: path})``."""
+    exe = shutil.which("podman")
+    if exe is None:
+        pytest.skip("podman is not installed")
+    ref = test_images(registry_plain).busybox.reference
+    out = tmp_path_factory.mktemp("podman-archives")
+    # short and private: podman keeps its locks and sockets in the runtime dir
+    top = tempfile.mkdtemp(prefix="pbox-podman-")
+    home, runtime = os.path.join(top, "home"), os.path.join(top, "run")
+    for d in (home, runtime):
+        os.mkdir(d, 0o700)
+    graph = os.path.join(top, "graph")
+    conf = os.path.join(top, "storage.conf")  # rootless podman reads rootless_storage_path
+    with open(conf, "w") as f:
+        f.write(f'[storage]\ndriver = "vfs"\ngraphroot = "{graph}"\n'
+                f'rootless_storage_path = "{graph}"\nrunroot = "{runtime}/storage"\n')
+    containers_conf = os.path.join(top, "containers.conf")
+    with open(containers_conf, "w"):
+        pass
+    env = dict(os.environ, HOME=home, XDG_RUNTIME_DIR=runtime,
+               XDG_CONFIG_HOME=os.path.join(home, ".config"),
+               XDG_DATA_HOME=os.path.join(home, ".local", "share"),
+               CONTAINERS_STORAGE_CONF=conf, CONTAINERS_CONF=containers_conf)
+
+    def podman(*args):
+        return run_command([exe, *(str(a) for a in args)], env=env, timeout=120)
+
+    try:
+        podman("pull", "-q", "--tls-verify=false", ref)
+        assert podman("info", "--format", "{{.Store.GraphRoot}}").stdout.strip() == graph
+        paths = {}
+        for fmt in ("docker-archive", "oci-archive"):
+            paths[fmt] = out / f"{fmt}.tar"
+            podman("save", "--format", fmt, "-o", paths[fmt], ref)
+        yield ref, paths
+    finally:
+        # vfs layers hold files of subordinate ids: only podman (in its namespace) removes them
+        run_command([exe, "system", "reset", "-f"], env=env, check=False, timeout=120)
+        if os.path.exists(graph):
+            run_command([exe, "unshare", "rm", "-rf", graph], env=env, check=False,
+                        timeout=120)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
+def test_load_podman_archive(podman_archives, run_pbox, fmt):
+    ref, paths = podman_archives
+    [saved_id] = archive_config_ids(str(paths[fmt]))
+    out = run_pbox("load", "-i", paths[fmt]).stdout.strip()
+    assert out == f"Loaded image: {ref}"
+    assert image_facts(run_pbox, ref)[0] == saved_id
+    assert run_pbox("run", "--rm", ref, "echo", "ok").stdout.strip() == "ok"
