@@ -110,6 +110,24 @@ class ChildProcess:
     def poll(self) -> int | None:
         return self._reap(os.WNOHANG)
 
+    def receive_console(self, sock, failure: str) -> None:
+        """Take the pty master the child sent over ``sock`` (before its execve)."""
+        import socket
+
+        sock.settimeout(10)
+        try:
+            _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        except OSError:
+            fds = []
+        finally:
+            sock.close()
+        if not fds:
+            self.kill(signal.SIGKILL)
+            self.wait()
+            raise RuntimeFailure(failure)
+        self.console_fd = fds[0]
+        os.set_inheritable(self.console_fd, False)
+
     def kill(self, sig: int = signal.SIGTERM) -> None:
         """Signal ``pid`` (a container's PID 1 ignores signals it has no handler for,
         except SIGKILL/SIGSTOP, like any PID 1)."""
@@ -731,28 +749,19 @@ def launch(
         code = c.wait()
         if error is None:
             raise RuntimeFailure(f"the container setup failed (exit status {code})")
-        cls = {
-            KIND_NOT_FOUND: CommandNotFound,
-            KIND_NOT_EXECUTABLE: CommandNotExecutable,
-        }.get(error["kind"], RuntimeFailure)
-        raise cls(error.get("message") or "the container setup failed")
+        raise_child_error(error, "the container setup failed")
     if console_r is not None:
-        import socket
-
-        console_r.settimeout(10)
-        try:
-            _, fds, _, _ = socket.recv_fds(console_r, 16, 1)
-        except OSError:
-            fds = []
-        finally:
-            console_r.close()
-        if not fds:
-            c.kill(signal.SIGKILL)
-            c.wait()
-            raise RuntimeFailure("the container's terminal could not be allocated")
-        c.console_fd = fds[0]
-        os.set_inheritable(c.console_fd, False)
+        c.receive_console(console_r, "the container's terminal could not be allocated")
     return c
+
+
+def raise_child_error(error: dict, default: str) -> None:
+    """Raise the error a child reported before its execve, as docker's exit codes want."""
+    cls = {
+        KIND_NOT_FOUND: CommandNotFound,
+        KIND_NOT_EXECUTABLE: CommandNotExecutable,
+    }.get(error["kind"], RuntimeFailure)
+    raise cls(error.get("message") or default)
 
 
 def _write_maps(mapping: IdMapping, pid: int) -> None:

@@ -46,13 +46,11 @@ import socket
 import sys
 import termios
 
-from pbox.errors import CommandNotExecutable, CommandNotFound, RuntimeFailure
+from pbox.errors import RuntimeFailure
 from pbox.rootless import caps, syscalls, userns
 from pbox.rootless.idmap import IdMapping
 from pbox.rootless.launcher import (
     EXIT_SETUP,
-    KIND_NOT_EXECUTABLE,
-    KIND_NOT_FOUND,
     KIND_SETUP,
     ChildProcess,
     _ChildError,
@@ -64,6 +62,7 @@ from pbox.rootless.launcher import (
     _read_messages,
     _setup_stdio,
     _switch_user,
+    raise_child_error,
     resolve_user,
 )
 from pbox.rootless.spec import ProcessSpec
@@ -347,24 +346,8 @@ def exec_in(
         if console_r is not None:
             console_r.close()
         p.wait()
-        cls = {
-            KIND_NOT_FOUND: CommandNotFound,
-            KIND_NOT_EXECUTABLE: CommandNotExecutable,
-        }.get(error["kind"], RuntimeFailure)
-        raise cls(error.get("message") or "the command could not be started")
+        raise_child_error(error, "the command could not be started")
     if console_r is not None:
         # Sent before the execve, so it is waiting in the socket by now.
-        console_r.settimeout(10)
-        try:
-            _, got, _, _ = socket.recv_fds(console_r, 16, 1)
-        except OSError:
-            got = []
-        finally:
-            console_r.close()
-        if not got:
-            p.kill(signal.SIGKILL)
-            p.wait()
-            raise RuntimeFailure("the terminal of the command could not be allocated")
-        p.console_fd = got[0]
-        os.set_inheritable(p.console_fd, False)
+        p.receive_console(console_r, "the terminal of the command could not be allocated")
     return p
