@@ -236,21 +236,12 @@ def _parse_manifest(raw: bytes, obj: dict, media_type: str) -> Manifest:
     if "config" not in obj:
         raise UnsupportedFormat(f"invalid {what}: no config")
     config = Descriptor.from_json(obj["config"], what=f"{what} config")
-    layers_json = obj.get("layers")
-    if layers_json is None:
-        layers_json = []
-    if not isinstance(layers_json, list):
-        raise UnsupportedFormat(f"invalid {what}: layers is not a list")
-    layers = [
-        Descriptor.from_json(d, what=f"{what} layer {i + 1}") for i, d in enumerate(layers_json)
-    ]
-    ann = obj.get("annotations")
     return Manifest(
         media_type=media_type,
         config=config,
-        layers=layers,
+        layers=_descriptors(obj, "layers", what, "layer", optional=True),
         raw=raw,
-        annotations=dict(ann) if isinstance(ann, dict) else {},
+        annotations=_annotations(obj),
         subject=_subject(obj, what),
         artifact_type=str(obj.get("artifactType") or ""),
     )
@@ -259,20 +250,29 @@ def _parse_manifest(raw: bytes, obj: dict, media_type: str) -> Manifest:
 def _parse_index(raw: bytes, obj: dict, media_type: str) -> Index:
     what = "image index"
     _check_schema(obj, what)
-    entries = obj.get("manifests")
-    if not isinstance(entries, list):
-        raise UnsupportedFormat(f"invalid {what}: manifests is not a list")
-    manifests = [
-        Descriptor.from_json(d, what=f"{what} entry {i + 1}") for i, d in enumerate(entries)
-    ]
-    ann = obj.get("annotations")
     return Index(
         media_type=media_type,
-        manifests=manifests,
+        manifests=_descriptors(obj, "manifests", what, "entry"),
         raw=raw,
-        annotations=dict(ann) if isinstance(ann, dict) else {},
+        annotations=_annotations(obj),
         subject=_subject(obj, what),
     )
+
+
+def _descriptors(obj: dict, key: str, what: str, item: str, *,
+                 optional: bool = False) -> list[Descriptor]:
+    """The descriptors of list ``key`` ("layers", "manifests"), each checked."""
+    entries = obj.get(key)
+    if entries is None and optional:
+        entries = []
+    if not isinstance(entries, list):
+        raise UnsupportedFormat(f"invalid {what}: {key} is not a list")
+    return [Descriptor.from_json(d, what=f"{what} {item} {i + 1}") for i, d in enumerate(entries)]
+
+
+def _annotations(obj: dict) -> dict:
+    ann = obj.get("annotations")
+    return dict(ann) if isinstance(ann, dict) else {}
 
 
 # -- building (build, commit, push) ----------------------------------------------------------
