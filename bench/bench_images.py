@@ -18,113 +18,34 @@ pboxtest), since both tools are measured rootless.  See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import os
-import pwd
 import sys
 
 import common
-import testimages
-from common import Case, Cmd, PodmanEnv, Registry, Scratch, log
-
-DEBIAN_REPO = "bench/debian"
-BUSYBOX_REPO = "bench/busybox"
+from common import BUSYBOX_REPO, DEBIAN_REPO, Case, Cmd, PodmanEnv, Session
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=5,
-                   help="repetitions of each pull per tool (default 5)")
+    common.add_common_args(p, runs=5)
     p.add_argument("--fast-runs", type=int, default=20,
                    help="repetitions of --version and images per tool (default 20)")
-    p.add_argument("--pbox", metavar="CMD",
-                   help="the pbox command to time, e.g. 'python3 dist/pbox.pyz' (env "
-                        "PBOX_BENCH_CMD; default: dist/pbox.pyz when it is up to date, "
-                        "else python -m pbox from this checkout)")
-    p.add_argument("--user", default=None,
-                   help=f"when started as root, run the measurements as this user "
-                        f"(default {common.DEFAULT_USER})")
-    p.add_argument("--cache", metavar="DIR", help="image cache (default "
-                   "~/.cache/pbox-bench of the measuring user)")
-    p.add_argument("--image-kind", choices=("auto", "debootstrap", "synthetic"),
-                   default="auto", help="how the Debian-sized image is made (default: "
-                   "debootstrap when possible, else a synthetic tree)")
+    common.add_image_kind_arg(p)
     p.add_argument("--only", action="append", choices=("pull", "version", "images"),
                    help="run only these groups (repeatable)")
-    p.add_argument("--tmpdir", help="where the temp stores go (default: $TMPDIR or /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, stores)")
-    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
-    p.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
     return p.parse_args(argv)
-
-
-def prepare_as_root(args, argv) -> None:
-    """Build the image cache as root (debootstrap), hand it to the user, run as them."""
-    user = args.user or common.DEFAULT_USER
-    pw = pwd.getpwnam(user)
-    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
-    kind = "debootstrap" if args.image_kind == "auto" else args.image_kind
-    os.makedirs(os.path.dirname(cache), exist_ok=True)
-    try:
-        testimages.cached_image(cache, "debian", kind)
-    except common.BenchError as e:
-        if args.image_kind != "auto":
-            raise
-        log(f"no debootstrap image ({e}); the run will use a synthetic tree")
-    testimages.cached_image(cache, "busybox", "busybox")
-    home_cache = os.path.dirname(cache)
-    for path in (home_cache, cache):
-        if os.stat(path).st_uid == 0 and path.startswith(pw.pw_dir + os.sep):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
-    rest, skip = [], False
-    for a in argv:
-        if skip or a.startswith("--cache="):
-            skip = False
-            continue
-        if a == "--cache":
-            skip = True
-            continue
-        rest.append(a)
-    common.reexec_as(user, [os.path.abspath(__file__), *rest, "--cache", cache])
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if os.getuid() == 0:
-        prepare_as_root(args, argv)  # does not return
+    common.as_measuring_user(args, argv, __file__, debian=args.image_kind)
     groups = set(args.only or ("pull", "version", "images"))
-    pbox, pbox_env = common.pbox_command(args.pbox)
-    common.check_interpreter(pbox)
-    for tool in ("podman", "skopeo", "docker-registry"):
-        common.require_tool(tool)
-
-    cache = args.cache or testimages.default_cache_dir()
-    debian = testimages.cached_image(cache, "debian", args.image_kind)
-    busybox = testimages.cached_image(cache, "busybox", "busybox")
-
-    scratch = Scratch(args.tmpdir, keep=args.keep)
-    runtime_dir = scratch.new_dir("xdg-run")
-    os.chmod(runtime_dir, 0o700)
-    podman = PodmanEnv(scratch.new_dir("podman-conf"), runtime_dir)
-    registry = Registry(scratch.new_dir("registry"))
-    try:
-        base = common.base_env(runtime_dir)
-        penv = podman.env(base)
-        xenv = common.prepare_pbox(pbox, dict(base, **pbox_env), scratch.path)
-        info = common.machine_info(pbox, xenv)
-        info["podman config"] = ("runtime=runc, cgroup_manager=cgroupfs, "
-                                 "storage driver=overlay")
-        info["stores on"] = common.fs_type(scratch.path)
-        for k, v in info.items():
-            log(f"{k}: {v}")
-        registry.start()
-        log(f"registry at {registry.host}")
-        for img, repo in ((debian, DEBIAN_REPO), (busybox, BUSYBOX_REPO)):
-            testimages.push(img, f"{registry.host}/{repo}:{img.tag}", penv, podman.policy)
-            log(f"pushed {img.describe()}")
-        debian_ref = f"{registry.host}/{DEBIAN_REPO}:{debian.tag}"
-        busybox_ref = f"{registry.host}/{BUSYBOX_REPO}:{busybox.tag}"
+    with Session(args) as s:
+        debian = s.image("debian", args.image_kind)
+        busybox = s.image("busybox")
+        debian_ref = s.push_image(debian, DEBIAN_REPO)
+        busybox_ref = s.push_image(busybox, BUSYBOX_REPO)
+        xenv, penv, pbox, scratch = s.xenv, s.penv, s.pbox, s.scratch
 
         cases = []
         if "pull" in groups:
@@ -139,16 +60,8 @@ def main(argv=None) -> int:
             cases.append(images_case(pbox, xenv, penv, scratch, debian_ref, busybox_ref,
                                      args.fast_runs))
         common.run_cases(cases)
-    finally:
-        registry.stop()
-        podman.stop_pause_process()
-        scratch.close()
 
-    print()
-    for k, v in info.items():
-        print(f"{k}: {v}")
-    print(f"images: {debian.describe()}; {busybox.describe()}")
-    print()
+    s.print_info(f"images: {debian.describe()}; {busybox.describe()}")
     common.print_table(cases, markdown=args.markdown)
     if args.json:
         with open(args.json, "w") as f:
@@ -196,8 +109,4 @@ def images_case(pbox, xenv, penv, scratch, debian_ref, busybox_ref, runs) -> Cas
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as e:
-        sys.stderr.write(f"bench: {e}\n")
-        sys.exit(1)
+    common.script_main(main)

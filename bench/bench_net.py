@@ -24,7 +24,6 @@ installed podman lacks (Debian 12's podman 4.3 has no pasta) shows "unsupported"
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -32,10 +31,8 @@ import sys
 import threading
 import time
 
-import bench_run
 import common
-import testimages
-from common import PodmanEnv, Registry, Scratch, log
+from common import Session, log
 
 MODES = ("pasta", "slirp4netns")
 
@@ -45,28 +42,9 @@ def parse_args(argv):
     p.add_argument("--mb", type=int, default=200, help="MB per transfer (default 200)")
     p.add_argument("--connects", type=int, default=200,
                    help="requests for the connect case (default 200)")
-    p.add_argument("--runs", type=int, default=3, help="repetitions (default 3)")
-    p.add_argument("--pbox", metavar="CMD", help="the pbox command (as in bench_run.py)")
-    p.add_argument("--user", default=None)
-    p.add_argument("--cache", metavar="DIR")
-    p.add_argument("--tmpdir")
+    common.add_common_args(p, runs=3, json_out=False)
     p.add_argument("--no-podman", action="store_true", help="measure pbox only")
-    p.add_argument("--markdown", action="store_true")
     return p.parse_args(argv)
-
-
-def prepare_as_root(args, argv) -> None:
-    """bench_run.py's: the busybox cache for the user, then this script again as them."""
-    import pwd
-
-    user = args.user or common.DEFAULT_USER
-    pw = pwd.getpwnam(user)
-    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
-    os.makedirs(cache, exist_ok=True)
-    testimages.cached_image(cache, "busybox", "busybox")
-    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
-    rest = [a for a in argv if not a.startswith("--cache")]
-    common.reexec_as(user, [os.path.abspath(__file__), *rest, "--cache", cache])
 
 
 def network_arg(tool: str, mode: str) -> str:
@@ -231,53 +209,20 @@ def table(results: dict, tools, args) -> tuple:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if os.getuid() == 0:
-        prepare_as_root(args, argv)  # does not return
-    pbox, pbox_env = common.pbox_command(args.pbox)
-    common.check_interpreter(pbox)
-    common.require_tool("docker-registry")
-    common.require_tool("skopeo")
+    common.as_measuring_user(args, argv, __file__)
     tools = ["pbox"]
     if not args.no_podman and common.shutil.which("podman"):
         tools.append("podman")
-    cache = args.cache or testimages.default_cache_dir()
-    busybox = testimages.cached_image(cache, "busybox", "busybox")
-    scratch = Scratch(args.tmpdir)
-    runtime_dir = scratch.new_dir("xdg-run")
-    os.chmod(runtime_dir, 0o700)
-    podman = PodmanEnv(scratch.new_dir("podman-conf"), runtime_dir)
-    registry = Registry(scratch.new_dir("registry"))
-    t = None
-    try:
-        base = common.base_env(runtime_dir)
-        penv = podman.env(base)
-        xenv = common.prepare_pbox(pbox, dict(base, **pbox_env), scratch.path)
-        info = common.machine_info(pbox, xenv)
-        registry.start()
-        ref = f"{registry.host}/{bench_run.BUSYBOX_REPO}:{busybox.tag}"
-        testimages.push(busybox, ref, penv, podman.policy)
-        t = bench_run.Tools(pbox, xenv, penv, scratch, ref)
+    with Session(args, need=("docker-registry", "skopeo")) as s:
+        t = s.tools(pull=[s.push_image(s.image("busybox"), common.BUSYBOX_REPO)])
         for prog in ("pasta", "slirp4netns"):
-            info[prog] = common._first_line([prog, "--version"]) or "?"
+            s.info[prog] = common._first_line([prog, "--version"]) or "?"
         results = measure(t, tools, args)
-    finally:
-        registry.stop()
-        podman.stop_pause_process()
-        if t is not None:
-            common.stop_pbox_pause(t.prun)
-        scratch.close()
-    print()
-    for k, v in info.items():
-        print(f"{k}: {v}")
-    print(f"transfer size: {args.mb} MB; requests: {args.connects}; runs: {args.runs}")
-    print()
+    s.print_info(f"transfer size: {args.mb} MB; requests: {args.connects}; "
+                 f"runs: {args.runs}")
     print(common.format_table(*table(results, tools, args), markdown=args.markdown))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as e:
-        sys.stderr.write(f"bench: {e}\n")
-        sys.exit(1)
+    common.script_main(main)

@@ -26,17 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
 import statistics
 import subprocess
 import sys
 import time
 
 import common
-import testimages
-from common import Case, Cmd, PodmanEnv, Registry, Scratch, log
+from common import BUSYBOX_REPO, Case, Cmd, Session, Tools, log
 
-BUSYBOX_REPO = "bench/busybox"
 NOT_IMPORTED = ("requests", "urllib3", "zstandard", "gzip", "zlib", "pbox.oci.registry")
 RSS_TARGET = 0.6
 PARALLEL = 32
@@ -44,77 +41,13 @@ PARALLEL = 32
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", type=int, default=5,
-                   help="repetitions of each case per tool (default 5)")
+    common.add_common_args(p, runs=5)
     p.add_argument("--parallel-runs", type=int, default=3,
                    help=f"repetitions of the {PARALLEL} parallel runs per tool (default 3)")
-    p.add_argument("--pbox", metavar="CMD",
-                   help="the pbox command to time, e.g. 'python3 -m pbox' (env "
-                        "PBOX_BENCH_CMD; default as in bench_images.py)")
-    p.add_argument("--user", default=None,
-                   help=f"when started as root, run the measurements as this user "
-                        f"(default {common.DEFAULT_USER})")
-    p.add_argument("--cache", metavar="DIR", help="image cache (default "
-                   "~/.cache/pbox-bench of the measuring user)")
     p.add_argument("--only", action="append",
                    choices=("run", "lifecycle", "parallel", "rss", "monitor", "imports"),
                    help="run only these groups (repeatable)")
-    p.add_argument("--tmpdir", help="where the temp stores go (default: $TMPDIR or /tmp)")
-    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, stores)")
-    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
-    p.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
     return p.parse_args(argv)
-
-
-def prepare_as_root(args, argv) -> None:
-    """Build the busybox image cache, hand it to the user, run again as them."""
-    user = args.user or common.DEFAULT_USER
-    pw = pwd.getpwnam(user)
-    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
-    os.makedirs(cache, exist_ok=True)
-    testimages.cached_image(cache, "busybox", "busybox")
-    for path in (os.path.dirname(cache), cache):
-        if os.stat(path).st_uid == 0 and path.startswith(pw.pw_dir + os.sep):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
-    rest = [a for a in argv if not a.startswith("--cache")]
-    if "--cache" in argv:
-        i = argv.index("--cache")
-        rest = argv[:i] + argv[i + 2:]
-    common.reexec_as(user, [os.path.abspath(__file__), *rest, "--cache", cache])
-
-
-class Tools:
-    """Both tools' base commands, environments and stores (busybox already pulled)."""
-
-    def __init__(self, pbox, xenv, penv, scratch, ref):
-        self.ref = ref
-        self.proot = scratch.new_dir("pbox-root")
-        self.prun = prun = scratch.new_dir("pbox-run")
-        qroot, qrun = scratch.new_dir("podman-root"), scratch.new_dir("podman-run")
-        self.base = {"pbox": pbox + ["--root", self.proot, "--runroot", prun],
-                     "podman": PodmanEnv.argv(qroot, qrun)}
-        self.env = {"pbox": xenv, "podman": penv}
-        common.run_once(self.base["pbox"] + ["pull", "-q", ref], xenv)
-        common.run_once(self.base["podman"] + ["pull", "-q", "--tls-verify=false", ref],
-                        penv)
-
-    def argv(self, tool: str, *args: str) -> list:
-        return self.base[tool] + list(args)
-
-    def cmd(self, tool: str, *args: str, **kw) -> Cmd:
-        return Cmd(self.argv(tool, *args), self.env[tool], **kw)
-
-    def run_rm(self, tool: str, *command: str) -> list:
-        return self.argv(tool, "run", "--rm", "--network", "none", self.ref, *command)
-
-    def output(self, tool: str, *args: str) -> str:
-        proc = subprocess.run(self.argv(tool, *args), env=self.env[tool], text=True,
-                              capture_output=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise common.BenchError(f"exit {proc.returncode}: {' '.join(args)}\n"
-                                    f"{proc.stderr[-2000:]}")
-        return proc.stdout.strip()
 
 
 # -- the cases ----------------------------------------------------------------------------------
@@ -277,41 +210,14 @@ def print_imports(imports: dict, markdown: bool) -> None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if os.getuid() == 0:
-        prepare_as_root(args, argv)  # does not return
+    common.as_measuring_user(args, argv, __file__)
     groups = set(args.only or ("run", "lifecycle", "parallel", "rss", "monitor", "imports"))
-    pbox, pbox_env = common.pbox_command(args.pbox)
-    common.check_interpreter(pbox)
-    for tool in ("podman", "skopeo", "docker-registry"):
-        common.require_tool(tool)
     load_start = common.load_average()
     log(f"load average at start: {load_start}")
-
-    cache = args.cache or testimages.default_cache_dir()
-    busybox = testimages.cached_image(cache, "busybox", "busybox")
-    scratch = Scratch(args.tmpdir, keep=args.keep)
-    runtime_dir = scratch.new_dir("xdg-run")
-    os.chmod(runtime_dir, 0o700)
-    podman = PodmanEnv(scratch.new_dir("podman-conf"), runtime_dir)
-    registry = Registry(scratch.new_dir("registry"))
     cases, rss, monitor, imports = [], {}, {}, {}
-    t = None
-    try:
-        base = common.base_env(runtime_dir)
-        penv = podman.env(base)
-        xenv = common.prepare_pbox(pbox, dict(base, **pbox_env), scratch.path)
-        info = common.machine_info(pbox, xenv)
-        info["podman config"] = ("runtime=runc, cgroup_manager=cgroupfs, "
-                                 "storage driver=overlay")
-        info["stores on"] = common.fs_type(scratch.path)
-        for k, v in info.items():
-            log(f"{k}: {v}")
-        registry.start()
-        ref = f"{registry.host}/{BUSYBOX_REPO}:{busybox.tag}"
-        testimages.push(busybox, ref, penv, podman.policy)
-        log(f"pushed {busybox.describe()}")
-        t = Tools(pbox, xenv, penv, scratch, ref)
-
+    with Session(args) as s:
+        busybox = s.image("busybox")
+        t = s.tools(pull=[s.push_image(busybox, BUSYBOX_REPO)])
         if "run" in groups:
             cases.append(run_rm_case(t, args.runs))
         if "lifecycle" in groups:
@@ -324,21 +230,11 @@ def main(argv=None) -> int:
         if "rss" in groups:
             rss = rss_tree(t, args.runs)  # last: makes this process a child subreaper
         if "imports" in groups:
-            imports = import_times(t, pbox)
-    finally:
-        registry.stop()
-        podman.stop_pause_process()
-        if t is not None:
-            common.stop_pbox_pause(t.prun)
-        scratch.close()
+            imports = import_times(t, s.pbox)
     load_end = common.load_average()
 
-    print()
-    for k, v in info.items():
-        print(f"{k}: {v}")
-    print(f"image: {busybox.describe()}")
-    print(f"load average (1, 5, 15 min): {load_start} at start, {load_end} at end")
-    print()
+    s.print_info(f"image: {busybox.describe()}",
+                 f"load average (1, 5, 15 min): {load_start} at start, {load_end} at end")
     if cases:
         print(common.format_table(*common.table_rows(cases), markdown=args.markdown))
         for c in cases:
@@ -361,8 +257,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as e:
-        sys.stderr.write(f"bench: {e}\n")
-        sys.exit(1)
+    common.script_main(main)

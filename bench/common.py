@@ -888,3 +888,221 @@ def base_env(runtime_dir: str) -> dict:
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["XDG_RUNTIME_DIR"] = runtime_dir
     return env
+
+
+# -- what every benchmark script shares -------------------------------------------------------
+
+BUSYBOX_REPO = "bench/busybox"
+DEBIAN_REPO = "bench/debian"
+PODMAN_CONFIG = "runtime=runc, cgroup_manager=cgroupfs, storage driver=overlay"
+
+
+def add_common_args(p, runs: int = 5, keep: bool = True, json_out: bool = True) -> None:
+    """The options every benchmark script takes: ``--runs``, ``--pbox``, ``--user``,
+    ``--cache``, ``--tmpdir``, ``--keep``, ``--markdown``, ``--json``."""
+    p.add_argument("--runs", type=int, default=runs,
+                   help=f"repetitions of each case per tool (default {runs})")
+    p.add_argument("--pbox", metavar="CMD",
+                   help="the pbox command to time, e.g. 'python3 dist/pbox.pyz' (env "
+                        "PBOX_BENCH_CMD; default: dist/pbox.pyz when it is up to date, "
+                        "else python -m pbox from this checkout)")
+    p.add_argument("--user", default=None,
+                   help=f"when started as root, run the measurements as this user "
+                        f"(default {DEFAULT_USER})")
+    p.add_argument("--cache", metavar="DIR", help="image cache (default "
+                   "~/.cache/pbox-bench of the measuring user)")
+    p.add_argument("--tmpdir", help="where the temp stores go (default: $TMPDIR or /tmp)")
+    if keep:
+        p.add_argument("--keep", action="store_true",
+                       help="keep the temp dir (configs, stores)")
+    p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    if json_out:
+        p.add_argument("--json", metavar="FILE", help="also write every sample as JSON")
+
+
+def add_image_kind_arg(p) -> None:
+    p.add_argument("--image-kind", choices=("auto", "debootstrap", "synthetic"),
+                   default="auto", help="how the Debian-sized image is made (default: "
+                   "debootstrap when possible, else a synthetic tree)")
+
+
+def without_option(argv: Sequence[str], name: str) -> list:
+    """``argv`` without ``name VALUE`` and ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
+def as_measuring_user(args, argv: Sequence[str], script: str,
+                      debian: Optional[str] = None) -> None:
+    """Started as root: build the image cache (debootstrap needs root), hand it to
+    ``args.user`` and run ``script`` again as that user (does not return).  Started as
+    anyone else: nothing.  ``debian``: also the Debian-sized image, of this kind
+    (``auto``: debootstrap, else the run falls back to a synthetic tree)."""
+    if os.getuid() != 0:
+        return
+    import pwd
+
+    import testimages
+
+    user = args.user or DEFAULT_USER
+    pw = pwd.getpwnam(user)
+    cache = args.cache or os.path.join(pw.pw_dir, ".cache", "pbox-bench")
+    os.makedirs(cache, exist_ok=True)
+    if debian:
+        try:
+            testimages.cached_image(cache, "debian",
+                                    "debootstrap" if debian == "auto" else debian)
+        except BenchError as e:
+            if debian != "auto":
+                raise
+            log(f"no debootstrap image ({e}); the run will use a synthetic tree")
+    testimages.cached_image(cache, "busybox", "busybox")
+    for path in (os.path.dirname(cache), cache):
+        if os.stat(path).st_uid == 0 and path.startswith(pw.pw_dir + os.sep):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    testimages.chown_tree(cache, pw.pw_uid, pw.pw_gid)
+    reexec_as(user, [os.path.abspath(script), *without_option(argv, "--cache"),
+                     "--cache", cache])
+
+
+def script_main(main: Callable) -> None:
+    """``sys.exit(main())``, a ``BenchError`` as one line on stderr and exit 1."""
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        sys.stderr.write(f"bench: {e}\n")
+        sys.exit(1)
+
+
+class Session:
+    """One benchmark run's setting: the pbox command, a scratch dir, podman's config, a
+    registry on loopback and both tools' environments.
+
+    ``with Session(args) as s:`` starts the registry; leaving it stops the registry,
+    podman's pause process and the pause process of every pbox run root made through
+    :class:`Tools`, and removes the scratch dir (unless ``args.keep``).
+    """
+
+    def __init__(self, args, need: Sequence[str] = ("podman", "skopeo", "docker-registry")):
+        self.pbox, self._pbox_env = pbox_command(args.pbox)
+        check_interpreter(self.pbox)
+        for tool in need:
+            require_tool(tool)
+        self.tmpdir = args.tmpdir
+        self.keep = bool(getattr(args, "keep", False))
+        self.cache = args.cache
+        self.runroots: list = []
+
+    def __enter__(self) -> Session:
+        import testimages
+
+        self.cache = self.cache or testimages.default_cache_dir()
+        self.scratch = Scratch(self.tmpdir, keep=self.keep)
+        try:
+            self.runtime_dir = self.scratch.new_dir("xdg-run")
+            os.chmod(self.runtime_dir, 0o700)
+            self.podman = PodmanEnv(self.scratch.new_dir("podman-conf"), self.runtime_dir)
+            self.registry = Registry(self.scratch.new_dir("registry"))
+            base = base_env(self.runtime_dir)
+            self.penv = self.podman.env(base)
+            self.xenv = prepare_pbox(self.pbox, dict(base, **self._pbox_env),
+                                     self.scratch.path)
+            self.info = machine_info(self.pbox, self.xenv)
+            self.info["podman config"] = PODMAN_CONFIG
+            self.info["stores on"] = fs_type(self.scratch.path)
+            for k, v in self.info.items():
+                log(f"{k}: {v}")
+            self.registry.start()
+            log(f"registry at {self.registry.host}")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if getattr(self, "registry", None) is not None:
+            self.registry.stop()
+        if getattr(self, "podman", None) is not None:
+            self.podman.stop_pause_process()
+        for runroot in self.runroots:
+            stop_pbox_pause(runroot)
+        self.scratch.close()
+
+    def image(self, name: str, kind: str = "busybox"):
+        """A cached test image (see testimages.cached_image)."""
+        import testimages
+
+        return testimages.cached_image(self.cache, name, kind)
+
+    def push_image(self, img, repo: str) -> str:
+        """Put a cached image into the registry (skopeo, blobs unchanged); its reference."""
+        import testimages
+
+        ref = f"{self.registry.host}/{repo}:{img.tag}"
+        testimages.push(img, ref, self.penv, self.podman.policy)
+        log(f"pushed {img.describe()}")
+        return ref
+
+    def tools(self, pull: Sequence[str] = ()) -> Tools:
+        t = Tools(self.pbox, self.xenv, self.penv, self.scratch, pull)
+        self.runroots.append(t.prun)
+        return t
+
+    def print_info(self, *lines: str) -> None:
+        print()
+        for k, v in self.info.items():
+            print(f"{k}: {v}")
+        for line in lines:
+            print(line)
+        print()
+
+
+class Tools:
+    """Both tools' base commands (``--root``/``--runroot`` of their own fresh stores),
+    environments, and the images in ``pull`` pulled into both stores."""
+
+    def __init__(self, pbox, xenv, penv, scratch, pull=()):
+        if isinstance(pull, str):
+            pull = [pull]
+        self.ref = pull[0] if pull else None
+        self.proot = scratch.new_dir("pbox-root")
+        self.prun = prun = scratch.new_dir("pbox-run")
+        self.qroot = scratch.new_dir("podman-root")
+        self.qrun = scratch.new_dir("podman-run")
+        self.base = {"pbox": list(pbox) + ["--root", self.proot, "--runroot", prun],
+                     "podman": PodmanEnv.argv(self.qroot, self.qrun)}
+        self.env = {"pbox": xenv, "podman": penv}
+        for ref in pull:
+            self.pull(ref)
+
+    def pull(self, ref: str) -> None:
+        run_once(self.argv("pbox", "pull", "-q", ref), self.env["pbox"])
+        run_once(self.argv("podman", "pull", "-q", "--tls-verify=false", ref),
+                 self.env["podman"])
+
+    def argv(self, tool: str, *args: str) -> list:
+        return self.base[tool] + list(args)
+
+    def cmd(self, tool: str, *args: str, **kw) -> Cmd:
+        return Cmd(self.argv(tool, *args), self.env[tool], **kw)
+
+    def run_rm(self, tool: str, *command: str) -> list:
+        return self.argv(tool, "run", "--rm", "--network", "none", self.ref, *command)
+
+    def output(self, tool: str, *args: str) -> str:
+        proc = subprocess.run(self.argv(tool, *args), env=self.env[tool], text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise BenchError(f"exit {proc.returncode}: {tool} {' '.join(args)}\n"
+                             f"{proc.stderr[-2000:]}")
+        return proc.stdout.strip()
