@@ -303,8 +303,6 @@ class RegistrySession:
         from requests.adapters import HTTPAdapter
 
         _install_log_filter()
-        files = find_tls_files(self._tls_dirs())
-        ctx = _ssl_context(self.tls_verify, files)
         if not self.tls_verify:
             import warnings
 
@@ -312,11 +310,29 @@ class RegistrySession:
 
             # the user asked for it; urllib3 would warn on every request
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+        client = self
 
         class _Adapter(HTTPAdapter):
+            """The https adapter: its SSL context (system CAs, certifi's bundle, the
+            certs.d files: tens of milliseconds to load) is made on its first request,
+            so a plain-HTTP registry never pays for it."""
+
+            _tls_ready = False
+
             def init_poolmanager(self, *args, **kwargs):
-                kwargs["ssl_context"] = ctx
+                self._pool_args = (args, kwargs)
                 return super().init_poolmanager(*args, **kwargs)
+
+            def send(self, request, *args, **kwargs):
+                if not self._tls_ready:
+                    with client._lock:
+                        if not self._tls_ready:
+                            ctx = _ssl_context(client.tls_verify,
+                                               find_tls_files(client._tls_dirs()))
+                            pargs, pkw = self._pool_args
+                            super().init_poolmanager(*pargs, **dict(pkw, ssl_context=ctx))
+                            self._tls_ready = True
+                return super().send(request, *args, **kwargs)
 
         s = requests.Session()
         s.mount("https://", _Adapter(pool_maxsize=16))

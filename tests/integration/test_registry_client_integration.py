@@ -238,3 +238,25 @@ def test_corrupted_blob_detected(registry_factory, test_images):
         r = c.fetch_blob(image.repository, layer["digest"], layer["size"])
         with pytest.raises(DigestMismatch):
             read_all(r)
+
+
+def test_plain_http_registry_loads_no_tls_context(registry_plain, test_images, tmp_path):
+    from pbox.oci import regsession
+
+    test_images(registry_plain)
+    regsession._CONTEXTS.clear()
+    with RegistryClient(registry_plain.host, config_dir=str(tmp_path)) as c:
+        assert c.get_manifest("pbox-test/busybox", "latest")[0]
+        assert c.base_url.startswith("http://")
+    assert regsession._CONTEXTS == {}
+
+
+def test_tls_context_made_on_first_https_request(registry_tls, test_images, tmp_path):
+    from pbox.oci import regsession
+
+    test_images(registry_tls)
+    regsession._CONTEXTS.clear()
+    with RegistryClient(registry_tls.host, cert_dir=registry_tls.cert_dir) as c:
+        assert c.get_manifest("pbox-test/busybox", "latest")[0]
+        assert c.base_url.startswith("https://")
+    assert len(regsession._CONTEXTS) == 1
