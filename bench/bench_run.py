@@ -34,7 +34,8 @@ import time
 import common
 from common import BUSYBOX_REPO, Case, Cmd, Session, Tools, log
 
-NOT_IMPORTED = ("requests", "urllib3", "zstandard", "gzip", "zlib", "pbox.oci.registry")
+NOT_IMPORTED = ("requests", "urllib3", "zstandard", "gzip", "zlib", "pbox.oci.registry",
+                "pbox.oci.regsession")
 RSS_TARGET = 0.6
 PARALLEL = 32
 
