@@ -492,6 +492,7 @@ def import_layer(store, path: str, diff_id: str, chain: str, parent: str, keep_o
     from pbox.oci import compression
     from pbox.oci.digest import VerifyingReader
     from pbox.storage.extract import extract_layer
+    from pbox.storage.store import LAYER_SPLIT
 
     entry = store.new_layer()
     try:
@@ -499,7 +500,8 @@ def import_layer(store, path: str, diff_id: str, chain: str, parent: str, keep_o
             tar = VerifyingReader(compression.decompress_auto(f), diff_id,
                                   what="uncompressed layer")
             stats = extract_layer(tar, os.path.join(entry.path, "diff"),
-                                  keep_owners=keep_owners, notice=notice)
+                                  keep_owners=keep_owners, notice=notice,
+                                  split_to=os.path.join(entry.path, LAYER_SPLIT))
             tar.finish()
         info = {"chain_id": chain, "diff_id": diff_id, "parent": parent,
                 "size": stats.bytes_written}

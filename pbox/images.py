@@ -331,6 +331,7 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
     from pbox.oci import compression
     from pbox.oci.digest import VerifyingReader
     from pbox.storage.extract import extract_layer
+    from pbox.storage.store import LAYER_SPLIT
 
     entry = store.new_layer()
     try:
@@ -347,7 +348,8 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
-                                      keep_owners=keep_owners, notice=notice)
+                                      keep_owners=keep_owners, notice=notice,
+                                      split_to=os.path.join(entry.path, LAYER_SPLIT))
                 tar.finish()
             except Exception as e:
                 ahead.close()

@@ -1055,7 +1055,8 @@ def _in_initial_userns() -> bool:
         return False
 
 
-def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None) -> ExtractStats:
+def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None,
+                  split_to: str | None = None) -> ExtractStats:
     """Extract the uncompressed layer tar read from ``stream`` into directory ``dest``.
 
     ``dest`` must exist and be empty.  ``notice(message)`` is called at most once per
@@ -1064,10 +1065,22 @@ def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None) -> Extra
     :class:`LayerError` for a tar pbox cannot extract, :class:`StoreError` when the
     file system fails; after an error, ``dest`` holds a partial layer the caller
     must remove (``fsutil.remove_tree``).  The stream is read to its end.
+    ``split_to``: also record the tar there as a tar-split file (``tarsplit``).
     """
+    recorder = None
+    if split_to is not None:
+        from pbox.storage.tarsplit import Recorder
+
+        stream = recorder = Recorder(stream, split_to)
     ex = _Extractor(dest, keep_owners, notice)
     try:
         ex.run(_Reader(stream))
+    except BaseException:
+        if recorder is not None:
+            recorder.abort()
+        raise
     finally:
         ex.close()
+    if recorder is not None:
+        recorder.finish()
     return ex.stats

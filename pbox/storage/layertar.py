@@ -454,14 +454,23 @@ def _keep_xattrs(xattrs: dict) -> dict:
     return {k: v for k, v in xattrs.items() if not k.startswith(SKIPPED_XATTR_PREFIXES)}
 
 
-def write_layer_tar(src_dir: str, out, *, mtime_clamp: int | None = None, owners="keep") -> None:
+def write_layer_tar(src_dir: str, out, *, mtime_clamp: int | None = None, owners="keep",
+                    split: str | None = None, diff_id: str | None = None) -> None:
     """Write the tree at ``src_dir`` as a layer tar to the binary file object ``out``.
 
     ``mtime_clamp``: no mtime later than this (SOURCE_DATE_EPOCH).  ``owners``:
     ``"keep"`` writes the uid/gid seen on disk (run inside the container's user
     namespace to see the image's ids), a ``(uid, gid)`` pair writes that for every
-    entry.  Raises :class:`StoreError` if the tree cannot be read.
+    entry.  ``split``: the layer's tar-split file (a pulled layer); when it is there
+    and the files are as recorded, the original tar is written byte for byte instead
+    (``owners`` and ``mtime_clamp`` do not apply; ``diff_id``, when given, is checked).
+    Raises :class:`StoreError` if the tree cannot be read.
     """
     if owners != "keep" and (not isinstance(owners, (tuple, list)) or len(owners) != 2):
         raise ValueError("owners must be 'keep' or a (uid, gid) pair")
+    if split is not None:
+        from pbox.storage.tarsplit import reassemble
+
+        if reassemble(split, src_dir, out, diff_id):
+            return
     _Writer(out, mtime_clamp, owners).run(src_dir)

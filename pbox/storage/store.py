@@ -9,6 +9,7 @@ Layout under the root (default ``~/.local/share/pbox``)::
     layers/<chain hex>/     one extracted layer, shared by every image using it:
         diff/               its files, whiteouts in overlay form
         layer.json          diff id, parent chain id, size
+        tar-split           a pulled layer's tar minus file contents (``tarsplit``)
     images/<id hex>.json    one image record (id = config digest)
     repositories.json       tags and repo digests -> image id
     containers/<id>/        config, state, upper/work dirs, hosts files, log
@@ -35,6 +36,7 @@ from pbox.storage.fsutil import atomic_write, remove_tree
 from pbox.storage.lock import FileLock, try_lock_path
 
 STORE_VERSION = 1
+LAYER_SPLIT = "tar-split"  # in a layer's directory, next to diff/ and layer.json
 
 
 class TempEntry:
@@ -289,6 +291,9 @@ class Store:
 
     def layer_diff(self, chain_id: str) -> str:
         return os.path.join(self.layer_path(chain_id), "diff")
+
+    def layer_split(self, chain_id: str) -> str:
+        return os.path.join(self.layer_path(chain_id), LAYER_SPLIT)
 
     def has_layer(self, chain_id: str) -> bool:
         return os.path.exists(os.path.join(self.layer_path(chain_id), "layer.json"))

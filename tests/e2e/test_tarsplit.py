@@ -1,0 +1,272 @@
+"""Tar-split: a pulled layer is written back byte for byte, so its diff id, the image's
+config digest and its id survive a push elsewhere and a save/load.
+
+The first tests run the extractor and the writer in this process on tars from several
+writers (Python's tarfile in GNU, PAX and ustar formats, GNU tar when present); the
+others push, save and load through the CLI against the real registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from pbox.storage import tarsplit
+from pbox.storage.extract import LayerError, extract_layer
+from pbox.storage.layertar import write_layer_tar
+
+T0 = 1_600_000_000
+
+
+def _add(tf, name, data=None, *, typ=tarfile.REGTYPE, mode=None, linkname="", uid=0,
+         pax=None):
+    if mode is None:
+        mode = 0o755 if typ == tarfile.DIRTYPE else 0o644
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.uid, info.gid = typ, mode, T0, uid, uid
+    info.uname = info.gname = "someone"
+    info.linkname = linkname
+    if pax:
+        info.pax_headers = pax
+    if data is not None:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    else:
+        tf.addfile(info)
+
+
+def sample_tar(fmt) -> bytes:
+    """A layer with long names, a big file, links, a whiteout, an opaque dir and zero
+    padding to the 10 KiB record (as tarfile and GNU tar do)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        _add(tf, "etc/", typ=tarfile.DIRTYPE, mode=0o755)
+        _add(tf, "etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
+        _add(tf, "bin/", typ=tarfile.DIRTYPE, mode=0o755)
+        _add(tf, "bin/big", os.urandom(3 * 1024 * 1024 + 17), mode=0o755)
+        _add(tf, "bin/empty", b"")
+        _add(tf, "bin/sh", typ=tarfile.SYMTYPE, linkname="big", mode=0o777)
+        _add(tf, "bin/hard", typ=tarfile.LNKTYPE, linkname="bin/big")
+        long_dir = "deep/" + "d" * 120 + "/"
+        _add(tf, long_dir, typ=tarfile.DIRTYPE, mode=0o700)
+        _add(tf, long_dir + "f" * 130, b"long name\n", uid=3000000)
+        _add(tf, "data/.wh.gone", b"")
+        _add(tf, "opq/", typ=tarfile.DIRTYPE)
+        _add(tf, "opq/.wh..wh..opq", b"")
+        _add(tf, "opq/new", b"only this")
+        if fmt == tarfile.PAX_FORMAT:
+            _add(tf, "x/attr", b"xattr", pax={"SCHILY.xattr.user.k": "v",
+                                             "mtime": "1600000000.123456789"})
+    return buf.getvalue()
+
+
+def extract_with_split(tar: bytes, tmp_path):
+    layer = tmp_path / "layer"
+    (layer / "diff").mkdir(parents=True)
+    split = str(layer / "tar-split")
+    extract_layer(io.BytesIO(tar), str(layer / "diff"), keep_owners=False, split_to=split)
+    return str(layer / "diff"), split
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT],
+                         ids=["gnu", "pax", "ustar"])
+def test_reassembled_tar_is_the_original(fmt, tmp_path):
+    if fmt == tarfile.USTAR_FORMAT:
+        tar = sample_tar_ustar()
+    else:
+        tar = sample_tar(fmt)
+    diff, split = extract_with_split(tar, tmp_path)
+    # the split file is small: headers, not contents
+    assert os.path.getsize(split) < len(tar) // 20
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(tar))
+    assert out.getvalue() == tar
+    # without it the tar is regenerated: a valid tar, other bytes
+    again = io.BytesIO()
+    write_layer_tar(diff, again)
+    assert again.getvalue() != tar
+
+
+def sample_tar_ustar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        _add(tf, "a/", typ=tarfile.DIRTYPE)
+        _add(tf, "a/b", b"x" * 1000)
+        _add(tf, "a/.wh.c", b"")
+    return buf.getvalue() + b"\0" * 4096  # more zeros after the end marker
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar not installed")
+def test_gnu_tar_output_round_trips(tmp_path):
+    src = tmp_path / "src"
+    (src / "dir" / ("n" * 150)).mkdir(parents=True)
+    (src / "dir" / ("n" * 150) / "file").write_bytes(b"gnu tar long name\n")
+    (src / "blob").write_bytes(os.urandom(70000))
+    os.symlink("blob", src / "link")
+    tar = subprocess.run(["tar", "-C", str(src), "-cf", "-", "--owner=0", "--group=0", "."],
+                         check=True, capture_output=True).stdout
+    diff, split = extract_with_split(tar, tmp_path)
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(tar))
+    assert out.getvalue() == tar
+
+
+def test_changed_or_missing_file_falls_back_to_a_new_tar(tmp_path):
+    tar = sample_tar(tarfile.PAX_FORMAT)
+    diff, split = extract_with_split(tar, tmp_path)
+    fresh = io.BytesIO()
+    write_layer_tar(diff, fresh)
+
+    # same size, other content: not the original any more, and nothing half written
+    path = os.path.join(diff, "etc", "passwd")
+    with open(path, "r+b") as f:
+        f.write(b"R")
+    out = io.BytesIO()
+    assert tarsplit.reassemble(split, diff, out) is False
+    assert out.getvalue() == b""
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(tar))
+    assert out.getvalue() != tar
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        assert tf.extractfile("etc/passwd").read().startswith(b"Root")
+
+    # a file replaced by a symlink is never followed
+    os.unlink(path)
+    os.symlink("/etc/passwd", path)
+    assert tarsplit.reassemble(split, diff, io.BytesIO()) is False
+
+    # no split file, or a damaged one: regenerated
+    os.unlink(path)
+    os.symlink("../bin/big", path)
+    assert tarsplit.reassemble(str(tmp_path / "missing"), diff, io.BytesIO()) is False
+    with open(split, "r+b") as f:
+        f.truncate(os.path.getsize(split) // 2)
+    assert tarsplit.reassemble(split, diff, io.BytesIO()) is False
+
+
+def test_a_name_written_twice_gives_a_new_tar(tmp_path):
+    # the first content is not in the layer any more: the original cannot be rebuilt
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _add(tf, "twice", b"first version")
+        _add(tf, "twice", b"second, longer version")
+    diff, split = extract_with_split(buf.getvalue(), tmp_path)
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(buf.getvalue()))
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        assert [m.name for m in tf.getmembers()] == ["twice"]
+        assert tf.extractfile("twice").read() == b"second, longer version"
+
+
+def test_failed_extraction_leaves_no_split_file(tmp_path):
+    tar = sample_tar(tarfile.GNU_FORMAT)
+    layer = tmp_path / "layer"
+    (layer / "diff").mkdir(parents=True)
+    split = layer / "tar-split"
+    with pytest.raises(LayerError):
+        extract_layer(io.BytesIO(tar[: len(tar) // 2 + 100]), str(layer / "diff"),
+                      keep_owners=False, split_to=str(split))
+    assert not split.exists()
+
+
+# -- through the CLI ------------------------------------------------------------------------
+
+
+def _skopeo(*args) -> bytes:
+    exe = shutil.which("skopeo")
+    if exe is None:
+        pytest.skip("skopeo is not installed")
+    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+
+
+def _decompress(blob: bytes) -> bytes:
+    if blob[:2] == b"\x1f\x8b":
+        import gzip
+
+        return gzip.decompress(blob)
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+
+
+def _manifest_and_config(dest: str):
+    manifest = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}"))
+    config = json.loads(_skopeo("inspect", "--config", "--tls-verify=false",
+                                f"docker://{dest}"))
+    return manifest, config
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_pulled_image_pushed_elsewhere_keeps_config_and_diff_ids(
+        compression, registry_plain, registry_factory, test_images, run_pbox, pbox_root,
+        tmp_path):
+    img = test_images(registry_plain).layers  # five layers: whiteouts, opaque dir, links
+    run_pbox("pull", "-q", img.reference)
+    layers_dir = os.path.join(pbox_root.root, "layers")
+    assert all(os.path.isfile(os.path.join(layers_dir, c, "tar-split"))
+               for c in os.listdir(layers_dir))
+    other = registry_factory("plain")
+    dest = f"{other.host}/elsewhere/layers:copy"
+    run_pbox("push", "--compression-format", compression, img.reference, dest)
+
+    manifest, config = _manifest_and_config(dest)
+    assert manifest["config"]["digest"] == img.config_digest
+    assert config["rootfs"]["diff_ids"] == img.diff_ids
+    # skopeo copies it (checking every blob's digest); the layers decompress to the
+    # diff ids the config names
+    layout = tmp_path / "copy"
+    _skopeo("copy", "--src-tls-verify=false", f"docker://{dest}", f"oci:{layout}:x")
+    blobs = layout / "blobs" / "sha256"
+    got = [digest(_decompress((blobs / d["digest"][7:]).read_bytes()))
+           for d in manifest["layers"]]
+    assert got == img.diff_ids
+
+    # the same repository of the first registry: nothing differs, nothing is re-pushed
+    r = run_pbox("push", img.reference, f"{registry_plain.host}/pbox-test/layers:again")
+    assert "Pushed" not in r.stdout
+
+
+def test_save_load_keeps_the_image_id(registry_plain, test_images, run_pbox, tmp_path):
+    img = test_images(registry_plain).layers
+    run_pbox("pull", "-q", img.reference)
+    path = tmp_path / "layers.tar"
+    run_pbox("save", "-o", path, img.reference)
+    with tarfile.open(path) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+        assert manifest[0]["Config"].endswith(img.config_digest[7:] + ".json") or \
+            img.config_digest[7:] in manifest[0]["Config"]
+        tars = [tf.extractfile(name).read() for name in manifest[0]["Layers"]]
+    assert [digest(t) for t in tars] == img.diff_ids
+    run_pbox("rmi", img.reference)
+    run_pbox("load", "-i", path)
+    got = json.loads(run_pbox("inspect", img.reference).stdout)[0]
+    assert got["Id"] == img.config_digest
+    assert got["RootFS"]["Layers"] == img.diff_ids
+    # loaded layers carry a split file too: a second save gives the same bytes
+    again = tmp_path / "again.tar"
+    run_pbox("save", "-o", again, img.reference)
+    with tarfile.open(again) as tf:
+        manifest2 = json.load(tf.extractfile("manifest.json"))
+        assert [digest(tf.extractfile(n).read()) for n in manifest2[0]["Layers"]] == img.diff_ids
+    assert run_pbox("run", "--rm", img.reference, "cat", "/data/kept.txt").stdout == "kept\n"
+
+
+def test_rmi_removes_the_split_files(registry_plain, test_images, run_pbox, pbox_root):
+    img = test_images(registry_plain).layers
+    run_pbox("pull", "-q", img.reference)
+    layers_dir = os.path.join(pbox_root.root, "layers")
+    assert len(os.listdir(layers_dir)) == len(img.diff_ids)
+    run_pbox("rmi", img.reference)
+    assert os.listdir(layers_dir) == []
+    assert os.listdir(os.path.join(pbox_root.root, "tmp")) == []
