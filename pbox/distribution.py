@@ -20,14 +20,12 @@ Push, per layer (bottom first):
    push fills and pull may fill) -> ``Mounted from REPO``.
 4. Otherwise upload from the temp file (compressed again if it is gone) -> ``Pushed``.
 
-A pulled (or loaded) layer is written back byte for byte from its tar-split file
-(``storage/tarsplit``), so it keeps its diff id.  Without one (a store from before
-tar-split, or files changed since) it is serialised again; its tar bytes may differ
-from the original ones, hence its diff id.  The config's ``rootfs.diff_ids`` must name
-what the pushed blobs decompress to, so in that case the pushed config is the stored
-one with those ids replaced (its digest, the pushed image's id, differs from the local
-id).  Layers written by pbox (build, commit) keep their diff ids and the stored config
-bytes are pushed unchanged.
+A layer pbox did not write itself (pulled) is serialised again; its tar bytes may
+differ from the original ones, hence its diff id.  The config's ``rootfs.diff_ids``
+must name what the pushed blobs decompress to, so in that case the pushed config is
+the stored one with those ids replaced (its digest, the pushed image's id, differs
+from the local id).  Layers written by pbox (build, commit) keep their diff ids and
+the stored config bytes are pushed unchanged.
 
 Manifest format: ``--format`` wins; by default docker v2s2 when the image came as a
 docker v2s2 manifest, OCI otherwise (and always OCI for zstd layers, which docker
@@ -317,10 +315,14 @@ def push(config: Config, source: str, dest: str | None = None,
     here = f"{client.registry}/{repo}"
     report("start", repository=here)
     pushed: list[PushedLayer] = []
+    # the /v2/ ping (and the import of the HTTP stack) while the first layer compresses
+    warm = _WarmUp(client)
     with client, store.gc_lock.shared():
         for chain, diff_id in zip(record.layers, record.diff_ids):
-            layer = _push_layer(client, store, repo, chain, diff_id, algo, keep_owners, report)
+            layer = _push_layer(client, store, repo, chain, diff_id, algo, keep_owners, report,
+                                ready=warm.wait)
             pushed.append(layer)
+        warm.wait()
         config_raw = store.read_blob(record.id)
         new_diff_ids = [p.diff_id for p in pushed]
         if new_diff_ids != list(record.diff_ids):
@@ -347,6 +349,31 @@ def push(config: Config, source: str, dest: str | None = None,
             istore.set_digest(ref.with_digest(digest).string(), record.id)
     report("digest", tag=tag, digest=digest, size=len(manifest.raw))
     return PushResult(ref, digest, len(manifest.raw), manifest_type, config_digest, pushed)
+
+
+class _WarmUp:
+    """``client.ping()`` in a thread; ``wait()`` joins it and raises what it raised, so
+    a failing registry is reported once, from the main thread."""
+
+    def __init__(self, client):
+        import threading
+
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(client,), daemon=True,
+                                        name="registry-ping")
+        self._thread.start()
+
+    def _run(self, client) -> None:
+        try:
+            client.ping()
+        except BaseException as e:  # handed to the main thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        self._thread.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def _bytes_io(data: bytes):
@@ -401,7 +428,6 @@ class _HashTee:
 
 def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compressed:
     """Tar -> compress -> temp file, hashing both sides, in one streamed pass."""
-    from pbox.oci import compression
     from pbox.oci.digest import HashingWriter
     from pbox.storage.layertar import write_layer_tar
 
@@ -409,15 +435,11 @@ def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compress
     try:
         with open(entry.path, "wb") as f:
             packed = HashingWriter(f)
-            comp = compression.compressor(packed, algo)
+            comp = _compressor(packed, algo)
             tee = _HashTee(comp)
             try:
-                # a pulled or loaded layer: its original tar (same diff id) when its
-                # tar-split file is there and the files are unchanged
                 write_layer_tar(store.layer_diff(chain), tee,
-                                owners="keep" if keep_owners else (0, 0),
-                                split=store.layer_split(chain),
-                                diff_id=store.layer_info(chain).get("diff_id"))
+                                owners="keep" if keep_owners else (0, 0))
             except BaseException:
                 try:
                     comp.close()
@@ -430,6 +452,18 @@ def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compress
     except BaseException:
         entry.discard()
         raise
+
+
+def _compressor(out, algo: str):
+    """gzip: blocks compressed on all cores, incompressible blocks stored
+    (``pbox.oci.pgzip``); zstd: ``pbox.oci.compression``'s writer."""
+    if algo == "gzip":
+        from pbox.oci.pgzip import ParallelGzipWriter
+
+        return ParallelGzipWriter(out)
+    from pbox.oci import compression
+
+    return compression.compressor(out, algo)
 
 
 def _remember(store, chain: str, **changes) -> None:
@@ -456,7 +490,7 @@ def _add_location(store, chain: str, digest: str, where: str) -> None:
 
 
 def _push_layer(client, store, repo: str, chain: str, diff_id: str, algo: str,
-                keep_owners: bool, report) -> PushedLayer:
+                keep_owners: bool, report, ready=None) -> PushedLayer:
     from pbox.oci import compression
 
     info = store.layer_info(chain)
@@ -478,6 +512,8 @@ def _push_layer(client, store, repo: str, chain: str, diff_id: str, algo: str,
             _remember(store, chain, compressed_by={algo: {
                 "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
             candidates.append((made.digest, made.size, made.diff_id))
+        if ready is not None:
+            ready()  # the client's ping, started at the beginning of the push
         # 1. already there
         for d, size, did in candidates:
             got = client.stat_blob(repo, d)

@@ -262,3 +262,18 @@ def test_pulled_layers_mount_into_another_repository(registry_factory, test_imag
     assert [d["digest"] for d in manifest["layers"]] == [d["digest"] for d in img.layers]
     assert [d["size"] for d in manifest["layers"]] == [d["size"] for d in img.layers]
     assert manifest["config"]["digest"] == img.config_digest
+
+
+def test_push_to_a_closed_port_is_one_error_line(busybox, run_pbox):
+    import socket
+
+    # the registry ping runs in a thread while the layers are prepared: its failure must
+    # still be the command's one error line, not a traceback from the thread
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_pbox("push", busybox.reference, f"127.0.0.1:{port}/pbox-push/nowhere:v1",
+                 expect_rc=125, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, r.stderr
+    assert "Traceback" not in r.stderr and "connection refused" in errors[0], r.stderr

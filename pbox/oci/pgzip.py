@@ -1,0 +1,127 @@
+"""gzip for layer pushes: blocks compressed in parallel, incompressible blocks stored.
+
+The output is one ordinary gzip member (any gunzip reads it) and depends only on the
+input bytes and the level, never on the number of threads or on how the input was cut
+into ``write`` calls, so the same layer always gets the same digest:
+
+* the input is cut into blocks of ``BLOCK`` bytes; each block is deflated on its own
+  (raw deflate, ``wbits=-15``) and ended with a sync flush, which leaves the stream
+  byte-aligned, so the blocks' outputs joined make one deflate stream (what ``pigz``
+  does); the last block is ended with ``Z_FINISH``.  A block does not see the one
+  before it as a dictionary: a little larger output, but blocks are independent.
+* zlib releases the GIL while it deflates, so the blocks of a layer are compressed on
+  all the cores, in a small thread pool, and written in order.
+* a block whose sample (a few slices spread over the block, deflated at level 1)
+  does not shrink is stored (level 0) instead: random or already-compressed data costs
+  a copy instead of a full deflate search (zlib spends ~60 ms per MiB failing to
+  compress random bytes).
+* the header is fixed (no name, mtime 0, OS "unix" as zlib writes it), the trailer is
+  the CRC-32 and length of all the input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from collections import deque
+from typing import BinaryIO
+
+BLOCK = 1024 * 1024
+HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
+SAMPLE_SLICES = 4
+SAMPLE_SLICE = 8 * 1024
+STORE_RATIO = 0.97  # a sample that deflates to more than this is stored
+
+
+def incompressible(block: bytes) -> bool:
+    """Whether deflating ``block`` would not pay (its sample does not shrink)."""
+    n = len(block)
+    if n < SAMPLE_SLICES * SAMPLE_SLICE * 2:
+        return False
+    step = n // SAMPLE_SLICES
+    sample = b"".join(block[i * step: i * step + SAMPLE_SLICE] for i in range(SAMPLE_SLICES))
+    return len(zlib.compress(sample, 1)) > STORE_RATIO * len(sample)
+
+
+def deflate_block(block: bytes, level: int, last: bool) -> bytes:
+    """Raw deflate of one block, byte-aligned at its end (final when ``last``)."""
+    if level != 0 and incompressible(block):
+        level = 0
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def default_threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+class ParallelGzipWriter(io.RawIOBase):
+    """A write-only file: gzip of what is written goes to ``out`` (left open)."""
+
+    def __init__(self, out: BinaryIO, level: int = 6, threads: int | None = None):
+        super().__init__()
+        self._out = out
+        self._level = level
+        self._threads = threads or default_threads()
+        self._pool = None
+        self._pending: deque = deque()  # futures (or bytes) of blocks not yet written
+        self._buf = bytearray()
+        self._crc = 0
+        self._size = 0
+        self._out.write(HEADER)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        n = len(b)
+        self._buf += b
+        while len(self._buf) > BLOCK:  # keep the last block back: it may be the final one
+            block = bytes(self._buf[:BLOCK])
+            del self._buf[:BLOCK]
+            self._submit(block, last=False)
+        return n
+
+    def _submit(self, block: bytes, last: bool) -> None:
+        self._crc = zlib.crc32(block, self._crc)
+        self._size += len(block)
+        if self._threads <= 1:
+            self._out.write(deflate_block(block, self._level, last))
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pgzip")
+        self._pending.append(self._pool.submit(deflate_block, block, self._level, last))
+        while len(self._pending) > 2 * self._threads:
+            self._out.write(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._submit(bytes(self._buf), last=True)
+            self._buf = bytearray()
+            while self._pending:
+                self._out.write(self._pending.popleft().result())
+            self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+        finally:
+            self._shutdown()
+            super().close()
+
+    def abort(self) -> None:
+        """Stop without finishing the stream (after an error upstream)."""
+        self._pending.clear()
+        self._shutdown()
+        io.RawIOBase.close(self)
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
