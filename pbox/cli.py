@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "version": ("pbox.commands.system", "version", "Show the pbox version information"),
     "info": ("pbox.commands.system", "info", "Display system-wide information"),
     "volume": ("pbox.commands.volume", "volume", "Manage volumes"),
+    "network": ("pbox.commands.network", "network", "Manage networks"),
     "doctor": ("pbox.commands.doctor", "doctor", "Check what rootless containers need on this host"),
 }
 

@@ -55,9 +55,15 @@ def run_options(f):
         click.option("--stop-timeout", type=int, default=None,
                      help="Seconds to wait before killing the container on stop."),
         click.option("--network", "--net", "network", default="", metavar="MODE",
-                     help="Network: pasta (default), slirp4netns[:allow_host_loopback=true], "
-                          "host, none, or container:NAME to share a running "
-                          "container's."),
+                     help="Network: pasta (default; also bridge), "
+                          "slirp4netns[:allow_host_loopback=true], host, none, "
+                          "container:NAME to share a running container's, or the name "
+                          "of a user network."),
+        click.option("--network-alias", multiple=True, metavar="ALIAS",
+                     help="Add a name the container answers to on its user network."),
+        click.option("--link", multiple=True, metavar="NAME[:ALIAS]",
+                     help="Add a link to another (running) container: ALIAS in "
+                          "/etc/hosts and docker's link variables."),
         click.option("--pull", default="missing",
                      type=click.Choice(["missing", "always", "never"]),
                      help="Pull the image before running (default missing)."),
@@ -113,6 +119,7 @@ def _options(image, command, kw, detach=False):
         restart=kw["restart"], platform=kw["platform"], memory=kw["memory"],
         cpus=kw["cpus"], pids_limit=kw["pids_limit"], shm_size=kw["shm_size"],
         publish=list(kw["publish"]), publish_all=kw["publish_all"], expose=list(kw["expose"]),
+        network_aliases=list(kw["network_alias"]), links=list(kw["link"]),
     )
 
 

@@ -10,7 +10,7 @@ from pbox.config import Config
 from pbox.containers import options as opt
 from pbox.containers import ports
 from pbox.containers.records import ContainerStore, new_id
-from pbox.errors import ImageNotFound, PboxError, UsageError
+from pbox.errors import Conflict, ImageNotFound, PboxError, UsageError
 from pbox.storage.images import ImageStore
 from pbox.storage.store import Store
 
@@ -147,6 +147,8 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
     try:
         cdir = cstore.create_dir(cid)
         hostname = o.hostname or cid[:12]
+        endpoints, link_env, link_records = _user_networks(store, cstore, network, name, o)
+        env = opt.merge_env(opt.merge_env(env, link_env), user_env)
         mounts, mount_records, binds = _mounts(store, cid, o, icfg)
         etc_dir = cdir
         if joined:
@@ -239,6 +241,9 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
                 "DnsSearch": o.dns_search,
                 "DnsOptions": o.dns_options,
                 "ExtraHosts": o.add_hosts or None,
+                "Links": [f"/{t}:/{name}/{a}" for t, a in
+                          ((cstore.name_of(x["Id"]), x["Alias"]) for x in link_records)] or None,
+                "PbLinks": link_records or None,
                 "GroupAdd": o.group_add or None,
                 "SecurityOpt": o.security_opt or None,
                 "Tmpfs": {t: ",".join(topts) for t, topts in
@@ -246,6 +251,7 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
                 "ShmSize": spec.shm_size,
             },
             "Mounts": mount_records,
+            "NetworkingConfig": {"EndpointsConfig": endpoints},
             "Spec": spec.to_dict(),
         }
         cstore.write_config(cid, record)
@@ -264,12 +270,20 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
 def _network(o: opt.RunOptions) -> tuple[str, list[str]]:
     """The network mode (default: a private namespace through pasta) and the resolvers
     the container's resolv.conf names."""
+    from pbox import networks
     from pbox.rootless import network as rnet
 
     mode = o.network or rnet.DEFAULT
+    if mode in (networks.DEFAULT, "default"):
+        mode = rnet.DEFAULT  # docker's default network: here a pasta per container
     name = rnet.parse_mode(mode)[0]
     if name == "container":
         return mode, []
+    if networks.is_user_network(mode):
+        # outbound traffic (and so DNS) goes through pasta, as on the default network
+        rnet.binary(rnet.PASTA)
+        return mode, list(o.dns) or rnet.container_nameservers(rnet.PASTA,
+                                                               rnet.host_nameservers())
     if name not in ("host", "none") + rnet.MODES:
         raise UsageError(f"network {mode!r} is not supported: use pasta, slirp4netns, "
                          f"host, none or container:NAME")
@@ -277,6 +291,38 @@ def _network(o: opt.RunOptions) -> tuple[str, list[str]]:
         return mode, list(o.dns)
     rnet.binary(name)  # a missing helper is reported now, with the package to install
     return mode, rnet.container_nameservers(name, rnet.host_nameservers())
+
+
+def _user_networks(store: Store, cstore: ContainerStore, network: str, name: str,
+                   o: opt.RunOptions):
+    """``--network NAME`` of a user network, ``--network-alias`` and ``--link``: the
+    config's endpoints, the link variables and the links' records."""
+    from pbox import networks
+
+    endpoints = {}
+    if networks.is_user_network(network):
+        rec = networks.find(store, network)
+        endpoints[rec["Name"]] = {"Aliases": list(o.network_aliases)}
+    elif o.network_aliases:
+        raise UsageError("network-scoped alias is supported only for containers in user "
+                         "defined networks")
+    if o.links and network in ("host", "none"):
+        raise UsageError(f"conflicting options: {network} type networking can't be used "
+                         f"with links")
+    env, records = [], []
+    for text in o.links:
+        target, alias = networks.parse_link(text)
+        tid = cstore.find(target)
+        tcfg = cstore.config(tid)
+        tname = tcfg.get("Name", "").lstrip("/")
+        try:
+            ip = networks.link_target(store, tid)
+        except Conflict:
+            raise UsageError(f"Cannot link to a non running container: /{tname} AS "
+                             f"/{name}/{alias}") from None
+        env += networks.link_env(alias, name, tname, ip, tcfg)
+        records.append({"Id": tid, "Alias": alias})
+    return endpoints, env, records
 
 
 def _joined_container(cstore: ContainerStore, network: str, o: opt.RunOptions) -> str:

@@ -303,6 +303,7 @@ class ContainerNetwork:
         self.cfg = cfg
         self.mode = (cfg.get("HostConfig") or {}).get("NetworkMode") or "host"
         self.helper = None
+        self._plugged = False  # on user networks (or bridge, for links)
         self.netns_fd = -1  # container:ID: the owner's network namespace, for launch()
         self._error: PboxError | None = None
         if self.mode.startswith("container:"):
@@ -339,23 +340,45 @@ class ContainerNetwork:
             raise self._error
         if not own_network(self.mode):
             return
+        from pbox import networks
         from pbox.rootless import network
 
+        user = networks.is_user_network(self.mode)
+        linked = bool(networks.links(self.cfg))
         bindings = bindings_from_config(self.cfg)
-        check_free(bindings)
-        bindings = assign_free_ports(bindings)
-        forwards = [network.Forward(b.protocol, b.host_ip, b.host_port, b.container_port)
-                    for b in bindings]
-        self.helper = network.attach(self.mode, pid, forwards)
-        address = self.helper.address
-        if address:
-            self._hosts_address(address)
+        # A user network: pasta for outbound traffic and published ports (none when the
+        # network is internal), a veth on the network's bridge for the other members.
+        helper_mode = self.mode
+        if user:
+            helper_mode = "" if networks.primary_internal(self.cs.store, self.cfg) else \
+                network.PASTA
+        address = gateway = ""
+        if helper_mode:
+            check_free(bindings)
+            bindings = assign_free_ports(bindings)
+            forwards = [network.Forward(b.protocol, b.host_ip, b.host_port, b.container_port)
+                        for b in bindings]
+            self.helper = network.attach(helper_mode, pid, forwards,
+                                         ns_ifname=networks.PASTA_IFNAME if user else "")
+            address, gateway = self.helper.address, self.helper.gateway
+            if address and not user:
+                self._hosts_address(address)
+        else:
+            bindings = []
+        nets = {}
+        if user or linked:
+            self._plugged = True
+            nets = networks.attach(self.cs.store, self.cid, pid)
+        if user and self.mode in nets:
+            address, gateway = nets[self.mode]["IPAddress"], nets[self.mode]["Gateway"]
+        else:
+            name = network.parse_mode(self.mode)[0]
+            nets = {name: {"IPAddress": address, "Gateway": gateway}, **nets}
         exposed = (self.cfg.get("Config") or {}).get("ExposedPorts") or {}
-        name = network.parse_mode(self.mode)[0]
         self.cs.write_state(self.cid, NetworkSettings={
             "Ports": ports_map(bindings, exposed), "IPAddress": address,
-            "Gateway": self.helper.gateway, "HelperPid": self.helper.pid,
-            "Networks": {name: {"IPAddress": address, "Gateway": self.helper.gateway}},
+            "Gateway": gateway, "HelperPid": self.helper.pid if self.helper else 0,
+            "Networks": nets,
         })
 
     def _hosts_address(self, address: str) -> None:
@@ -376,6 +399,15 @@ class ContainerNetwork:
 
     def detach(self) -> None:
         self._close_netns()
+        # Also when not plugged itself: containers that link to this one plugged it
+        # into the bridge network, and that lease ends with it.
+        if self._plugged or (own_network(self.mode) and os.path.isdir(
+                os.path.join(self.cs.store.runroot, "networks"))):
+            self._plugged = False
+            from pbox import networks
+
+            with contextlib.suppress(Exception):
+                networks.detach(self.cs.store, self.cid)
         if self.helper is None:
             return
         helper, self.helper = self.helper, None

@@ -196,7 +196,7 @@ def _outbound_address(gateway: str) -> str:
 
 
 def pasta_args(forwards: list[Forward], *, netns: str, pidfile: str, dns_forward: str = "",
-               runas: str = "", userns: str = "") -> list[str]:
+               runas: str = "", userns: str = "", ns_ifname: str = "") -> list[str]:
     tcp = [_pasta_spec(f) for f in forwards if f.protocol == "tcp"]
     udp = [_pasta_spec(f) for f in forwards if f.protocol == "udp"]
     args = ["--config-net", "--quiet", "--pid", pidfile]
@@ -213,6 +213,8 @@ def pasta_args(forwards: list[Forward], *, netns: str, pidfile: str, dns_forward
         args += ["--runas", runas]
     if userns:
         args += ["--userns", userns]
+    if ns_ifname:
+        args += ["-I", ns_ifname]
     return args + ["--netns", netns]
 
 
@@ -220,8 +222,9 @@ def _pasta_spec(f: Forward) -> str:
     return (f"{f.host_ip}/" if f.host_ip else "") + f"{f.host_port}:{f.container_port}"
 
 
-def attach(network: str, pid: int, forwards: list[Forward]) -> Helper:
-    """Give the network namespace of ``pid`` connectivity with ``network``'s helper."""
+def attach(network: str, pid: int, forwards: list[Forward], ns_ifname: str = "") -> Helper:
+    """Give the network namespace of ``pid`` connectivity with ``network``'s helper
+    (pasta's interface named ``ns_ifname`` when given, else as the host's)."""
     mode, options = parse_mode(network)
     if mode not in MODES:
         raise RuntimeFailure(f"unknown network {network!r}: pasta, slirp4netns, host or none")
@@ -234,7 +237,7 @@ def attach(network: str, pid: int, forwards: list[Forward]) -> Helper:
         if os.stat(f"/proc/{pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino:
             userfd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
         if mode == PASTA:
-            return _attach_pasta(path, fd, forwards, userfd)
+            return _attach_pasta(path, fd, forwards, userfd, ns_ifname)
         return _attach_slirp(path, fd, forwards, options, userfd)
     finally:
         os.close(fd)
@@ -242,7 +245,8 @@ def attach(network: str, pid: int, forwards: list[Forward]) -> Helper:
             os.close(userfd)
 
 
-def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int) -> Helper:
+def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int,
+                  ns_ifname: str = "") -> Helper:
     route = _default_route()
     gateway = route[1] if route else ""
     address = _outbound_address(gateway) if gateway else ""
@@ -253,7 +257,8 @@ def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int) ->
         pidfile = os.path.join(tmp, "pid")
         args = pasta_args(forwards, netns=f"/proc/self/fd/{nsfd}", pidfile=pidfile,
                           dns_forward=dns_forward, runas=f"{os.geteuid()}:{os.getegid()}",
-                          userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "")
+                          userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "",
+                          ns_ifname=ns_ifname)
         with tempfile.TemporaryFile() as err:
             # pasta forks into the background once set up; its exit status says how that
             # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
@@ -367,3 +372,207 @@ def _slirp_hostfwd(api: str, f: Forward) -> None:
         desc = (reply["error"] or {}).get("desc", "")
         raise RuntimeFailure(f"cannot publish {f.host_ip or '0.0.0.0'}:{f.host_port}->"
                              f"{f.container_port}/{f.protocol}: {desc or 'slirp4netns refused'}")
+
+
+# -- user networks: a bridge in a network namespace of its own ---------------------------
+#
+# A holder process (``sleep infinity`` named ``pbox-net``) keeps a network namespace
+# with one bridge in it.  Each container on the network gets a veth pair: one end in
+# the container's namespace, the other enslaved to the bridge.  pbox runs in the shared
+# user namespace, which owns both namespaces, so it has CAP_NET_ADMIN in each; the
+# changes are made by a forked child that setns()es there (pbox itself could not come
+# back to the host's namespace, owned by the initial user namespace).
+
+HOLDER_NAME = "pbox-net"
+BRIDGE = "pbox0"
+# Bridge traffic never leaves the host: a large MTU (as loopback's) is safe and saves
+# most of the per-packet cost of container-to-container transfers.
+BRIDGE_MTU = 65520
+
+
+def ip_program() -> str:
+    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+
+    path = shutil.which("ip") or next(
+        (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip") if os.access(p, os.X_OK)), None)
+    if path is None:
+        raise RuntimeFailure("user networks need the ip program: install the iproute2 "
+                             "package (e.g. apt-get install iproute2)")
+    return path
+
+
+def _ip_batch(ip: str, lines: list[str]) -> str:
+    """Run ``ip -batch -`` in the current network namespace; '' or its error text."""
+    r = subprocess.run([ip, "-batch", "-"], input="\n".join(lines) + "\n",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode == 0:
+        return ""
+    return _clean(r.stderr) or f"ip exited with status {r.returncode}"
+
+
+def _in_child(work) -> None:
+    """Run ``work()`` in a forked child (which may setns() anywhere); its error, if it
+    returns or raises one, becomes a RuntimeFailure here."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            err = work()
+            os.write(w, (err or "").encode())
+            os._exit(0)
+        except BaseException as e:  # noqa: BLE001 - the child reports everything
+            with contextlib.suppress(BaseException):
+                os.write(w, (str(e) or type(e).__name__).encode())
+        finally:
+            os._exit(1)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    err = b"".join(chunks).decode(errors="replace").strip()
+    if err:
+        raise RuntimeFailure(err)
+
+
+def spawn_holder(gateway: str, prefix: int) -> int:
+    """Start a holder process in a new network namespace with the bridge up at
+    ``gateway/prefix``; returns its pid.  Not our child (double fork): it outlives us."""
+    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+
+    from pbox.rootless import syscalls
+
+    ip = ip_program()
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            err = _ip_batch(ip, [f"link add {BRIDGE} mtu {BRIDGE_MTU} type bridge",
+                                 f"addr add {gateway}/{prefix} dev {BRIDGE}",
+                                 f"link set {BRIDGE} up", "link set lo up"])
+            if err:
+                os.write(w, f"E{err}".encode())
+                os._exit(1)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.chdir("/")
+            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)
+            os.write(w, f"K{os.getpid()}".encode())
+            os.execv(sleep, [HOLDER_NAME, "infinity"])
+        except BaseException as e:  # noqa: BLE001
+            with contextlib.suppress(BaseException):
+                os.write(w, f"E{e}".encode())
+        finally:
+            os._exit(1)
+    os.close(w)
+    data = b""
+    while True:
+        b = os.read(r, 4096)
+        if not b:
+            break
+        data += b
+    os.close(r)
+    os.waitpid(pid, 0)
+    text = data.decode(errors="replace")
+    if not text.startswith("K"):
+        raise RuntimeFailure("cannot create the network's namespace and bridge: "
+                             + (text[1:] or "the holder process died"))
+    return int(text[1:])
+
+
+def holder_alive(pid: int, start: int | None) -> bool:
+    """``pid`` is still our holder process (not a reused pid)."""
+    from pbox.containers.records import proc_start_time
+
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0")[0]
+    except OSError:
+        return False
+    return argv0 == HOLDER_NAME.encode() and (start is None or proc_start_time(pid) == start)
+
+
+def stop_holder(pid: int, start: int | None) -> None:
+    if holder_alive(pid, start):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def ifnames(pid: int) -> set[str]:
+    """The interfaces in the network namespace of ``pid``."""
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            rows = f.read().splitlines()[2:]
+    except OSError:
+        return set()
+    return {r.split(":")[0].strip() for r in rows}
+
+
+def plumb(ctr_pid: int, holder_pid: int, ifname: str, peer: str, address: str, prefix: int,
+          mac: str) -> None:
+    """A veth pair: ``ifname`` (``address/prefix``, ``mac``) in the namespace of
+    ``ctr_pid``, ``peer`` on the bridge of ``holder_pid``'s namespace."""
+    from pbox.rootless import syscalls
+
+    ip = ip_program()
+    ctr_fd = os.open(f"/proc/{ctr_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        br_fd = os.open(f"/proc/{holder_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(ctr_fd)
+        raise RuntimeFailure("the network's holder process is gone")
+
+    def work() -> str:
+        syscalls.setns(ctr_fd, syscalls.CLONE_NEWNET)
+        err = _ip_batch(ip, [
+            f"link add {ifname} mtu {BRIDGE_MTU} address {mac} type veth "
+            f"peer name {peer} mtu {BRIDGE_MTU} netns {holder_pid}",
+            f"addr add {address}/{prefix} dev {ifname}",
+            f"link set {ifname} up", "link set lo up"])
+        if err:
+            return f"cannot connect the container to the network: {err}"
+        syscalls.setns(br_fd, syscalls.CLONE_NEWNET)
+        err = _ip_batch(ip, [f"link set {peer} master {BRIDGE} up"])
+        return f"cannot connect the container to the network: {err}" if err else ""
+
+    try:
+        _in_child(work)
+    finally:
+        os.close(ctr_fd)
+        os.close(br_fd)
+
+
+def unplumb(ctr_pid: int, ifname: str) -> None:
+    """Remove ``ifname`` (and so its veth peer) from the namespace of ``ctr_pid``."""
+    from pbox.rootless import syscalls
+
+    ip = ip_program()
+    try:
+        fd = os.open(f"/proc/{ctr_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # the namespace is gone, and the pair with it
+
+    def work() -> str:
+        syscalls.setns(fd, syscalls.CLONE_NEWNET)
+        err = _ip_batch(ip, [f"link del {ifname}"])
+        return "" if not err or "Cannot find device" in err else err
+
+    try:
+        _in_child(work)
+    finally:
+        os.close(fd)
