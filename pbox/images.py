@@ -337,14 +337,20 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
     try:
         # One pass: download (digest checked by the client's reader) -> decompress ->
         # diff id check -> extract.  Both checks need the streams read to their end.
-        # Download and decompression run in a thread of their own (zlib and hashlib
-        # release the GIL), so a big layer keeps both cores busy.
+        # Each stage has a thread: one downloads and hashes the blob, one inflates,
+        # this one hashes the tar and extracts it.  zlib, zstd and hashlib release the
+        # GIL on big buffers, so a big layer keeps both cores busy.
         packed = client.fetch_blob(repo, desc.digest, size=desc.size)
+        stages: list[_ReadAhead] = []  # consumer side first
         try:
             counted = _Counter(packed, report, desc.digest, desc.size)
             algo = compression.for_media_type(desc.media_type)
-            ahead = _ReadAhead(compression.decompress(counted, algo))
-            tar = VerifyingReader(ahead, diff_id, what="uncompressed layer")
+            source = counted
+            if algo is not None:
+                stages.append(_ReadAhead(counted))
+                source = compression.decompress(stages[0], algo)
+            stages.insert(0, _ReadAhead(source))
+            tar = VerifyingReader(stages[0], diff_id, what="uncompressed layer")
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
@@ -352,11 +358,11 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
                                       split_to=os.path.join(entry.path, LAYER_SPLIT))
                 tar.finish()
             except Exception as e:
-                ahead.close()
+                _stop(stages)
                 _blame_blob(packed, e)
                 raise
             finally:
-                ahead.close()
+                _stop(stages)
             packed.finish()
         finally:
             packed.close()
@@ -371,11 +377,19 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
     report("layer-done", layer=desc.digest)
 
 
+def _stop(stages) -> None:
+    """Stop read-ahead threads, the consumer's first (it may wait on the next one)."""
+    for stage in stages:
+        stage.close()
+
+
 class _ReadAhead:
     """Reads ``stream`` to its end in a thread, a few MiB ahead of the consumer.
 
     An error of the producer is raised by the consumer's next read; ``close()`` stops
-    the producer and waits for it (so the stream is free for the caller again)."""
+    the producer and waits for it (so the stream is free for the caller again).  A read
+    returns at most one chunk of the producer, without copying it when it is taken
+    whole."""
 
     CHUNK = 1 << 20
 
@@ -385,7 +399,8 @@ class _ReadAhead:
 
         self._q: queue.Queue = queue.Queue(depth)
         self._stop = threading.Event()
-        self._buf = memoryview(b"")
+        self._item = b""  # the chunk being consumed, from ``_off`` on
+        self._off = 0
         self._done = False
         self._thread = threading.Thread(target=self._produce, args=(stream,), daemon=True)
         self._thread.start()
@@ -415,7 +430,7 @@ class _ReadAhead:
                 continue
 
     def read(self, n: int = -1) -> bytes:
-        while not self._buf and not self._done:
+        while self._off >= len(self._item) and not self._done:
             item = self._q.get()
             if item is None:
                 self._done = True
@@ -423,17 +438,20 @@ class _ReadAhead:
                 self._done = True
                 raise item
             else:
-                self._buf = memoryview(item)
+                self._item, self._off = item, 0
         if n is None or n < 0:
-            parts = [bytes(self._buf)]
-            self._buf = memoryview(b"")
+            parts = [self.read(len(self._item))]
             while True:
                 more = self.read(self.CHUNK)
                 if not more:
                     return b"".join(parts)
                 parts.append(more)
-        out = bytes(self._buf[:n])
-        self._buf = self._buf[n:]
+        item, off = self._item, self._off
+        if off == 0 and n >= len(item):
+            self._item = b""
+            return item
+        out = item[off : off + n]
+        self._off = off + len(out)
         return out
 
     def readinto(self, b) -> int:

@@ -29,6 +29,7 @@ ZSTD = "zstd"
 NONE = None
 
 _CHUNK = 256 * 1024
+_INPUT_CHUNK = 1 << 20  # compressed bytes read from the source at once
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
@@ -88,37 +89,67 @@ def detect(head: bytes) -> str | None:
     return None
 
 
-class _Prefixed(io.RawIOBase):
-    """``head`` followed by the rest of ``fileobj``: lets us peek at magic numbers."""
+class _Reader(io.RawIOBase):
+    """Base of the readers here: a stream made from the source ``self._f``, which it
+    owns (closing the reader closes the source).  Subclasses implement ``_read(size)``
+    for ``size > 0``, returning at most ``size`` bytes and ``b""`` only at the end."""
 
-    def __init__(self, head: bytes, fileobj: BinaryIO):
+    def __init__(self, fileobj: BinaryIO):
         super().__init__()
-        self._head = head
         self._f = fileobj
 
     def readable(self) -> bool:
         return True
 
+    def _read(self, size: int) -> bytes:
+        raise NotImplementedError
+
     def read(self, size: int = -1) -> bytes:
-        if self._head:
-            if size is None or size < 0:
-                data, self._head = self._head + self._f.read(), b""
-                return data
-            data, self._head = self._head[:size], self._head[size:]
-            return data
-        return self._f.read(size)
+        if size is None or size < 0:
+            return self.readall()
+        if size == 0:
+            return b""
+        return self._read(size)
+
+    def readall(self) -> bytes:
+        parts = []
+        while True:
+            chunk = self._read(_CHUNK)
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
 
+    def _close_own(self) -> None:
+        """What the subclass must release before the source is closed."""
+
     def close(self) -> None:
         if not self.closed:
             try:
-                _close(self._f)
+                try:
+                    self._close_own()
+                finally:
+                    _close(self._f)
             finally:
                 super().close()
+
+
+class _Prefixed(_Reader):
+    """``head`` followed by the rest of ``fileobj``: lets us peek at magic numbers."""
+
+    def __init__(self, head: bytes, fileobj: BinaryIO):
+        super().__init__(fileobj)
+        self._head = head
+
+    def _read(self, size: int) -> bytes:
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._f.read(size)
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
@@ -141,41 +172,31 @@ def sniff(fileobj: BinaryIO) -> tuple[str | None, BinaryIO]:
 # -- decompression ---------------------------------------------------------------------------
 
 
-class _GzipReader(io.RawIOBase):
+class _GzipReader(_Reader):
     """Streaming gzip decoder built on zlib.
 
     Concatenated members read as one stream (as ``gzip -d`` and Go's reader do), and
     zero padding between or after members is skipped (as Python's gzip module does).
+    A read returns what one call of the decompressor gives (at most ``size`` bytes):
+    no buffer of our own, so no copy beyond zlib's output.
     """
 
     def __init__(self, fileobj: BinaryIO):
-        super().__init__()
-        self._f = fileobj
-        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self._pending = b""  # compressed input not yet given to the decompressor
-        self._buf = bytearray()
-        self._pos = 0
-        self._eof = False
-        self._started = False  # a member has begun and not yet ended
+        super().__init__(fileobj)
+        self._d = None  # the decompressor of the current member; None between members
+        self._input = b""  # compressed bytes left after the end of a member
         self._members = 0
+        self._eof = False
 
-    def readable(self) -> bool:
-        return True
-
-    def _fill(self, want: int) -> None:
-        while len(self._buf) - self._pos < want and not self._eof:
-            if self._d.eof:
-                self._pending = self._d.unused_data + self._pending
-                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                self._started = False
-            if self._d.unconsumed_tail:
-                data = self._d.unconsumed_tail
-            elif self._pending:
-                data, self._pending = self._pending, b""
+    def _read(self, size: int) -> bytes:
+        while not self._eof:
+            d = self._d
+            if d is not None and d.unconsumed_tail:
+                data = d.unconsumed_tail
             else:
-                data = self._f.read(_CHUNK)
+                data, self._input = self._input or self._f.read(_INPUT_CHUNK), b""
                 if not data:
-                    if self._started:
+                    if d is not None:
                         raise _decode_error(
                             self._f, "gzip stream is truncated (unexpected end of data)"
                         )
@@ -183,52 +204,26 @@ class _GzipReader(io.RawIOBase):
                         raise CompressionError("invalid gzip data: empty stream")
                     self._eof = True
                     break
-            if not self._started:
+            if d is None:
                 data = data.lstrip(b"\x00")
                 if not data:
                     continue
-                self._started = True
+                d = self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
                 self._members += 1
             try:
-                out = self._d.decompress(data, _CHUNK)
+                # zlib releases the GIL while it inflates: other threads keep working
+                out = d.decompress(data, size)
             except zlib.error as e:
                 raise _decode_error(self._f, f"invalid gzip data: {e}") from None
+            if d.eof:
+                self._input = d.unused_data
+                self._d = None
             if out:
-                self._buf += out
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            parts = []
-            while True:
-                chunk = self.read(_CHUNK)
-                if not chunk:
-                    return b"".join(parts)
-                parts.append(chunk)
-        if size == 0:
-            return b""
-        self._fill(size)
-        end = min(self._pos + size, len(self._buf))
-        data = bytes(self._buf[self._pos : end])
-        self._pos = end
-        if self._pos > _CHUNK and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
-        return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                _close(self._f)
-            finally:
-                super().close()
+                return out
+        return b""
 
 
-class _PipeReader(io.RawIOBase):
+class _PipeReader(_Reader):
     """Output of a filter program whose input is fed from ``fileobj`` by a thread.
 
     Errors of the feeding side (a digest mismatch of the wrapped stream, a broken
@@ -236,9 +231,8 @@ class _PipeReader(io.RawIOBase):
     """
 
     def __init__(self, argv: list[str], fileobj: BinaryIO, what: str):
-        super().__init__()
+        super().__init__(fileobj)
         self._what = what
-        self._f = fileobj
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -270,22 +264,16 @@ class _PipeReader(io.RawIOBase):
     def _read_stderr(self) -> None:
         self._stderr = self._proc.stderr.read()
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            data = self._proc.stdout.read()
-        else:
-            data = self._proc.stdout.read1(size) if size else b""
-        if not data and size != 0:
-            self._finish()
+    def readall(self) -> bytes:
+        data = self._proc.stdout.read()
+        self._finish()
         return data
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+    def _read(self, size: int) -> bytes:
+        data = self._proc.stdout.read1(size)
+        if not data:
+            self._finish()
+        return data
 
     def _finish(self) -> None:
         if self._done:
@@ -300,57 +288,41 @@ class _PipeReader(io.RawIOBase):
             msg = self._stderr.decode("utf-8", "replace").strip()
             raise CompressionError(f"{self._what} failed: {msg or f'exit status {rc}'}")
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            if not self._done:
-                self._done = True
-                try:
-                    self._proc.kill()
-                except OSError:
-                    pass
-                self._proc.wait()
-            self._proc.stdout.close()
-            _close(self._f)
-        finally:
-            super().close()
+    def _close_own(self) -> None:
+        if not self._done:
+            self._done = True
+            try:
+                self._proc.kill()
+            except OSError:
+                pass
+            self._proc.wait()
+        self._proc.stdout.close()
 
 
-class _ZstdReader(io.RawIOBase):
+class _ZstdReader(_Reader):
     """Adapter over zstandard's stream reader (reads across frames, owns the source)."""
 
     def __init__(self, fileobj: BinaryIO, zstandard):
-        super().__init__()
-        self._f = fileobj
+        super().__init__(fileobj)
         self._zstd_error = zstandard.ZstdError
         self._r = zstandard.ZstdDecompressor().stream_reader(
-            fileobj, read_size=_CHUNK, read_across_frames=True, closefd=False
+            fileobj, read_size=_INPUT_CHUNK, read_across_frames=True, closefd=False
         )
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
+    def readall(self) -> bytes:
         try:
-            if size is None or size < 0:
-                return self._r.readall()
+            return self._r.readall()
+        except self._zstd_error as e:
+            raise _decode_error(self._f, f"invalid zstd data: {e}") from None
+
+    def _read(self, size: int) -> bytes:
+        try:
             return self._r.read(size)
         except self._zstd_error as e:
             raise _decode_error(self._f, f"invalid zstd data: {e}") from None
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._r.close()
-                _close(self._f)
-            finally:
-                super().close()
+    def _close_own(self) -> None:
+        self._r.close()
 
 
 def _import_zstandard():
@@ -414,17 +386,24 @@ def decompress_auto(fileobj: BinaryIO) -> BinaryIO:
 # -- compression -----------------------------------------------------------------------------
 
 
-class _GzipWriter(io.RawIOBase):
-    """gzip with a deterministic header (mtime 0, no name): same input, same digest."""
+class _Writer(io.RawIOBase):
+    """Base of the writers here: they write into ``self._out``, which stays open."""
 
-    def __init__(self, out: BinaryIO, level: int):
+    def __init__(self, out: BinaryIO):
         super().__init__()
         self._out = out
-        # wbits 31 = gzip framing; zlib writes mtime 0 and no file name.
-        self._c = zlib.compressobj(level, zlib.DEFLATED, 31)
 
     def writable(self) -> bool:
         return True
+
+
+class _GzipWriter(_Writer):
+    """gzip with a deterministic header (mtime 0, no name): same input, same digest."""
+
+    def __init__(self, out: BinaryIO, level: int):
+        super().__init__(out)
+        # wbits 31 = gzip framing; zlib writes mtime 0 and no file name.
+        self._c = zlib.compressobj(level, zlib.DEFLATED, 31)
 
     def write(self, b) -> int:
         data = bytes(b)
@@ -441,13 +420,10 @@ class _GzipWriter(io.RawIOBase):
                 super().close()
 
 
-class _ZstdWriter(io.RawIOBase):
+class _ZstdWriter(_Writer):
     def __init__(self, out: BinaryIO, level: int, zstandard):
-        super().__init__()
+        super().__init__(out)
         self._w = zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False)
-
-    def writable(self) -> bool:
-        return True
 
     def write(self, b) -> int:
         self._w.write(b)
@@ -461,13 +437,12 @@ class _ZstdWriter(io.RawIOBase):
                 super().close()
 
 
-class _PipeWriter(io.RawIOBase):
+class _PipeWriter(_Writer):
     """Write into a filter program; a thread copies its output to ``out``."""
 
     def __init__(self, argv: list[str], out: BinaryIO, what: str):
-        super().__init__()
+        super().__init__(out)
         self._what = what
-        self._out = out
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -490,9 +465,6 @@ class _PipeWriter(io.RawIOBase):
 
     def _read_stderr(self) -> None:
         self._stderr = self._proc.stderr.read()
-
-    def writable(self) -> bool:
-        return True
 
     def write(self, b) -> int:
         try:
@@ -527,14 +499,7 @@ class _PipeWriter(io.RawIOBase):
             super().close()
 
 
-class _PlainWriter(io.RawIOBase):
-    def __init__(self, out: BinaryIO):
-        super().__init__()
-        self._out = out
-
-    def writable(self) -> bool:
-        return True
-
+class _PlainWriter(_Writer):
     def write(self, b) -> int:
         self._out.write(b)
         return len(b)
