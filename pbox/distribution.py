@@ -315,14 +315,22 @@ def push(config: Config, source: str, dest: str | None = None,
     here = f"{client.registry}/{repo}"
     report("start", repository=here)
     pushed: list[PushedLayer] = []
-    # the /v2/ ping (and the import of the HTTP stack) while the first layer compresses
+    # the /v2/ ping (and the import of the HTTP stack) while the new layers compress
     warm = _WarmUp(client)
     with client, store.gc_lock.shared():
-        for chain, diff_id in zip(record.layers, record.diff_ids):
-            layer = _push_layer(client, store, repo, chain, diff_id, algo, keep_owners, report,
-                                ready=warm.wait)
-            pushed.append(layer)
-        warm.wait()
+        prepared: list = []  # (chain, candidates, compressed temp file or None)
+        try:
+            for chain, diff_id in zip(record.layers, record.diff_ids):
+                prepared.append((chain, *_prepare_layer(store, chain, diff_id, algo,
+                                                        keep_owners, report)))
+            warm.wait()
+            for chain, candidates, made in prepared:
+                pushed.append(_push_layer(client, store, repo, chain, algo, keep_owners,
+                                          report, candidates, made))
+        finally:
+            for _, _, made in prepared:
+                if made is not None:
+                    made.discard()
         config_raw = store.read_blob(record.id)
         new_diff_ids = [p.diff_id for p in pushed]
         if new_diff_ids != list(record.diff_ids):
@@ -489,31 +497,42 @@ def _add_location(store, chain: str, digest: str, where: str) -> None:
     _remember(store, chain, locations={digest: places})
 
 
-def _push_layer(client, store, repo: str, chain: str, diff_id: str, algo: str,
-                keep_owners: bool, report, ready=None) -> PushedLayer:
+def _prepare_layer(store, chain: str, diff_id: str, algo: str, keep_owners: bool,
+                   report) -> tuple:
+    """(candidate blobs ``[(digest, size or None, diff id)]``, the compressed temp file
+    or None): the blobs the layer is known as, or, when there is none, the layer
+    compressed now (which the caller discards)."""
     from pbox.oci import compression
 
     info = store.layer_info(chain)
-    here = f"{client.registry}/{repo}"
-    made: _Compressed | None = None
+    known = (info.get("compressed_by") or {}).get(algo)
+    candidates: list[tuple[str, int | None, str]] = []  # (digest, size, diff id)
+    if known and known.get("digest") and known.get("diff_id"):
+        candidates.append((known["digest"], int(known.get("size") or 0), known["diff_id"]))
+    # the blob a pulled layer came as: the registry may have it already
+    for d, media_type in (info.get("compressed") or {}).items():
+        same = compression.for_media_type(media_type) == algo
+        if same and info.get("diff_id") == diff_id and all(d != c[0] for c in candidates):
+            candidates.append((d, None, diff_id))
+    if candidates:
+        return candidates, None
+    report("layer-preparing", layer=diff_id)
+    made = compress_layer(store, chain, algo, keep_owners)
     try:
-        known = (info.get("compressed_by") or {}).get(algo)
-        candidates: list[tuple[str, int | None, str]] = []  # (digest, size, diff id)
-        if known and known.get("digest") and known.get("diff_id"):
-            candidates.append((known["digest"], int(known.get("size") or 0), known["diff_id"]))
-        # the blob a pulled layer came as: the registry may have it already
-        for d, media_type in (info.get("compressed") or {}).items():
-            same = compression.for_media_type(media_type) == algo
-            if same and info.get("diff_id") == diff_id and all(d != c[0] for c in candidates):
-                candidates.append((d, None, diff_id))
-        if not candidates:
-            report("layer-preparing", layer=diff_id)
-            made = compress_layer(store, chain, algo, keep_owners)
-            _remember(store, chain, compressed_by={algo: {
-                "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
-            candidates.append((made.digest, made.size, made.diff_id))
-        if ready is not None:
-            ready()  # the client's ping, started at the beginning of the push
+        _remember(store, chain, compressed_by={algo: {
+            "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
+    except BaseException:
+        made.discard()
+        raise
+    return [(made.digest, made.size, made.diff_id)], made
+
+
+def _push_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bool, report,
+                candidates: list, prepared: _Compressed | None) -> PushedLayer:
+    info = store.layer_info(chain)
+    here = f"{client.registry}/{repo}"
+    made = prepared
+    try:
         # 1. already there
         for d, size, did in candidates:
             got = client.stat_blob(repo, d)
@@ -548,5 +567,5 @@ def _push_layer(client, store, repo: str, chain: str, diff_id: str, algo: str,
         _add_location(store, chain, made.digest, here)
         return PushedLayer(made.digest, made.size, made.diff_id, "pushed")
     finally:
-        if made is not None:
+        if made is not None and made is not prepared:  # the caller discards ``prepared``
             made.discard()
