@@ -379,7 +379,7 @@ def _write_changes_tar(out, top: str, changes_list: list) -> None:
     tw.close()
 
 
-def _prune_stubs(layer_dir: str, lower: LayerView) -> None:
+def _prune_stubs(layer_dir: str, lower: LayerView, extra=()) -> None:
     """Remove the runtime's empty mount points from a new layer, then the directories
     they alone brought in (empty, not opaque, same mode and owner as below).  The
     parents keep their times: the layer's bytes must not depend on when it was made."""
@@ -393,7 +393,7 @@ def _prune_stubs(layer_dir: str, lower: LayerView) -> None:
             times[parent] = (st.st_atime_ns, st.st_mtime_ns)
         (os.rmdir if is_dir else os.unlink)(full)
 
-    for p in sorted(INIT_PATHS, key=lambda x: -x.count("/")):
+    for p in sorted(INIT_PATHS | set(extra), key=lambda x: -x.count("/")):
         parts = tuple(p.strip("/").split("/"))
         if lower.lookup(parts) is not None:
             continue
@@ -499,14 +499,16 @@ def commit(config: Config, name: str, repository: str | None = None, *, author: 
 
 
 def add_layer(store, parent_diff_ids: list, parent_layers: list, write_tar, lowers: list,
-              keep_owners: bool, *, mtime_clamp: int | None = None, notice=None):
+              keep_owners: bool, *, mtime_clamp: int | None = None, notice=None,
+              stubs=()):
     """Store the layer tar ``write_tar(f)`` writes on top of ``parent_layers``.
 
     The tar is extracted into a new layer directory exactly like a pulled layer, the
     runtime's mount stubs are pruned, and the diff id is the digest of the tar written
     back from that directory (``mtime_clamp``: SOURCE_DATE_EPOCH).  Returns
     ``(diff_ids, layers, empty)``; an empty change adds no layer.  The caller holds
-    the store's gc lock (shared)."""
+    the store's gc lock (shared).  ``stubs``: more mount points to prune (a build step's
+    ``RUN --mount`` targets and the parents made for them)."""
     from pbox.images import chain_ids
     from pbox.storage.extract import extract_layer
 
@@ -520,7 +522,7 @@ def add_layer(store, parent_diff_ids: list, parent_layers: list, write_tar, lowe
         with open(tar_entry.path, "rb") as f:
             stats = extract_layer(f, diff_dir, keep_owners=keep_owners, notice=notice)
         tar_entry.discard()
-        _prune_stubs(diff_dir, LayerView(lowers))
+        _prune_stubs(diff_dir, LayerView(lowers), stubs)
         sink = _Digester()
         # as a push writes it (without a subordinate id range: everything is root's)
         layertar.write_layer_tar(diff_dir, sink, mtime_clamp=mtime_clamp,
