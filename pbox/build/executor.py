@@ -25,20 +25,19 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import shutil
 import stat
 import tarfile
 import time
 from dataclasses import dataclass, field
 
+from pbox.build.runstep import DEFAULT_SHELL, RunSteps
 from pbox.config import Config
 from pbox.errors import BuildError, PboxError
 
 CACHE_FILE = "build-cache.json"
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 METADATA = {"ENV", "WORKDIR", "USER", "CMD", "ENTRYPOINT", "LABEL", "EXPOSE", "VOLUME",
             "STOPSIGNAL", "SHELL", "HEALTHCHECK", "ARG", "ONBUILD", "MAINTAINER"}
@@ -56,6 +55,8 @@ class BuildOptions:
     pull: bool = False
     labels: dict = field(default_factory=dict)
     network: str = ""
+    secrets: dict = field(default_factory=dict)  # id -> ("file", path) | ("env", name)
+    squash: bool = False
     ignore_text: str | None = None
     source_date_epoch: int | None = None
 
@@ -119,6 +120,13 @@ class _Stage:
         self.image = image
         self.image_id = image_id
         self.layers = layers
+        self.mark_base()
+
+    def mark_base(self) -> None:
+        """What the stage's FROM gave it (``--squash`` keeps that)."""
+        self.base_id = self.image_id
+        self.base_count = len(self.layers)
+        self.base_history = len(self.image.get("history") or [])
 
     @property
     def cfg(self) -> dict:
@@ -137,7 +145,7 @@ class _Stage:
         self.cfg["Env"] = items
 
 
-class Builder:
+class Builder(RunSteps):
     def __init__(self, config: Config, opts: BuildOptions, out, *, notice=None, report=None):
         self.config = config
         self.opts = opts
@@ -146,6 +154,8 @@ class Builder:
         self.report = report
         self.epoch = opts.source_date_epoch
         self.used_args: set = set()
+        self.fetched: dict = {}  # ADD url -> sources.FetchedFile, for the step
+        self.fetch_dirs: list = []
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -259,6 +269,10 @@ class Builder:
         for s in steps:
             self.built[s.index] = self._build_stage(s)
         final = self.built[target.index]
+        if self.opts.squash:
+            from pbox.build.squash import squash
+
+            squash(self, final, final.base_count)
         self._record(final)
         unused = sorted(k for k in self.opts.build_args
                         if k not in self.used_args and k not in PROXY_ARGS)
@@ -289,8 +303,11 @@ class Builder:
             if dep is not None:
                 todo.append(dep)
             for inst in s.instructions:
-                if inst.cmd in ("COPY", "ADD"):
-                    src = inst.flag("from", None)
+                froms = [inst.flag("from", None)] if inst.cmd in ("COPY", "ADD") else []
+                if inst.cmd == "RUN":
+                    froms = [m.partition("from=")[2].split(",")[0]
+                             for m in inst.flag_all("mount") if "from=" in m]
+                for src in froms:
                     if src:
                         dep = self._stage_ref(dfm.expand(src, self.meta), s.index)
                         if dep is not None:
@@ -315,22 +332,61 @@ class Builder:
                             platform or None)
         if st.image_id is None:
             st.image_id = self._put_config(st)
+        st.mark_base()
         self.out(f" ---> {_short(st.image_id)}")
         for k in ("container", "container_config"):
             st.image.pop(k, None)
         self.args: dict = {}
         self.cmd_set = False
+        self._run_triggers(st)
         last = len(s.instructions) - 1
         for i, inst in enumerate(s.instructions):
-            try:
-                self._step(st, inst, final_labels=(i == last and s.index == self.target_index))
-            except BuildError:
-                raise
-            except PboxError as e:
-                raise BuildError(f"building at STEP \"{inst.original}\": {e}", exit_code=1)
+            self._guarded(st, inst, final_labels=(i == last and s.index == self.target_index))
         if not s.instructions and self.opts.labels and s.index == self.target_index:
             self._labels_only(st)
         return st
+
+    def _run_triggers(self, st: _Stage) -> None:
+        """The base image's ONBUILD triggers, in order, right after FROM; the new image
+        does not inherit them."""
+        from pbox.build import dockerfile as dfm
+
+        triggers = [t for t in (st.cfg.get("OnBuild") or []) if t and t.strip()]
+        if "OnBuild" in st.cfg:
+            st.cfg["OnBuild"] = None
+        if not triggers:
+            return
+        n = len(triggers)
+        self.out(f"# Executing {n} build trigger{'s' if n > 1 else ''}")
+        for text in triggers:
+            try:
+                stages = dfm.parse("FROM scratch\n" + text + "\n").stages
+            except dfm.DockerfileError as e:
+                raise BuildError(f"the base image's ONBUILD trigger {text!r}: {e.problem}",
+                                 exit_code=1)
+            parsed = [i for s in stages for i in [s.from_instruction] * (s.index > 0)
+                      + s.instructions]
+            for inst in parsed:
+                if inst.cmd in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise BuildError(f"{inst.cmd} isn't allowed as an ONBUILD trigger",
+                                     exit_code=1)
+                self._guarded(st, inst, trigger=True)
+
+    def _guarded(self, st: _Stage, inst, final_labels: bool = False, trigger: bool = False):
+        """One step; a failure names the step and its line (exit 1, as docker's build)."""
+        try:
+            self._step(st, inst, final_labels=final_labels, trigger=trigger)
+        except PboxError as e:
+            if isinstance(e, BuildError) and getattr(e, "step_error", False):
+                raise
+            where = (f"{self.opts.dockerfile_name}:{inst.line}" if not trigger
+                     else "a trigger of the base image's ONBUILD")
+            err = BuildError(f"building at STEP \"{inst.original}\" ({where}): {e}",
+                             exit_code=1)
+            err.step_error = True
+            raise err from None
+        finally:
+            self._drop_fetched()
 
     def _labels_only(self, st: _Stage) -> None:
         labels = dict(st.cfg.get("Labels") or {})
@@ -343,10 +399,13 @@ class Builder:
         env.update(st.env())
         return env
 
-    def _step(self, st: _Stage, inst, final_labels: bool) -> None:
+    def _step(self, st: _Stage, inst, final_labels: bool, trigger: bool = False) -> None:
         from pbox.build import dockerfile as dfm
 
-        self._announce(inst.original)
+        if trigger:
+            self.out(f" ---> Running trigger: {inst.original}")
+        else:
+            self._announce(inst.original)
         env = self._expand_env(st)
         cmd = inst.cmd
         if cmd == "ARG":
@@ -361,7 +420,7 @@ class Builder:
         if cmd in ("COPY", "ADD"):
             text, sources = self._copy_key(st, inst, env)
         elif cmd == "RUN":
-            text, sources = self._run_text(inst, st), ""
+            text, sources = self._run_text(inst, st), self._run_key(st, inst, env)
         else:
             text, sources = _meta_text(inst, env), ""
         run_args = self._run_args(st)
@@ -378,7 +437,7 @@ class Builder:
             self.out(f" ---> {_short(hit['id'])}")
             return
         if cmd == "RUN":
-            self._do_run(st, inst, text)
+            self._do_run(st, inst, text, env)
         elif cmd in ("COPY", "ADD"):
             self._do_copy(st, inst, env, text)
         else:
@@ -487,102 +546,33 @@ class Builder:
             staging.discard()
         return True
 
-    # -- RUN ------------------------------------------------------------------------------
-
-    def _run_command(self, inst, st: _Stage) -> list:
-        if inst.json:
-            return list(inst.args)
-        script = " ".join(inst.args)
-        shell = list(st.cfg.get("Shell") or DEFAULT_SHELL)
-        if inst.heredocs and re.fullmatch(r"\s*<<-?\s*[\"']?[A-Za-z0-9_]+[\"']?\s*", script):
-            return shell + [inst.heredocs[0][1]]  # `RUN <<EOF`: the heredoc is the script
-        for name, content in inst.heredocs or ():
-            script += "\n" + content + ("" if content.endswith("\n") else "\n") + name
-        return list(st.cfg.get("Shell") or DEFAULT_SHELL) + [script]
-
-    def _run_text(self, inst, st: _Stage) -> str:
-        return "RUN " + " ".join(self._run_command(inst, st)) + " # buildkit"
-
-    def _do_run(self, st: _Stage, inst, text: str) -> None:
-        env = [f"{k}={v}" for k, v in sorted(self._run_args(st).items())]
-        parent = st.image_id
-        temporary = self._record(st)
-        try:
-            self._run_in_container(st, inst, text, env)
-        finally:
-            if temporary:
-                self._drop_record(parent)
-
-    def _drop_record(self, image_id: str) -> None:
-        from pbox.images import users_of_images
-        from pbox.storage.images import ImageStore
-
-        istore = ImageStore(self.store)
-        with self.store.gc_lock.exclusive():
-            if not istore.names_of(image_id)[0] and not users_of_images(self.store).get(image_id):
-                istore.remove(image_id)
-
-    def _run_in_container(self, st: _Stage, inst, text: str, env: list) -> None:
-        from pbox.containers import create as cr
-        from pbox.containers import lifecycle
-        from pbox.containers import options as opt
-        from pbox.containers.fsops import _container_fs, add_layer, layertar
-        from pbox.containers.records import ContainerStore
-
-        o = opt.RunOptions(image=st.image_id, command=self._run_command(inst, st),
-                           entrypoint="", env=env, network=self.opts.network, pull="never",
-                           # an init as PID 1: ^C (forwarded) ends the step's command
-                           init=True,
-                           user=st.cfg.get("User") or "", workdir=st.cfg.get("WorkingDir") or "")
-        cid = cr.create(self.config, o, notice=self.notice)
-        try:
-            code = lifecycle.run_foreground(self.config, cid, interactive=False, tty=False,
-                                            notice=self.notice)
-            if code != 0:
-                raise BuildError(f"building at STEP \"{inst.original}\": exit status {code}",
-                                 exit_code=1)
-            cs = ContainerStore(self.store)
-            fs = _container_fs(cs, cid)
-            parent_diff = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
-
-            def write_tar(f):
-                if os.path.isdir(fs.upper):
-                    layertar.write_layer_tar(fs.upper, f)
-                else:
-                    f.write(bytes(1024))
-
-            with self.store.gc_lock.shared():
-                diff_ids, layers, empty = add_layer(self.store, parent_diff, st.layers,
-                                                    write_tar, fs.lowers, self.keep_owners,
-                                                    mtime_clamp=self.epoch, notice=self.notice)
-        finally:
-            lifecycle.remove(self.config, cid, force=True, volumes=True)
-        entry = {"created_by": text, "comment": "buildkit.dockerfile.v0"}
-        if empty:
-            entry["empty_layer"] = True
-        self._store_step(st, entry, diff_ids, layers)
-
     # -- COPY / ADD -----------------------------------------------------------------------
 
     def _split_copy(self, inst, env: dict):
         from pbox.build import dockerfile as dfm
+        from pbox.build import sources
 
-        words = list(inst.args) if inst.json else dfm.expand_words(" ".join(inst.args), env)
+        raw = sources.split_heredoc_words(inst)
+        words = list(raw) if inst.json else dfm.expand_words(" ".join(raw), env)
         if inst.json:
             words = [dfm.expand(w, env) for w in words]
-        if len(words) < 2 and not inst.heredocs:
+        if len(words) + len(inst.heredoc_info) < 2 or not words:
             raise BuildError(f"{inst.cmd} requires at least two arguments")
         return words[:-1], words[-1]
 
     def _copy_source(self, inst, env: dict):
-        """('context', Context) or ('layers', LayerView) the sources come from."""
+        """(LayerView, _Stage) of ``--from``, or None for the context."""
         from pbox.build import dockerfile as dfm
-        from pbox.storage.layerview import LayerView
 
         src = inst.flag("from", None)
         if not src:
             return None
-        name = dfm.expand(src, env)
+        return self._stage_or_image(dfm.expand(src, env))
+
+    def _stage_or_image(self, name: str):
+        """(LayerView, _Stage) of a built stage (by name or index) or an image."""
+        from pbox.storage.layerview import LayerView
+
         dep = None
         for s in self.df.stages:
             if s.index in self.built and (s.name == name.lower() or str(s.index) == name):
@@ -593,26 +583,75 @@ class Builder:
             built = self._base(name, None)
         return LayerView([self.store.layer_diff(c) for c in reversed(built.layers)]), built
 
+    def secret(self, sid: str):
+        """The bytes of ``build --secret id=SID``, or None."""
+        spec = self.opts.secrets.get(sid)
+        if spec is None:
+            return None
+        kind, value = spec
+        if kind == "env":
+            v = os.environ.get(value)
+            return None if v is None else v.encode()
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise BuildError(f"secret {sid}: cannot read {value}: {e.strerror}")
+
     def _copy_key(self, st: _Stage, inst, env: dict):
+        from pbox.build import sources
+
         srcs, dest = self._split_copy(inst, env)
         flags = " ".join(f"--{k}={v}" for k, v in inst.flags)
-        text = f"{inst.cmd} {flags + ' ' if flags else ''}{' '.join(srcs)} {dest} # buildkit"
+        docs = [f"<<{d.name}" for d in inst.heredoc_info] if not inst.json else []
+        text = (f"{inst.cmd} {flags + ' ' if flags else ''}"
+                f"{' '.join(docs + srcs)} {dest} # buildkit")
+        inline = sources.heredoc_files(inst, env) if not inst.json else []
+        extra = "".join(f"<<{f.name}:{f.digest()};" for f in inline)
+        checksum = inst.flag("checksum", None) if inst.cmd == "ADD" else None
+        if checksum is not None:
+            checksum = sources.parse_checksum(checksum)
+            if not srcs or not all(sources.is_url(s) for s in srcs):
+                raise BuildError("checksum can't be specified for non-HTTP(S) sources")
         frm = self._copy_source(inst, env)
         if frm is not None:
-            return text, "image:" + (frm[1].image_id or "")
+            return text, extra + "image:" + (frm[1].image_id or "")
         rels = []
         for s in srcs:
-            if _is_url(s):
-                raise BuildError(f"{inst.cmd} {s}: adding remote URLs is not supported")
+            if sources.is_git(s):
+                raise BuildError(f"{inst.cmd} {s}: adding git repositories is not supported")
+            if sources.is_url(s):
+                if inst.cmd != "ADD":
+                    raise BuildError(f"COPY {s}: source can't be a URL (use ADD)")
+                if checksum is not None:
+                    extra += f"url:{s}:{checksum};"
+                else:  # docker downloads every time: the content decides the cache
+                    f = self._fetch(s, None)
+                    extra += f"url:{s}:{f.digest()}:{f.mtime};"
+                continue
             found = self.ctx.glob(s)
             if not found:
-                raise BuildError(f"building at STEP \"{inst.original}\": "
-                                 f"{inst.cmd} source {s!r} not found in the build context",
-                                 exit_code=1)
+                raise BuildError(f"{inst.cmd} source {s!r} not found in the build context")
             rels.extend(found)
-        return text, self.ctx.digest(rels)
+        return text, extra + (self.ctx.digest(rels) if rels else "")
+
+    def _fetch(self, url: str, checksum):
+        from pbox.build import sources
+
+        if url not in self.fetched:
+            entry = self.store.temp("build")
+            os.makedirs(entry.path)
+            self.fetch_dirs.append(entry)
+            self.fetched[url] = sources.fetch(url, entry.path, checksum)
+        return self.fetched[url]
+
+    def _drop_fetched(self) -> None:
+        for entry in self.fetch_dirs:
+            entry.discard()
+        self.fetch_dirs, self.fetched = [], {}
 
     def _do_copy(self, st: _Stage, inst, env: dict, text: str) -> None:
+        from pbox.build import sources
         from pbox.storage.layerview import LayerView
 
         srcs, dest = self._split_copy(inst, env)
@@ -632,9 +671,14 @@ class Builder:
                 mode = int(chmod, 8)
             except ValueError:
                 raise BuildError(f"invalid --chmod {chmod!r}: an octal mode")
-        items = []  # (name, kind, host path or Node)
+        items = []  # (name, host path, Node or sources.InlineFile)
         if frm is None:
+            checksum = inst.flag("checksum", None) if inst.cmd == "ADD" else None
             for s in srcs:
+                if sources.is_url(s):
+                    items.append((None, self._fetch(s, checksum and
+                                                    sources.parse_checksum(checksum))))
+                    continue
                 for rel in self.ctx.glob(s):
                     items.append((rel, self.ctx.lookup(rel) if rel else self.ctx.root))
             if len(items) > 1 or any(c in "".join(srcs) for c in "*?["):
@@ -645,18 +689,26 @@ class Builder:
                 parts = [p for p in posixpath.normpath("/" + s).split("/") if p]
                 node = view.lookup(parts) if parts else view.root
                 if node is None:
-                    raise BuildError(f"building at STEP \"{inst.original}\": "
-                                     f"{s!r} not found in the source image")
+                    raise BuildError(f"{s!r} not found in the source image")
                 items.append(("/".join(parts), node))
             if len(items) > 1:
                 dest_dir = True
+        if not inst.json:
+            for f in sources.heredoc_files(inst, env):
+                items.append((f.name, f))
+        if len(items) > 1:
+            dest_dir = True
         staging = self.store.temp("build")
         try:
             os.makedirs(staging.path)
             dparts = _resolve_in_image(lower, [p for p in dest_abs.split("/") if p])
             for name, src in items:
-                is_dir = (os.path.isdir(src) and not os.path.islink(src)) if isinstance(src, str) \
-                    else src.is_dir
+                if isinstance(src, sources.InlineFile):
+                    name = name or src.name
+                    is_dir = False
+                else:
+                    is_dir = (os.path.isdir(src) and not os.path.islink(src)) \
+                        if isinstance(src, str) else src.is_dir
                 if is_dir:
                     target_parts = dparts
                 elif dest_dir or self._is_dir_in(lower, dparts):
@@ -666,7 +718,10 @@ class Builder:
                 parent = self._stage_dirs(staging.path, lower, target_parts[:-1] if
                                           target_parts else [], st)
                 target = os.path.join(parent, target_parts[-1]) if target_parts else parent
-                if isinstance(src, str):
+                if isinstance(src, sources.InlineFile):
+                    src.write(target, mode)
+                    self._own(target, uid, gid)
+                elif isinstance(src, str):
                     rel = name
                     if (inst.cmd == "ADD" and not is_dir and not os.path.islink(src)
                             and _is_tar(src)):
@@ -704,8 +759,8 @@ class Builder:
                 os.chmod(cur, 0o755)
         return cur
 
-    def _own(self, path: str, uid: int, gid: int) -> None:
-        if not self.keep_owners:
+    def _own(self, path: str, uid, gid) -> None:
+        if not self.keep_owners or uid is None:
             return
         try:
             os.lchown(path, uid, gid)

@@ -27,6 +27,39 @@ def _pairs(items, what: str, environ=None) -> dict:
     return out
 
 
+def _secrets(items) -> dict:
+    """--secret id=ID,src=PATH | id=ID,env=VAR (type=file|env as BuildKit's)."""
+    from pbox.errors import UsageError
+
+    out = {}
+    for item in items:
+        fields = {}
+        for part in item.split(","):
+            k, sep, v = part.partition("=")
+            if not sep:
+                raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
+            fields[k.strip().lower()] = v
+        sid = fields.pop("id", "")
+        kind = fields.pop("type", "")
+        src = fields.pop("src", "") or fields.pop("source", "")
+        env = fields.pop("env", "")
+        if fields or not sid or kind not in ("", "file", "env"):
+            raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
+        if kind == "env" and src and not env:
+            env, src = src, ""
+        if env:
+            out[sid] = ("env", env)
+        elif src:
+            if not os.path.isfile(src):
+                raise UsageError(f"--secret {sid}: {src}: no such file")
+            out[sid] = ("file", os.path.abspath(src))
+        elif sid in os.environ:
+            out[sid] = ("env", sid)
+        else:
+            raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
+    return out
+
+
 @click.command(context_settings=CTX)
 @click.argument("path")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]",
@@ -44,9 +77,15 @@ def _pairs(items, what: str, environ=None) -> dict:
 @click.option("--network", default="", metavar="MODE",
               help="Network of the RUN steps: none, host or pasta (default: the default "
                    "network).")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH",
+              help="A secret RUN --mount=type=secret,id=ID can read (src=PATH or env=VAR; "
+                   "repeatable); never stored in the image.")
+@click.option("--iidfile", metavar="FILE", help="Write the image id to FILE.")
+@click.option("--squash", is_flag=True,
+              help="Merge the layers the build adds into one, on top of the base image.")
 @click.pass_obj
 def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, quiet, labels,
-          network):
+          network, secrets, iidfile, squash):
     """Build an image from a Dockerfile and the context PATH ('-' reads a tar from stdin).
 
     Steps are cached: an unchanged step reuses the image it made before.  With
@@ -101,7 +140,8 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             context=path, dockerfile_text=text, dockerfile_name=os.path.basename(name),
             tags=list(tags), build_args=_pairs(build_args, "--build-arg", os.environ),
             target=target, no_cache=no_cache, pull=pull,
-            labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch)
+            labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch,
+            secrets=_secrets(secrets), squash=squash)
 
         saved = []
         if quiet:  # the steps' own output too (errors are printed after the restore)
@@ -127,6 +167,12 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+    if iidfile:
+        try:
+            with open(iidfile, "w") as f:
+                f.write(image_id)
+        except OSError as e:
+            raise UsageError(f"cannot write the image id to {iidfile}: {e.strerror}")
     if quiet:
         click.echo(image_id)
         return

@@ -150,7 +150,7 @@ def test_build_errors(bb, run_pbox, tmp_path):
     assert r.stdout == "" and r.stderr.startswith("Error: building at STEP")
     r = run_pbox("build", str(ctx), expect_rc=1)
     assert "before" in r.stdout
-    assert 'Error: building at STEP "RUN false": exit status 1' in r.stderr
+    assert 'Error: building at STEP "RUN false" (Dockerfile:3): exit status 1' in r.stderr
     assert "Traceback" not in r.stderr
     assert run_pbox("ps", "-a", "-q").stdout == ""  # the step's container is gone
     assert run_pbox("images", "-q").stdout.split() == [run_pbox("images", "-q", bb).stdout.strip()]

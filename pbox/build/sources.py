@@ -1,0 +1,165 @@
+"""COPY/ADD sources that are not files of the context or of an image: inline
+heredoc documents (``COPY <<EOF /file``) and ADD's remote URLs.
+
+Heredocs follow BuildKit: each ``<<NAME`` word is a file called NAME, mode 0664
+(``--chmod`` overrides), its content with the stage's variables expanded unless the
+delimiter was quoted (quotes in the content stay as written); ``<<-`` has already
+stripped leading tabs in the parser.
+
+A URL follows docker's ADD: the file is downloaded (through the environment's
+proxies, as the registry client does), never extracted, mode 0600, mtime from the
+``Last-Modified`` header; it is named after the last component of the URL path when
+the destination is a directory.  ``--checksum=sha256:HEX`` is verified before the
+file is used, and when given it is also the cache key, so a cached step does not
+download again; without it the file is downloaded on every build and its digest
+decides whether the step is cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import shutil
+from email.utils import parsedate_to_datetime
+
+from pbox.errors import BuildError
+
+HEREDOC_WORD = re.compile(r"^\d*<<-?\S")
+HEREDOC_MODE = 0o664
+URL_MODE = 0o600
+_CHUNK = 1 << 20
+
+
+class InlineFile:
+    """A file COPY/ADD writes from bytes it holds (a heredoc)."""
+
+    def __init__(self, name: str, data: bytes, mode: int = HEREDOC_MODE, mtime=None):
+        self.name = name
+        self.data = data
+        self.mode = mode
+        self.mtime = mtime
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def write(self, target: str, mode: int | None) -> None:
+        with open(target, "wb") as f:
+            f.write(self.data)
+        os.chmod(target, mode if mode is not None else self.mode)
+        if self.mtime is not None:
+            os.utime(target, (self.mtime, self.mtime))
+
+
+class FetchedFile(InlineFile):
+    """A downloaded file, kept in a temporary file until the step is done."""
+
+    def __init__(self, name: str, path: str, sha256: str, mtime):
+        super().__init__(name, b"", URL_MODE, mtime)
+        self.path = path
+        self.sha256 = sha256
+
+    def digest(self) -> str:
+        return self.sha256
+
+    def write(self, target: str, mode: int | None) -> None:
+        shutil.copyfile(self.path, target)
+        os.chmod(target, mode if mode is not None else self.mode)
+        if self.mtime is not None:
+            os.utime(target, (self.mtime, self.mtime))
+
+
+def split_heredoc_words(inst) -> list:
+    """The instruction's raw words without its ``<<NAME`` heredoc words."""
+    if not inst.heredoc_info or inst.json:
+        return list(inst.args)
+    out, left = [], len(inst.heredoc_info)
+    for word in inst.args:
+        if left and HEREDOC_WORD.match(word):
+            left -= 1
+            continue
+        out.append(word)
+    return out
+
+
+def heredoc_files(inst, env: dict) -> list:
+    """InlineFile for each heredoc of a COPY/ADD, variables expanded as BuildKit does."""
+    from pbox.build.shellwords import Lexer, LexError
+
+    files = []
+    for doc in inst.heredoc_info:
+        content = doc.content
+        if doc.expand:
+            try:
+                content = Lexer(content, env, inst.escape, raw_quotes=True,
+                                raw_escapes=True).process()[0]
+            except LexError as e:
+                raise BuildError(f"heredoc {doc.name}: {e}")
+        files.append(InlineFile(doc.name, content.encode()))
+    return files
+
+
+# -- ADD <url> ----------------------------------------------------------------------------------
+
+
+def is_url(s: str) -> bool:
+    return s.startswith(("http://", "https://"))
+
+
+def is_git(s: str) -> bool:
+    return s.startswith("git@") or (s.startswith(("http://", "https://", "git://", "ssh://"))
+                                    and (s.split("#", 1)[0].endswith(".git")))
+
+
+def parse_checksum(value: str) -> str:
+    """``sha256:HEX`` -> HEX (the only algorithm checked)."""
+    algo, sep, hexd = value.partition(":")
+    if not sep or algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexd):
+        raise BuildError(f"invalid checksum {value!r}: expected sha256:<64 hex digits>")
+    return hexd
+
+
+def url_name(url: str) -> str:
+    """The file name docker gives a download: the last component of the URL's path."""
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(url).path)
+    name = posixpath.basename(path.rstrip("/"))
+    return name or "__unnamed__"
+
+
+def fetch(url: str, dest_dir: str, checksum: str | None = None) -> FetchedFile:
+    """Download ``url`` into ``dest_dir`` (streamed, hashed on the way)."""
+    import requests
+
+    from pbox.oci.registry import redact_url
+
+    path = os.path.join(dest_dir, "download")
+    h = hashlib.sha256()
+    try:
+        with requests.Session() as s:
+            s.trust_env = True
+            with s.get(url, stream=True, timeout=60, allow_redirects=True) as resp:
+                if resp.status_code != 200:
+                    raise BuildError(f"ADD {redact_url(url)}: download failed: "
+                                     f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
+                last = resp.headers.get("Last-Modified")
+                with open(path, "wb") as f:
+                    for chunk in resp.iter_content(_CHUNK):
+                        h.update(chunk)
+                        f.write(chunk)
+    except requests.RequestException as e:
+        raise BuildError(f"ADD {redact_url(url)}: download failed: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+    digest = h.hexdigest()
+    if checksum is not None and digest != checksum:
+        raise BuildError(f"ADD {redact_url(url)}: checksum mismatch: expected sha256:{checksum}, "
+                         f"got sha256:{digest}")
+    mtime = None
+    if last:
+        try:
+            mtime = int(parsedate_to_datetime(last).timestamp())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            mtime = None
+    return FetchedFile(url_name(url), path, digest, mtime)
