@@ -277,3 +277,33 @@ def test_push_to_a_closed_port_is_one_error_line(busybox, run_pbox):
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, r.stderr
     assert "Traceback" not in r.stderr and "connection refused" in errors[0], r.stderr
+
+
+@pytest.fixture(params=["plain", "tls"])
+def open_registry(request):
+    return request.getfixturevalue(f"registry_{request.param}")
+
+
+def test_push_rmi_pull_run_without_auth(open_registry, busybox, run_pbox):
+    """The two registry modes without credentials (plain HTTP, TLS with its CA given by
+    --cert-dir); the auth modes are covered above."""
+    reg = open_registry
+    tls = ["--cert-dir", reg.cert_dir] if reg.ca_path else []
+    before = run_pbox("run", "--rm", busybox.reference, *CHECK).stdout
+    dest = f"{reg.host}/pbox-push/open:v1"
+    r = run_pbox("push", *tls, busybox.reference, dest)
+    # busybox was pulled from the plain registry: there the blob is mounted, not sent
+    same = reg.host == busybox.host
+    assert list(pushed_ids(r.stdout).values()) == (
+        ["Mounted from pbox-test/busybox"] if same else ["Pushed"])
+    digest, _ = final_digest(r.stdout, "v1")
+    info = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{dest}"))
+    assert info["Digest"] == digest
+    run_pbox("rmi", busybox.reference)
+    r = run_pbox("pull", *tls, dest)
+    assert f"Digest: {digest}" in r.stdout
+    assert run_pbox("run", "--rm", dest, *CHECK).stdout == before
+    if tls:
+        # without the CA the certificate is refused, with a one-line error
+        r = run_pbox("push", dest, expect_rc=125)
+        assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
