@@ -444,9 +444,10 @@ def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compress
         with open(entry.path, "wb") as f:
             packed = HashingWriter(f)
             comp = _compressor(packed, algo)
-            tee = _HashTee(comp)
+            # uncompressed (save): the blob's digest is the diff id, hashed once
+            tee = _HashTee(comp) if algo is not None else None
             try:
-                write_layer_tar(store.layer_diff(chain), tee,
+                write_layer_tar(store.layer_diff(chain), tee or comp,
                                 owners="keep" if keep_owners else (0, 0))
             except BaseException:
                 try:
@@ -456,7 +457,8 @@ def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compress
                 raise
             comp.close()
             f.flush()
-        return _Compressed(entry, packed.digest(), packed.size, tee.digest())
+        diff_id = tee.digest() if tee is not None else packed.digest()
+        return _Compressed(entry, packed.digest(), packed.size, diff_id)
     except BaseException:
         entry.discard()
         raise
