@@ -476,3 +476,56 @@ def test_key_values_errors_carry_the_line():
     with pytest.raises(DockerfileError) as err:
         key_values(inst, {})
     assert str(err.value) == "Dockerfile:3: B: needed"
+
+
+# -- what the executor reads from parsed instructions (pure helpers) ------------------------
+
+
+def test_run_mount_values_as_buildkit_reads_them():
+    from pbox.build import mounts
+    from pbox.errors import BuildError
+
+    m = mounts.parse("type=cache,target=/root/.cache,id=pip,sharing=locked,mode=0700,uid=5",
+                     lambda w: w)
+    assert (m.type, m.target, m.id, m.sharing, m.mode, m.uid, m.gid) == (
+        "cache", "/root/.cache", "pip", "locked", 0o700, 5, None)
+    m = mounts.parse("dst=/src,from=builder,src=/out,readwrite", lambda w: w)
+    assert (m.type, m.target, m.from_, m.source, m.rw) == ("bind", "/src", "builder", "/out",
+                                                           True)
+    assert mounts.parse("target=/x,ro=false", lambda w: w).rw is True
+    s = mounts.parse("type=secret,id=tok", lambda w: w)
+    assert (s.target, s.required) == ("/run/secrets/tok", False)
+    s = mounts.parse("type=secret,id=tok,env=TOKEN,required", lambda w: w)
+    assert (s.target, s.env, s.required) == ("", "TOKEN", True)
+    assert mounts.parse("type=secret,target=/run/key", lambda w: w).id == "key"
+    m = mounts.parse("type=cache,target=$DIR", lambda w: w.replace("$DIR", "/c"))
+    assert m.target == "/c"  # values are expanded with the stage's variables
+    m = mounts.parse('type=bind,"source=a,b",target=/x', lambda w: w)
+    assert m.source == "a,b"  # CSV quoting
+    for bad in ("type=nope,target=/x", "type=cache", "type=cache,target=/x,sharing=no",
+                "type=cache,target=/x,mode=9z", "type=bind,target=/x,colour=red",
+                "type=ssh", "type=secret", "target=/x,ro=maybe"):
+        with pytest.raises(BuildError):
+            mounts.parse(bad, lambda w: w)
+
+
+def test_heredoc_sources_and_url_helpers():
+    from pbox.build import sources
+    from pbox.errors import BuildError
+
+    inst = only('COPY <<EOF <<-"RAW" /dir/\na $X "q"\nEOF\n\tb $X\n\tRAW\n')
+    assert sources.split_heredoc_words(inst) == ["/dir/"]
+    files = sources.heredoc_files(inst, {"X": "1"})
+    assert [(f.name, f.data, f.mode) for f in files] == [
+        ("EOF", b'a 1 "q"\n', 0o664), ("RAW", b"b $X\n", 0o664)]
+    plain = only("COPY a b /c/\n")
+    assert sources.split_heredoc_words(plain) == ["a", "b", "/c/"]
+    assert sources.url_name("https://h/a/b%20c.tar.gz?x=1") == "b c.tar.gz"
+    assert sources.url_name("http://h/") == "__unnamed__"
+    assert sources.parse_checksum("sha256:" + "a" * 64) == "a" * 64
+    for bad in ("md5:abc", "sha256:xyz", "a" * 64):
+        with pytest.raises(BuildError):
+            sources.parse_checksum(bad)
+    assert sources.is_url("https://h/f") and not sources.is_url("f")
+    assert sources.is_git("git@h:o/r.git") and sources.is_git("https://h/o/r.git#main")
+    assert not sources.is_git("https://h/o/r.tar")
