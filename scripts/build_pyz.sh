@@ -73,8 +73,29 @@ done
 $PY -m compileall -q -b --invalidation-mode unchecked-hash -x '/_native/' -s "$stage" \
     -p pbox.pyz "$stage" >/dev/null
 
-# 5. The entry point, then the archive (entries sorted, so the build is reproducible).
-cp zipapp/__main__.py "$stage/__main__.py"
+# 5. The entry point, with the payload id (a hash of every bundled file: where the
+#    first run unpacks the Python part, see zipapp/__main__.py) and pbox's version,
+#    then the archive (entries sorted, so the build is reproducible).
+$PY - "$stage" zipapp/__main__.py "$stage/__main__.py" <<'PYEOF'
+import hashlib, os, re, sys
+stage, src, dest = sys.argv[1:4]
+h = hashlib.sha256()
+for root, dirs, files in os.walk(stage):
+    dirs.sort()
+    for name in sorted(files):
+        path = os.path.join(root, name)
+        h.update(os.path.relpath(path, stage).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+with open(os.path.join(stage, "pbox", "__init__.py")) as f:
+    version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+with open(src) as f:
+    text = f.read()
+text = text.replace('"@PAYLOAD_ID@"', '"%s"' % h.hexdigest()[:32])
+text = text.replace('"@VERSION@"', '"%s"' % version)
+with open(dest, "w") as f:
+    f.write(text)
+PYEOF
 $PY - "$stage" "$OUT" <<'PYEOF'
 import os, sys, zipfile
 stage, out = sys.argv[1], sys.argv[2]

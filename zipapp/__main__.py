@@ -1,16 +1,119 @@
 """Entry point of dist/pbox.pyz.
 
-A zip archive cannot hold an importable compiled module, so the archive carries the
-``zstandard`` extension for several CPython versions under ``_native/<cache tag>/``.
-The first time pbox imports ``zstandard`` on this Python, the matching copy is
-unpacked to the user cache (into a temp dir, then renamed, so two pbox processes
-never see half a module) and put on ``sys.path``.  Without a matching copy the
-import fails and pbox falls back to the ``zstd`` program.
+**Pure-Python part.**  ``zipimport`` never writes byte code and reads every module out
+of the archive through Python code, so running from the zip costs tens of milliseconds
+per command (more on a Python the bundled byte code was not built for: it compiles
+every module it imports, every time).  So the first run unpacks the archive's Python
+part (pbox and its pure-Python dependencies) to ``<user cache>/pbox/pyz/<payload id>/``
+and every run imports from there, as from an installed package; Python caches the byte
+code there as usual.  The payload id is a hash of the bundled files, written into
+this file by ``scripts/build_pyz.sh``: a new build unpacks anew, two copies of the same
+build share one directory.  The unpacking goes to a temp dir that is renamed into place
+when complete, so concurrent first runs are safe (the loser of the rename throws its copy
+away) and an interrupted one leaves only a temp dir (removed by a later first run once
+it is an hour old).  When the cache cannot be written, pbox runs from the archive.
+
+**Compiled part.**  A zip archive cannot hold an importable compiled module, so the
+archive carries the ``zstandard`` extension for several CPython versions under
+``_native/<cache tag>/``.  The first time pbox imports ``zstandard`` on this Python,
+the matching copy is unpacked to the user cache (temp dir, then rename, likewise) and
+put on ``sys.path``.  Without a matching copy the import fails and pbox falls back to
+the ``zstd`` program.
 """
 
+import os
 import sys
 
 NATIVE = ("zstandard",)
+PAYLOAD_ID = "@PAYLOAD_ID@"  # replaced by scripts/build_pyz.sh
+VERSION = "@VERSION@"  # likewise: pbox's version, so --version imports nothing
+NATIVE_PREFIX = "_native/"
+STALE_TEMP = 3600  # seconds after which a temp dir of an interrupted unpack is removed
+
+
+def _cache_dir():
+    return os.environ.get("PBOX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pbox")
+
+
+def _install(tmp, base):
+    """Rename the complete ``tmp`` to ``base``; if another process was first, keep its copy."""
+    try:
+        os.rename(tmp, base)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isdir(base):
+            raise
+
+
+def _clean_stale(parent):
+    """Remove temp dirs of unpacks that were interrupted long ago."""
+    import shutil
+    import time
+
+    now = time.time()
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        if ".tmp-" in entry:
+            path = os.path.join(parent, entry)
+            try:
+                if now - os.lstat(path).st_mtime > STALE_TEMP:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def unpack_payload(archive):
+    """The directory holding the archive's Python part, unpacked on first use (or None)."""
+    if PAYLOAD_ID.startswith("@"):  # not built by build_pyz.sh
+        return None
+    parent = os.path.join(_cache_dir(), "pyz")
+    base = os.path.join(parent, PAYLOAD_ID)
+    if os.path.isdir(base):
+        return base
+    import tempfile
+    import zipfile
+    from importlib.util import MAGIC_NUMBER
+
+    os.makedirs(parent, exist_ok=True)
+    _clean_stale(parent)
+    tmp = tempfile.mkdtemp(prefix=PAYLOAD_ID + ".tmp-", dir=parent)
+    try:
+        tag = sys.implementation.cache_tag
+        made = set()
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                rel = info.filename
+                parts = rel.split("/")
+                if (info.is_dir() or rel.startswith(NATIVE_PREFIX) or rel == "__main__.py"
+                        or rel.startswith("/") or ".." in parts or "" in parts):
+                    continue
+                data = z.read(info)
+                if rel.endswith(".pyc"):
+                    # byte code built next to each source: usable when it was built
+                    # for this Python; it goes where the import system looks for it
+                    if not data.startswith(MAGIC_NUMBER):
+                        continue
+                    parts = parts[:-1] + ["__pycache__", f"{parts[-1][:-4]}.{tag}.pyc"]
+                dest_dir = os.path.join(tmp, *parts[:-1])
+                if dest_dir not in made:
+                    os.makedirs(dest_dir, exist_ok=True)
+                    made.add(dest_dir)
+                with open(os.path.join(dest_dir, parts[-1]), "wb") as out:
+                    out.write(data)
+        os.chmod(tmp, 0o755)
+        _install(tmp, base)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return base
 
 
 class _NativeFinder:
@@ -32,26 +135,23 @@ class _NativeFinder:
         return None  # let the normal finders import it from there
 
     def _unpack(self, name):
-        import os
         import zipfile
 
         tag = sys.implementation.cache_tag  # e.g. cpython-311
-        prefix = f"_native/{tag}/{name}/"
+        prefix = f"{NATIVE_PREFIX}{tag}/{name}/"
         with zipfile.ZipFile(self.archive) as z:
             members = [i for i in z.infolist() if i.filename.startswith(prefix)]
             if not members:
                 return None
             # Named by content, so every pbox.pyz with the same module shares one copy.
             stamp = f"{sum(i.CRC for i in members):x}-{sum(i.file_size for i in members):x}"
-            cache = os.environ.get("PBOX_CACHE_DIR") or os.path.join(
-                os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pbox")
-            base = os.path.join(cache, "native", f"{tag}-{stamp}")
+            base = os.path.join(_cache_dir(), "native", f"{tag}-{stamp}")
             if os.path.isdir(os.path.join(base, name)):
                 return base
             os.makedirs(os.path.dirname(base), exist_ok=True)
             tmp = f"{base}.tmp-{os.getpid()}"
             for info in members:
-                rel = info.filename[len(f"_native/{tag}/"):]
+                rel = info.filename[len(f"{NATIVE_PREFIX}{tag}/"):]
                 if info.is_dir() or ".." in rel.split("/"):
                     continue
                 dest = os.path.join(tmp, rel)
@@ -59,27 +159,31 @@ class _NativeFinder:
                 with z.open(info) as src, open(dest, "wb") as out:
                     out.write(src.read())
                 os.chmod(dest, 0o755 if dest.endswith(".so") else 0o644)
-            try:
-                os.rename(tmp, base)
-            except OSError:  # another process was first
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+            _install(tmp, base)
             return base
 
 
 def main():
     if sys.argv[1:] in (["--version"], ["-v"]):
         # The hot path of scripts that probe for a tool: no import of the CLI at all.
-        from pbox import __version__
-
-        sys.stdout.write(f"pbox version {__version__}\n")
+        if VERSION.startswith("@"):
+            from pbox import __version__ as version
+        else:
+            version = VERSION
+        sys.stdout.write(f"pbox version {version}\n")
         return
-    import os
-    import zipfile
-
     archive = os.path.dirname(os.path.abspath(__file__))
-    if zipfile.is_zipfile(archive):
+    if os.path.isfile(archive):  # run from the archive (not from an unpacked tree)
+        try:
+            where = unpack_payload(archive)
+        except Exception:  # a read-only or full cache: run from the archive
+            where = None
+        if where:
+            sys.path = [where if p == archive or os.path.abspath(p) == archive else p
+                        for p in sys.path]
+            if where not in sys.path:
+                sys.path.insert(0, where)
+            sys.path_importer_cache.pop(archive, None)
         sys.meta_path.insert(0, _NativeFinder(archive))
     from pbox.cli import main as pbox_main
 
