@@ -619,7 +619,12 @@ class Builder(RunSteps):
         rels = []
         for s in srcs:
             if sources.is_git(s):
-                raise BuildError(f"{inst.cmd} {s}: adding git repositories is not supported")
+                if inst.cmd != "ADD":
+                    raise BuildError(f"COPY {s}: source can't be a git repository (use ADD)")
+                if checksum is not None:
+                    raise BuildError("--checksum is not supported for git sources")
+                extra += f"git:{s}:{self._git(s, inst).commit};"
+                continue
             if sources.is_url(s):
                 if inst.cmd != "ADD":
                     raise BuildError(f"COPY {s}: source can't be a URL (use ADD)")
@@ -643,6 +648,17 @@ class Builder(RunSteps):
             os.makedirs(entry.path)
             self.fetch_dirs.append(entry)
             self.fetched[url] = sources.fetch(url, entry.path, checksum)
+        return self.fetched[url]
+
+    def _git(self, url: str, inst):
+        from pbox.build import sources
+
+        if url not in self.fetched:
+            entry = self.store.temp("build")
+            os.makedirs(entry.path)
+            self.fetch_dirs.append(entry)
+            keep = (inst.flag("keep-git-dir", "false") or "true").lower() == "true"
+            self.fetched[url] = sources.git_checkout(url, entry.path, keep)
         return self.fetched[url]
 
     def _drop_fetched(self) -> None:
@@ -675,6 +691,9 @@ class Builder(RunSteps):
         if frm is None:
             checksum = inst.flag("checksum", None) if inst.cmd == "ADD" else None
             for s in srcs:
+                if sources.is_git(s):
+                    items.append(("", self._git(s, inst)))
+                    continue
                 if sources.is_url(s):
                     items.append((None, self._fetch(s, checksum and
                                                     sources.parse_checksum(checksum))))
@@ -706,6 +725,8 @@ class Builder(RunSteps):
                 if isinstance(src, sources.InlineFile):
                     name = name or src.name
                     is_dir = False
+                elif isinstance(src, sources.GitTree):
+                    is_dir = True
                 else:
                     is_dir = (os.path.isdir(src) and not os.path.islink(src)) \
                         if isinstance(src, str) else src.is_dir
@@ -721,6 +742,10 @@ class Builder(RunSteps):
                 if isinstance(src, sources.InlineFile):
                     src.write(target, mode)
                     self._own(target, uid, gid)
+                elif isinstance(src, sources.GitTree):
+                    from pbox.build.context import Context
+
+                    self._copy_context("", target, uid, gid, mode, True, Context(src.root))
                 elif isinstance(src, str):
                     rel = name
                     if (inst.cmd == "ADD" and not is_dir and not os.path.islink(src)
@@ -782,9 +807,10 @@ class Builder(RunSteps):
         if not stat.S_ISLNK(st.st_mode):
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    def _copy_context(self, rel: str, target: str, uid, gid, mode, is_dir: bool) -> None:
+    def _copy_context(self, rel: str, target: str, uid, gid, mode, is_dir: bool,
+                      ctx=None) -> None:
         dirs = []
-        for r, host, st in self.ctx.walk(rel):
+        for r, host, st in (ctx or self.ctx).walk(rel):
             sub = r[len(rel):].lstrip("/") if rel else r
             if is_dir and not sub:
                 os.makedirs(target, exist_ok=True)

@@ -1,5 +1,5 @@
 """COPY/ADD sources that are not files of the context or of an image: inline
-heredoc documents (``COPY <<EOF /file``) and ADD's remote URLs.
+heredoc documents (``COPY <<EOF /file``), ADD's remote URLs and git repositories.
 
 Heredocs follow BuildKit: each ``<<NAME`` word is a file called NAME, mode 0664
 (``--chmod`` overrides), its content with the stage's variables expanded unless the
@@ -13,6 +13,12 @@ the destination is a directory.  ``--checksum=sha256:HEX`` is verified before th
 file is used, and when given it is also the cache key, so a cached step does not
 download again; without it the file is downloaded on every build and its digest
 decides whether the step is cached.
+
+A git repository (``ADD https://host/repo.git#REF[:SUBDIR] /dest``, ``git@host:repo``,
+``git://``) is cloned with the ``git`` program (no prompt for credentials), checked
+out at REF (a branch, a tag or a commit; default the remote's HEAD) and its tree, or
+SUBDIR of it, is copied like a context directory, without ``.git`` unless
+``--keep-git-dir``; the commit decides whether the step is cached.
 """
 
 from __future__ import annotations
@@ -108,8 +114,9 @@ def is_url(s: str) -> bool:
 
 
 def is_git(s: str) -> bool:
-    return s.startswith("git@") or (s.startswith(("http://", "https://", "git://", "ssh://"))
-                                    and (s.split("#", 1)[0].endswith(".git")))
+    base = s.split("#", 1)[0]
+    return (s.startswith(("git@", "git://")) or (s.startswith(("http://", "https://", "ssh://"))
+                                                  and base.rstrip("/").endswith(".git")))
 
 
 def parse_checksum(value: str) -> str:
@@ -163,3 +170,66 @@ def fetch(url: str, dest_dir: str, checksum: str | None = None) -> FetchedFile:
         except (TypeError, ValueError, IndexError, OverflowError):
             mtime = None
     return FetchedFile(url_name(url), path, digest, mtime)
+
+
+# -- ADD <git repository> ---------------------------------------------------------------------
+
+
+class GitTree:
+    """A checked-out repository: ``root`` (the tree or its SUBDIR) at ``commit``."""
+
+    def __init__(self, root: str, commit: str):
+        self.root = root
+        self.commit = commit
+
+
+def git_checkout(url: str, dest_dir: str, keep_git_dir: bool = False) -> GitTree:
+    import subprocess
+
+    from pbox.oci.registry import redact_url
+
+    base, _, fragment = url.partition("#")
+    ref, _, subdir = fragment.partition(":")
+    shown = redact_url(base)
+    tree = os.path.join(dest_dir, "tree")
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true",
+               GIT_CONFIG_NOSYSTEM="1", LC_ALL="C")
+
+    def git(*args, cwd=None) -> str:
+        try:
+            p = subprocess.run(["git", "-c", "safe.directory=*", "-c", "advice.detachedHead=false",
+                                *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=600)
+        except FileNotFoundError:
+            raise BuildError(f"ADD {shown}: git is not installed")
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"ADD {shown}: git {args[0]} timed out")
+        if p.returncode != 0:
+            why = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+            raise BuildError(f"ADD {shown}: git {args[0]} failed: {why}")
+        return p.stdout.strip()
+
+    git("clone", "-q", "--no-checkout", "--", base, tree)
+    commit = ""
+    for cand in ([f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref] if ref else ["HEAD"]):
+        try:
+            commit = git("rev-parse", "--verify", "-q", f"{cand}^{{commit}}", cwd=tree)
+        except BuildError:
+            continue
+        if commit:
+            break
+    if not commit:
+        raise BuildError(f"ADD {shown}: no branch, tag or commit {ref!r} in the repository")
+    git("checkout", "-q", "--detach", commit, cwd=tree)
+    if os.path.exists(os.path.join(tree, ".gitmodules")):
+        git("submodule", "update", "-q", "--init", "--recursive", "--depth", "1", cwd=tree)
+    if not keep_git_dir:
+        shutil.rmtree(os.path.join(tree, ".git"))
+    root = tree
+    if subdir:
+        parts = [p for p in posixpath.normpath("/" + subdir).split("/") if p]
+        root = os.path.join(tree, *parts)
+        if os.path.islink(root) or not os.path.isdir(root) or any(
+                os.path.islink(os.path.join(tree, *parts[:i])) for i in range(1, len(parts))):
+            raise BuildError(f"ADD {shown}: {subdir!r} is no directory of the repository")
+    return GitTree(root, commit)

@@ -199,3 +199,62 @@ def test_iidfile_squash_label_and_failing_step(bb, run_pbox, tmp_path):
     assert r.stderr == ('Error: building at STEP "RUN echo before; exit 3" (Dockerfile:4): '
                         "exit status 3\n")
     assert run_pbox("ps", "-a", "-q").stdout == ""
+
+
+def _git(*args, cwd=None):
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                    "-c", "init.defaultBranch=main", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_add_git_repository_over_http(bb, run_pbox, tmp_path):
+    """A repository served by a plain HTTP server (git's dumb protocol) on 127.0.0.1."""
+    import functools
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    work = tmp_path / "work"
+    work.mkdir()
+    _git("init", "-q", str(work))
+    (work / "sub").mkdir()
+    (work / "sub" / "f.txt").write_text("v1\n")
+    (work / "top.txt").write_text("top\n")
+    _git("add", ".", cwd=work)
+    _git("commit", "-q", "-m", "one", cwd=work)
+    _git("tag", "v1", cwd=work)
+    (work / "sub" / "f.txt").write_text("v2\n")
+    _git("commit", "-q", "-am", "two", cwd=work)
+    served = tmp_path / "served"
+    served.mkdir()
+    _git("clone", "-q", "--bare", str(work), str(served / "repo.git"))
+    _git("update-server-info", cwd=served / "repo.git")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/repo.git"
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(
+            f"FROM {bb}\nADD {url} /head/\nADD {url}#v1:sub /old\n"
+            f"ADD --keep-git-dir=true {url}#main /kept\n"
+            "CMD cat /head/top.txt /head/sub/f.txt /old/f.txt; ls -a /head /kept | grep -c .git\n")
+        run_pbox("build", "-t", "gitadd", str(ctx))
+        assert run_pbox("run", "--rm", "gitadd").stdout == "top\nv2\nv1\n1\n"
+        # unchanged: cached; a new commit on the branch rebuilds what follows it
+        assert run_pbox("build", str(ctx)).stdout.count("Using cache") == 4
+        (work / "top.txt").write_text("top 2\n")
+        _git("commit", "-q", "-am", "three", cwd=work)
+        _git("push", "-q", str(served / "repo.git"), "main", cwd=work)
+        _git("update-server-info", cwd=served / "repo.git")
+        run_pbox("build", "-t", "gitadd2", str(ctx))
+        assert run_pbox("run", "--rm", "gitadd2").stdout.startswith("top 2\n")
+        (ctx / "Dockerfile").write_text(f"FROM {bb}\nADD {url}#nosuch /x\n")
+        r = run_pbox("build", str(ctx), expect_rc=1)
+        assert "nosuch" in r.stderr and len(r.stderr.splitlines()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
