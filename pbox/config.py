@@ -7,15 +7,27 @@ library code never reads global mutable configuration.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
+
+
+def _xdg(var: str, fallback: str, name: str) -> str:
+    """The user directory ``name`` of pbox, as platformdirs computes it on Linux
+    (``$VAR`` when set and not blank, else ``~/fallback``), without importing it."""
+    if sys.platform.startswith("linux"):
+        base = os.environ.get(var, "")
+        if not base.strip():
+            base = os.path.expanduser(fallback)
+        return os.path.join(base, "pbox")
+    import platformdirs
+
+    return getattr(platformdirs, name)("pbox", appauthor=False)
 
 
 def _default_root() -> str:
     if os.getuid() == 0:
         return "/var/lib/pbox"
-    import platformdirs
-
-    return os.path.join(platformdirs.user_data_dir("pbox", appauthor=False))
+    return _xdg("XDG_DATA_HOME", "~/.local/share", "user_data_dir")
 
 
 def _default_runroot() -> str:
@@ -31,23 +43,18 @@ def _default_runroot() -> str:
 def _default_config_dir() -> str:
     if os.getuid() == 0:
         return "/etc/pbox"
-    import platformdirs
-
-    return platformdirs.user_config_dir("pbox", appauthor=False)
+    return _xdg("XDG_CONFIG_HOME", "~/.config", "user_config_dir")
 
 
 def _default_cache_dir() -> str:
-    import platformdirs
-
-    return platformdirs.user_cache_dir("pbox", appauthor=False)
+    return _xdg("XDG_CACHE_HOME", "~/.cache", "user_cache_dir")
 
 
 @dataclass
 class Config:
     """Paths and global options of one pbox invocation.
 
-    ``config_dir`` and ``cache_dir`` are worked out on first use (platformdirs is
-    only imported by commands that need them)."""
+    ``config_dir`` and ``cache_dir`` are worked out on first use."""
 
     root: str = ""
     runroot: str = ""

@@ -5,10 +5,21 @@ from __future__ import annotations
 import fnmatch
 
 from pbox import humanize
-from pbox.errors import UsageError
-from pbox.images import familiar_names
+from pbox.errors import InvalidReference, UsageError
 from pbox.oci import reference as refs
 from pbox.storage.images import ImageRecord, ImageStore
+
+
+def familiar_names(names: list[str]) -> list[str]:
+    """Names as docker shows them (``busybox:latest``, not ``docker.io/library/...``)."""
+    out = []
+    for n in names:
+        try:
+            out.append(refs.parse(n, default_tag=None).familiar())
+        except InvalidReference:
+            out.append(n)
+    return out
+
 
 # The keys of docker's container Config, in docker's order, with their zero values.
 _CONFIG_KEYS = [

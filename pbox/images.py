@@ -123,13 +123,9 @@ def _lookup(istore: ImageStore, repos, ref) -> Resolved | None:
 
 
 def familiar_names(names: list[str]) -> list[str]:
-    out = []
-    for n in names:
-        try:
-            out.append(refs.parse(n, default_tag=None).familiar())
-        except InvalidReference:
-            out.append(n)
-    return out
+    from pbox.imageinfo import familiar_names
+
+    return familiar_names(names)
 
 
 # -- pull ---------------------------------------------------------------------------------

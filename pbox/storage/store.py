@@ -28,7 +28,6 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import time
 
 from pbox.errors import StoreError
@@ -45,7 +44,7 @@ class TempEntry:
 
     def __init__(self, store: Store, kind: str):
         self.store = store
-        name = f"{kind}-{secrets.token_hex(8)}"
+        name = f"{kind}-{os.urandom(8).hex()}"
         self.path = os.path.join(store.tmp_dir, name)
         self.lock_path = self.path + ".lock"
         # Create the lock file already locked, then give it its name, so a
@@ -55,7 +54,7 @@ class TempEntry:
         import fcntl
 
         for _ in range(100):
-            pending = os.path.join(store.tmp_dir, f".{name}.{secrets.token_hex(4)}.new")
+            pending = os.path.join(store.tmp_dir, f".{name}.{os.urandom(4).hex()}.new")
             fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
