@@ -678,9 +678,10 @@ def hosts_lines(store: Store, cid: str, cfg: dict, every: dict | None = None) ->
     mine = [(rec, leases) for rec, leases in every.values() if cid in leases]
     lines = []
     hostname = (cfg.get("Config") or {}).get("Hostname") or ""
-    own = [leases[cid]["ip"] for rec, leases in mine if rec["Name"] != DEFAULT]
+    own = [leases[cid] for rec, leases in mine if rec["Name"] != DEFAULT]
     if own and hostname:
-        lines.append(f"{own[0]}\t{hostname}")
+        names = dict.fromkeys([hostname, *own[0].get("names", [])])
+        lines.append(f"{own[0]['ip']}\t{' '.join(names)}")
     seen = set()
     for rec, leases in mine:
         for other, lease in sorted(leases.items(), key=lambda kv: kv[1]["ip"]):
@@ -711,7 +712,7 @@ def write_hosts(store: Store, cs, cid: str, cfg: dict, every: dict | None = None
         base = text.split(HOSTS_MARK + "\n")[0].splitlines()
         extra = hosts_lines(store, cid, cfg, every)
         hostname = (cfg.get("Config") or {}).get("Hostname") or ""
-        if extra and hostname and extra[0].split()[1:] == [hostname]:
+        if extra and hostname and extra[0].split()[1:2] == [hostname]:
             # our address replaces the 127.0.1.1 line, as docker's file has it
             base = [ln for ln in base if ln.split()[1:] != [hostname]]
         new = "\n".join(base) + "\n"
@@ -760,3 +761,33 @@ def parse_link(text: str) -> tuple[str, str]:
         raise UsageError(f"invalid link {text!r}: NAME[:ALIAS]")
     return target, alias or target
 
+
+
+# -- killed helpers -----------------------------------------------------------------------
+
+
+def container_warnings(store: Store, cid: str) -> list[str]:
+    """What no longer works for a running container because a helper process of its
+    network was killed: its pasta (outbound traffic, published ports) or the holder of
+    a user network's bridge."""
+    from pbox.containers.records import ContainerStore, alive
+    from pbox.rootless import network as rnet
+
+    cs = ContainerStore(store)
+    st = cs.state(cid)
+    if not (st.get("Running") and alive(st.get("Pid"), st.get("PidStart"))):
+        return []
+    out = []
+    ns = st.get("NetworkSettings") or {}
+    helper = ns.get("HelperPid") or 0
+    if helper and not rnet.helper_running(helper):
+        out.append(f"the network helper of container {cs.name_of(cid)} (pasta or "
+                   f"slirp4netns, pid {helper}) is gone: outbound traffic and published "
+                   f"ports no longer work until the container is restarted")
+    cfg = cs.config(cid)
+    for name in endpoints(cfg):
+        if _exists(store, name):
+            problem = holder_status(store, find(store, name))
+            if problem and cid in _read_state(store, find(store, name))["leases"]:
+                out.append(problem)
+    return out

@@ -23,7 +23,12 @@ def _inspect_container(config, name):
     from pbox.storage.store import Store
 
     cs = ContainerStore(Store(config.root, config.runroot))
-    return inspect_container(cs, cs.find(name))
+    cid = cs.find(name)
+    from pbox.networks import container_warnings
+
+    for warning in container_warnings(cs.store, cid):
+        click.echo(f"WARNING: {warning}", err=True)
+    return inspect_container(cs, cid)
 
 
 def _inspect_volume(config, name):
@@ -33,8 +38,16 @@ def _inspect_volume(config, name):
     return volumes.inspect(Store(config.root, config.runroot), name)
 
 
-# docker looks for a container first, then an image, then a volume
-FINDERS = {"container": _inspect_container, "image": _inspect_image, "volume": _inspect_volume}
+def _inspect_network(config, name):
+    from pbox import networks
+    from pbox.storage.store import Store
+
+    return networks.inspect(Store(config.root, config.runroot), name)
+
+
+# docker looks for a container first, then an image, then a volume, then a network
+FINDERS = {"container": _inspect_container, "image": _inspect_image, "volume": _inspect_volume,
+           "network": _inspect_network}
 
 
 def run_inspect(config, names, fmt, kinds=("image",)):

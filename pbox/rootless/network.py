@@ -576,3 +576,8 @@ def unplumb(ctr_pid: int, ifname: str) -> None:
         _in_child(work)
     finally:
         os.close(fd)
+
+
+def helper_running(pid: int) -> bool:
+    """``pid`` is a live pasta or slirp4netns."""
+    return any(_is_helper(pid, m) for m in MODES)

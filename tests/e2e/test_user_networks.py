@@ -287,3 +287,58 @@ def test_killed_holder_is_recreated(bb, run_pbox):
         run_pbox("rm", "-f", "keep", check=False)
         run_pbox("network", "rm", "fragile")
     assert _holders() == []
+
+
+def _pastas() -> set[int]:
+    out = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+                if comm.startswith(("pasta", "passt")) and os.stat(f"/proc/{pid}").st_uid == \
+                        os.getuid():
+                    out.add(int(pid))
+            except OSError:
+                continue
+    return out
+
+
+def test_killed_pasta_is_reported(bb, run_pbox):
+    run_pbox("network", "create", "lonely")
+    try:
+        before = _pastas()
+        run_pbox("run", "-d", "--name", "victim", "--network", "lonely", bb, "sleep", "300")
+        (pasta,) = _pastas() - before
+        assert run_pbox("inspect", "victim").stderr == ""
+        os.kill(pasta, 9)
+        deadline = time.monotonic() + 10
+        while pasta in _pastas() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = run_pbox("inspect", "victim")
+        assert f"pid {pasta}) is gone" in r.stderr
+        run_pbox("restart", "-t", "1", "victim")
+        assert run_pbox("inspect", "victim").stderr == ""
+    finally:
+        run_pbox("rm", "-f", "victim", check=False)
+        run_pbox("network", "rm", "lonely")
+
+
+def test_twenty_containers_reach_each_other(bb, run_pbox):
+    run_pbox("network", "create", "crowd")
+    names = [f"c{i}" for i in range(1, 21)]
+    try:
+        for n in names:
+            run_pbox("run", "-d", "--name", n, "--network", "crowd", bb, "sleep", "600")
+        probe = "; ".join(f"ping -c1 -W2 {n} >/dev/null || echo unreachable-{n}"
+                          for n in names)
+        for n in names:
+            r = run_pbox("exec", n, "sh", "-c", probe)
+            assert r.stdout == "", (n, r.stdout)
+        info = json.loads(run_pbox("network", "inspect", "crowd").stdout)[0]
+        ips = sorted(c["IPv4Address"] for c in info["Containers"].values())
+        assert len(set(ips)) == 20
+    finally:
+        run_pbox("rm", "-f", *names, check=False)
+        run_pbox("network", "rm", "crowd")
+    assert _holders() == []
