@@ -79,8 +79,16 @@ def test_password_flag_warns_and_no_tty_cannot_prompt(registry_basic, run_pbox, 
         assert json.load(f).get("auths") == {}
 
 
-def test_login_to_registry_without_auth(registry_plain, run_pbox):
-    r = run_pbox("login", "-u", "someone", "--password-stdin", registry_plain.host, input="pw\n")
+@pytest.mark.parametrize("mode", ["plain", "tls"])
+def test_login_to_registry_without_auth(mode, request, run_pbox):
+    reg = request.getfixturevalue(f"registry_{mode}")
+    tls = ["--cert-dir", reg.cert_dir] if reg.ca_path else []
+    if tls:
+        # an unknown CA is refused before any credential is sent or saved
+        r = run_pbox("login", "-u", "someone", "--password-stdin", reg.host, input="pw\n",
+                     expect_rc=125)
+        assert r.stderr.startswith("Error: ") and len(r.stderr.strip().splitlines()) == 1
+    r = run_pbox("login", *tls, "-u", "someone", "--password-stdin", reg.host, input="pw\n")
     assert "Login Succeeded" in r.stdout
 
 
