@@ -154,8 +154,7 @@ class Builder(RunSteps):
         self.report = report
         self.epoch = opts.source_date_epoch
         self.used_args: set = set()
-        self.fetched: dict = {}  # ADD url -> sources.FetchedFile, for the step
-        self.fetch_dirs: list = []
+        self.fetched = None  # sources.Fetcher: ADD's downloads and clones, for one step
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -386,7 +385,8 @@ class Builder(RunSteps):
             err.step_error = True
             raise err from None
         finally:
-            self._drop_fetched()
+            if self.fetched is not None:
+                self.fetched.drop()
 
     def _labels_only(self, st: _Stage) -> None:
         labels = dict(st.cfg.get("Labels") or {})
@@ -623,7 +623,7 @@ class Builder(RunSteps):
                     raise BuildError(f"COPY {s}: source can't be a git repository (use ADD)")
                 if checksum is not None:
                     raise BuildError("--checksum is not supported for git sources")
-                extra += f"git:{s}:{self._git(s, inst).commit};"
+                extra += f"git:{s}:{self._fetcher().git(s, inst).commit};"
                 continue
             if sources.is_url(s):
                 if inst.cmd != "ADD":
@@ -631,7 +631,7 @@ class Builder(RunSteps):
                 if checksum is not None:
                     extra += f"url:{s}:{checksum};"
                 else:  # docker downloads every time: the content decides the cache
-                    f = self._fetch(s, None)
+                    f = self._fetcher().url(s, None)
                     extra += f"url:{s}:{f.digest()}:{f.mtime};"
                 continue
             found = self.ctx.glob(s)
@@ -640,31 +640,12 @@ class Builder(RunSteps):
             rels.extend(found)
         return text, extra + (self.ctx.digest(rels) if rels else "")
 
-    def _fetch(self, url: str, checksum):
-        from pbox.build import sources
+    def _fetcher(self):
+        from pbox.build.sources import Fetcher
 
-        if url not in self.fetched:
-            entry = self.store.temp("build")
-            os.makedirs(entry.path)
-            self.fetch_dirs.append(entry)
-            self.fetched[url] = sources.fetch(url, entry.path, checksum)
-        return self.fetched[url]
-
-    def _git(self, url: str, inst):
-        from pbox.build import sources
-
-        if url not in self.fetched:
-            entry = self.store.temp("build")
-            os.makedirs(entry.path)
-            self.fetch_dirs.append(entry)
-            keep = (inst.flag("keep-git-dir", "false") or "true").lower() == "true"
-            self.fetched[url] = sources.git_checkout(url, entry.path, keep)
-        return self.fetched[url]
-
-    def _drop_fetched(self) -> None:
-        for entry in self.fetch_dirs:
-            entry.discard()
-        self.fetch_dirs, self.fetched = [], {}
+        if self.fetched is None:
+            self.fetched = Fetcher(self.store)
+        return self.fetched
 
     def _do_copy(self, st: _Stage, inst, env: dict, text: str) -> None:
         from pbox.build import sources
@@ -692,10 +673,10 @@ class Builder(RunSteps):
             checksum = inst.flag("checksum", None) if inst.cmd == "ADD" else None
             for s in srcs:
                 if sources.is_git(s):
-                    items.append(("", self._git(s, inst)))
+                    items.append(("", self._fetcher().git(s, inst)))
                     continue
                 if sources.is_url(s):
-                    items.append((None, self._fetch(s, checksum and
+                    items.append((None, self._fetcher().url(s, checksum and
                                                     sources.parse_checksum(checksum))))
                     continue
                 for rel in self.ctx.glob(s):

@@ -38,6 +38,38 @@ URL_MODE = 0o600
 _CHUNK = 1 << 20
 
 
+class Fetcher:
+    """ADD's downloads and clones for one step, each once, in store temp directories
+    removed by ``drop``."""
+
+    def __init__(self, store):
+        self.store = store
+        self.done: dict = {}
+        self.dirs: list = []
+
+    def _dir(self) -> str:
+        entry = self.store.temp("build")
+        os.makedirs(entry.path)
+        self.dirs.append(entry)
+        return entry.path
+
+    def url(self, url: str, checksum):
+        if url not in self.done:
+            self.done[url] = fetch(url, self._dir(), checksum)
+        return self.done[url]
+
+    def git(self, url: str, inst):
+        if url not in self.done:
+            keep = (inst.flag("keep-git-dir", "false") or "true").lower() == "true"
+            self.done[url] = git_checkout(url, self._dir(), keep)
+        return self.done[url]
+
+    def drop(self) -> None:
+        for entry in self.dirs:
+            entry.discard()
+        self.dirs, self.done = [], {}
+
+
 class InlineFile:
     """A file COPY/ADD writes from bytes it holds (a heredoc)."""
 

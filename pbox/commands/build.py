@@ -83,9 +83,14 @@ def _secrets(items) -> dict:
 @click.option("--iidfile", metavar="FILE", help="Write the image id to FILE.")
 @click.option("--squash", is_flag=True,
               help="Merge the layers the build adds into one, on top of the base image.")
+@click.option("--platform", default="", metavar="OS/ARCH",
+              help="Only the host's platform can be built (there is no emulation).")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]),
+              default="auto", help="Output style: the steps are always shown plainly; "
+                                   "quiet is -q.")
 @click.pass_obj
 def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, quiet, labels,
-          network, secrets, iidfile, squash):
+          network, secrets, iidfile, squash, platform, progress):
     """Build an image from a Dockerfile and the context PATH ('-' reads a tar from stdin).
 
     Steps are cached: an unchanged step reuses the image it made before.  With
@@ -106,6 +111,18 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             refs.parse(t)
         except Exception as e:
             raise UsageError(f"invalid tag {t!r}: {e}")
+    if platform:
+        from pbox.oci import platform as plat
+
+        host = plat.host()
+        try:
+            wanted = plat.parse(platform)
+        except Exception as e:
+            raise UsageError(f"invalid --platform {platform!r}: {e}")
+        if not host.matches(wanted):
+            raise UsageError(f"--platform {platform}: only the host platform {host} can be "
+                             f"built (no emulation)")
+    quiet = quiet or progress == "quiet"
     if path == "-" and dockerfile == "-":
         raise UsageError("the context and the Dockerfile cannot both be read from stdin")
     epoch = os.environ.get("SOURCE_DATE_EPOCH") or None

@@ -193,6 +193,14 @@ def test_iidfile_squash_label_and_failing_step(bb, run_pbox, tmp_path):
     # -q prints only the id, --iidfile the same one
     r = run_pbox("build", "-q", "--iidfile", str(iid), str(ctx))
     assert r.stdout.strip() == iid.read_text()
+    import platform
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    other = "arm64" if arch == "amd64" else "amd64"
+    r = run_pbox("build", "--progress", "quiet", "--platform", f"linux/{arch}", str(ctx))
+    assert r.stdout.strip() == iid.read_text()
+    r = run_pbox("build", "--platform", f"linux/{other}", str(ctx), expect_rc=125)
+    assert r.stderr.startswith("Error: ") and "host platform" in r.stderr
     # a failing RUN: the step, its line and the exit code; nothing left behind
     (ctx / "Dockerfile").write_text(f"FROM {bb}\nENV A=1\n\nRUN echo before; exit 3\n")
     r = run_pbox("build", str(ctx), expect_rc=1)
