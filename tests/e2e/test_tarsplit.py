@@ -155,6 +155,32 @@ def test_changed_or_missing_file_falls_back_to_a_new_tar(tmp_path):
     assert tarsplit.reassemble(split, diff, io.BytesIO()) is False
 
 
+class _Dribble:
+    """A stream handing out pieces of every size from 1 byte up, as decompressors and
+    read-ahead threads do: headers and contents split at any offset."""
+
+    def __init__(self, data: bytes):
+        self._data, self._pos, self._n = data, 0, 0
+
+    def read(self, n=-1):
+        self._n = self._n % 1031 + 1
+        size = min(n if n and n > 0 else len(self._data), self._n * 7)
+        piece = self._data[self._pos : self._pos + size]
+        self._pos += len(piece)
+        return piece
+
+
+def test_any_read_sizes_give_the_same_split(tmp_path):
+    tar = sample_tar(tarfile.PAX_FORMAT)
+    layer = tmp_path / "layer"
+    (layer / "diff").mkdir(parents=True)
+    split = str(layer / "tar-split")
+    extract_layer(_Dribble(tar), str(layer / "diff"), keep_owners=False, split_to=split)
+    out = io.BytesIO()
+    assert tarsplit.reassemble(split, str(layer / "diff"), out, digest(tar))
+    assert out.getvalue() == tar
+
+
 def test_a_name_written_twice_gives_a_new_tar(tmp_path):
     # the first content is not in the layer any more: the original cannot be rebuilt
     buf = io.BytesIO()
