@@ -3,13 +3,15 @@
 Nothing here prints: ``push`` reports progress to a ``report(event, **info)`` callback
 that the CLI renders (docker's ``<id>: Pushed`` lines).
 
-Push, per layer (bottom first):
+Push, per layer (step 1 for every layer first, while the registry is pinged in a
+thread; then steps 2-4 for all layers at once, in a few threads):
 
 1. The compressed blob for the asked compression is remembered in the layer's
    ``layer.json`` under ``compressed_by``: ``{"gzip": {"digest", "size", "diff_id"}}``.
    When it is not, the stored layer directory is written as a deterministic tar
-   (``write_layer_tar``), compressed and hashed in one streamed pass into a temp file
-   of the store (the upload needs the digest before the first byte is sent), and the
+   (``write_layer_tar``), compressed (gzip: ``pbox.oci.pgzip``, blocks on all cores)
+   and hashed in one streamed pass into a temp file of the store (the upload needs
+   the digest before the first byte is sent), and the
    result is remembered, so a second push, or a push elsewhere, does not compress
    again and yields the same digests.
 2. ``HEAD`` the blob: the registry has it -> ``Layer already exists``.  The digest a
@@ -37,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 from pbox.config import Config
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("oci", "v2s2")
 COMPRESSIONS = ("gzip", "zstd")
 MAX_LOCATIONS = 8  # repositories remembered per blob, for cross-repository mounts
+PUSH_THREADS = 4  # layers checked, mounted or uploaded at once
+# layer.json updates of one process, one at a time (the store's FileLock is per process)
+_REMEMBER_LOCK = threading.Lock()
 
 
 # -- login / logout ------------------------------------------------------------------------
@@ -324,9 +330,7 @@ def push(config: Config, source: str, dest: str | None = None,
                 prepared.append((chain, *_prepare_layer(store, chain, diff_id, algo,
                                                         keep_owners, report)))
             warm.wait()
-            for chain, candidates, made in prepared:
-                pushed.append(_push_layer(client, store, repo, chain, algo, keep_owners,
-                                          report, candidates, made))
+            pushed = _push_layers(client, store, repo, prepared, algo, keep_owners, report)
         finally:
             for _, _, made in prepared:
                 if made is not None:
@@ -342,7 +346,10 @@ def push(config: Config, source: str, dest: str | None = None,
         config_digest = dg.compute(config_raw)
         if not client.blob_exists(repo, config_digest):
             # the repository the layers were mounted from likely has the config too
+            # (not when a layer had to be uploaded: then the image is new to the registry)
             sources = [p.source for p in pushed if p.source]
+            if any(p.status == "pushed" for p in pushed):
+                sources = []
             if not any(client.mount_blob(repo, config_digest, s) for s in sources[:1]):
                 client.push_blob(repo, config_digest, len(config_raw),
                                  lambda: _bytes_io(config_raw), check_exists=False)
@@ -478,7 +485,7 @@ def _compressor(out, algo: str):
 
 def _remember(store, chain: str, **changes) -> None:
     """Merge facts into layer.json (under the meta lock, so two pushes keep both)."""
-    with store.meta_lock.exclusive():
+    with _REMEMBER_LOCK, store.meta_lock.exclusive():
         info = store.layer_info(chain)
         for key, value in changes.items():
             merged = dict(info.get(key) or {})
@@ -527,6 +534,28 @@ def _prepare_layer(store, chain: str, diff_id: str, algo: str, keep_owners: bool
         made.discard()
         raise
     return [(made.digest, made.size, made.diff_id)], made
+
+
+def _push_layers(client, store, repo: str, prepared: list, algo: str, keep_owners: bool,
+                 report) -> list:
+    """``_push_layer`` for every prepared layer, several at once (HEADs, mounts and
+    uploads overlap); the results in layer order, the first failure raised."""
+    if len(prepared) <= 1:
+        return [_push_layer(client, store, repo, chain, algo, keep_owners, report, cands, made)
+                for chain, cands, made in prepared]
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock = threading.Lock()
+
+    def said(*args, **info):
+        with lock:
+            report(*args, **info)
+
+    with ThreadPoolExecutor(min(PUSH_THREADS, len(prepared)),
+                            thread_name_prefix="push-layer") as pool:
+        futures = [pool.submit(_push_layer, client, store, repo, chain, algo, keep_owners,
+                               said, cands, made) for chain, cands, made in prepared]
+        return [f.result() for f in futures]
 
 
 def _push_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bool, report,

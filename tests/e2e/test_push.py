@@ -307,3 +307,30 @@ def test_push_rmi_pull_run_without_auth(open_registry, busybox, run_pbox):
         # without the CA the certificate is refused, with a one-line error
         r = run_pbox("push", dest, expect_rc=125)
         assert r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+
+
+def test_new_image_on_a_known_base_mounts_the_base_and_uploads_the_rest(
+        registry_factory, busybox, run_pbox, tmp_path):
+    # layers go in parallel; the config of an image with an uploaded layer is new to the
+    # registry, so no mount is tried for it
+    reg = registry_factory("plain")
+    run_pbox("push", busybox.reference, f"{reg.host}/base/busybox:1")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {busybox.reference}\nCOPY one.txt two.txt /data/\n")
+    (ctx / "one.txt").write_text("one\n")
+    (ctx / "two.txt").write_text("two\n")
+    run_pbox("build", "-q", "-t", "pbox-push/app:1", str(ctx))
+    mark = reg.log_mark()
+    r = run_pbox("push", "pbox-push/app:1", f"{reg.host}/team/app:1")
+    statuses = sorted(pushed_ids(r.stdout).values())
+    assert statuses == ["Mounted from base/busybox", "Pushed"], r.stdout
+    mounts = reg.requests_matching("POST", r"/v2/team/app/blobs/uploads/\?.*mount=", since=mark)
+    assert len(mounts) == 1, mounts
+    digest, _ = final_digest(r.stdout, "1")
+    run_pbox("rmi", "pbox-push/app:1")
+    run_pbox("pull", "-q", f"{reg.host}/team/app:1")
+    out = run_pbox("run", "--rm", "--network", "none", f"{reg.host}/team/app:1",
+                   "cat", "/data/one.txt", "/data/two.txt").stdout
+    assert out == "one\ntwo\n"
+    assert digest.startswith("sha256:")
