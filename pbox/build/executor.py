@@ -2,10 +2,13 @@
 
 Every step makes an image in the store, as docker's classic builder does: metadata
 steps (ENV, CMD, LABEL, ...) only change the config and add a history entry with
-``empty_layer``; RUN runs in a container created and started exactly as `run` does
-(the stage's env, workdir, user and shell; build args as extra environment), and the
-container's upper directory becomes the layer (:func:`pbox.containers.fsops.add_layer`);
-COPY and ADD write their files into a staging directory that becomes the layer.
+``empty_layer``; RUN (:mod:`pbox.build.runstep`, its ``--mount``s in
+:mod:`pbox.build.mounts`) runs in a container created and started exactly as `run`
+does, and the container's upper directory becomes the layer
+(:func:`pbox.containers.fsops.add_layer`); COPY and ADD write their files (from the
+context, a stage or image, a heredoc, a URL or a git repository:
+:mod:`pbox.build.sources`) into a staging directory that becomes the layer.  The base
+image's ONBUILD triggers run right after FROM; ``--squash`` is :mod:`pbox.build.squash`.
 
 History: metadata steps get docker's ``/bin/sh -c #(nop)  ENV a=b``; RUN, COPY and ADD
 get BuildKit's form (``RUN /bin/sh -c echo hi # buildkit``, ``COPY app /app # buildkit``).
@@ -516,7 +519,10 @@ class Builder(RunSteps):
         elif cmd == "HEALTHCHECK":
             cfg["Healthcheck"] = _healthcheck(inst, cfg)
         elif cmd == "ONBUILD":
-            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [" ".join(inst.args)]
+            trigger = " ".join(inst.args)
+            for doc in (inst.onbuild.heredoc_info if inst.onbuild else []):
+                trigger += "\n" + doc.content + doc.name  # the body goes with it
+            cfg["OnBuild"] = list(cfg.get("OnBuild") or []) + [trigger]
         elif cmd == "ARG":
             pass
         else:

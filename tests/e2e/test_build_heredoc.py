@@ -58,18 +58,20 @@ def test_onbuild_triggers_run_once_in_the_child(bb, run_pbox, tmp_path):
     (ctx / "trigger.txt").write_text("from the child's context\n")
     (ctx / "Dockerfile").write_text(
         f"FROM {bb}\nONBUILD COPY trigger.txt /from-trigger\n"
-        "ONBUILD RUN echo \"ran: $(cat /from-trigger)\" >> /triggered\n")
+        "ONBUILD RUN echo \"ran: $(cat /from-trigger)\" >> /triggered\n"
+        "ONBUILD COPY <<EOF /doc.txt\ninline $PWD\nEOF\n")
     r = run_pbox("build", "-t", "parent", str(ctx))
     assert "Executing" not in r.stdout
     cfg = json.loads(run_pbox("image", "inspect", "parent").stdout)[0]["Config"]
     assert cfg["OnBuild"] == ["COPY trigger.txt /from-trigger",
-                              "RUN echo \"ran: $(cat /from-trigger)\" >> /triggered"]
+                              "RUN echo \"ran: $(cat /from-trigger)\" >> /triggered",
+                              "COPY <<EOF /doc.txt\ninline $PWD\nEOF"]
     (ctx / "Dockerfile").write_text("FROM parent\nRUN echo child >> /triggered\n")
     r = run_pbox("build", "-t", "child", str(ctx))
-    assert "# Executing 2 build triggers" in r.stdout
+    assert "# Executing 3 build triggers" in r.stdout
     assert r.stdout.index("Running trigger: COPY") < r.stdout.index("Step 2/2 : RUN")
-    assert run_pbox("run", "--rm", "child", "cat", "/triggered").stdout == (
-        "ran: from the child's context\nchild\n")
+    assert run_pbox("run", "--rm", "child", "cat", "/triggered", "/doc.txt").stdout == (
+        "ran: from the child's context\nchild\ninline \n")
     cfg = json.loads(run_pbox("image", "inspect", "child").stdout)[0]["Config"]
     assert not cfg.get("OnBuild")
     # a grandchild inherits no trigger: they ran once
@@ -167,7 +169,7 @@ def test_add_url_checksum_and_cache(bb, run_pbox, tmp_path, http_files):
     assert "URL" in r.stderr
 
 
-def test_iidfile_squash_label_and_failing_step(bb, run_pbox, tmp_path):
+def test_iidfile_squash_label_and_failing_step(bb, run_pbox, pbox_root, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(
@@ -201,12 +203,25 @@ def test_iidfile_squash_label_and_failing_step(bb, run_pbox, tmp_path):
     assert r.stdout.strip() == iid.read_text()
     r = run_pbox("build", "--platform", f"linux/{other}", str(ctx), expect_rc=125)
     assert r.stderr.startswith("Error: ") and "host platform" in r.stderr
-    # a failing RUN: the step, its line and the exit code; nothing left behind
-    (ctx / "Dockerfile").write_text(f"FROM {bb}\nENV A=1\n\nRUN echo before; exit 3\n")
-    r = run_pbox("build", str(ctx), expect_rc=1)
-    assert r.stderr == ('Error: building at STEP "RUN echo before; exit 3" (Dockerfile:4): '
-                        "exit status 3\n")
+    # a failing RUN: the step, its line and the exit code; nothing left behind (no
+    # container, no layer, no temporary directory, not the secret it mounted)
+    import os
+
+    def store_state():
+        tmp = os.path.join(pbox_root.root, "tmp")
+        return (sorted(os.listdir(os.path.join(pbox_root.root, "layers"))),
+                sorted(n for n in os.listdir(tmp) if not n.startswith(".")
+                       and not n.endswith(".lock")) if os.path.isdir(tmp) else [])
+
+    before = store_state()
+    (tmp_path / "s").write_text("x")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {bb}\nENV A=1\n\nRUN --mount=type=secret,id=s echo before > /f; exit 3\n")
+    r = run_pbox("build", "--secret", f"id=s,src={tmp_path / 's'}", str(ctx), expect_rc=1)
+    assert r.stderr == ('Error: building at STEP "RUN --mount=type=secret,id=s echo before '
+                        '> /f; exit 3" (Dockerfile:4): exit status 3\n')
     assert run_pbox("ps", "-a", "-q").stdout == ""
+    assert store_state() == before
 
 
 def _git(*args, cwd=None):
