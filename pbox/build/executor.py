@@ -188,11 +188,12 @@ class Builder(RunSteps):
     def _record(self, st: _Stage) -> bool:
         """Give the step's image a record (RUN creates its container from it, the build
         ends with it); True when it was made now."""
-        from pbox.containers.fsops import store_image
         from pbox.storage.images import ImageStore
 
         if ImageStore(self.store).exists(st.image_id):
             return False
+        from pbox.containers.fsops import store_image  # not imported by a cached step
+
         diff_ids = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
         with self.store.gc_lock.shared():
             image_id = store_image(self.store, st.image, st.layers, diff_ids,
