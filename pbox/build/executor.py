@@ -98,7 +98,8 @@ def cache_key(parent: str, text: str, args: dict, sources: str = "") -> str:
 
 def prune_cache(config: Config) -> tuple[int, int]:
     """`builder prune`: forget every cache record, then remove the step configs and
-    layers no image or container uses.  Returns (records, bytes freed)."""
+    layers no image or container uses, and the RUN cache mounts no build is using.
+    Returns (records, bytes freed)."""
     from pbox.images import _gc_layers, enter_userns, open_store
     from pbox.storage.images import ImageStore
 
@@ -110,7 +111,9 @@ def prune_cache(config: Config) -> tuple[int, int]:
             count = len(cache.load())
             store.write_json(cache.path, {})
         freed = _gc_layers(store, ImageStore(store))
-    return count, freed
+    from pbox.build.mounts import prune_cache_mounts
+
+    return count, freed + prune_cache_mounts(store)
 
 
 # -- per-stage state ----------------------------------------------------------------------------

@@ -309,3 +309,36 @@ def _followable(path: str) -> str:
     if os.path.islink(path):
         raise BuildError("--mount: the source is a symbolic link")
     return path
+
+
+def prune_cache_mounts(store) -> int:
+    """`builder prune`: remove the cache mounts no build is using; bytes freed."""
+    import shutil
+
+    top = os.path.join(store.root, MOUNTS_DIR)
+    try:
+        names = sorted(os.listdir(top))
+    except FileNotFoundError:
+        return 0
+    freed = 0
+    for name in names:
+        if name.endswith(".lock"):
+            continue
+        path = os.path.join(top, name)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a build is using it
+            for dirpath, _dirs, filenames in os.walk(path):
+                for n in filenames:
+                    try:
+                        freed += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+                    except OSError:
+                        pass
+            shutil.rmtree(path, ignore_errors=True)
+            os.unlink(path + ".lock")
+        finally:
+            os.close(fd)
+    return freed

@@ -208,7 +208,8 @@ def builder():
 @click.option("-a", "--all", "all_", is_flag=True, hidden=True)
 @click.pass_obj
 def builder_prune(config, force, all_):
-    """Remove the build cache records, and the step images and layers only they kept."""
+    """Remove the build cache records, the step images and layers only they kept, and
+    the RUN --mount=type=cache directories."""
     from pbox.build import executor
     from pbox.humanize import human_size
 

@@ -67,6 +67,10 @@ def test_run_mounts_leave_nothing_behind(bb, run_pbox, tmp_path):
     # the cache mount persists across builds (and is no part of the layer)
     run_pbox("build", "--no-cache", *args, "-t", "again", str(ctx))
     assert run_pbox("run", "--rm", "again", "cat", "/count").stdout.strip() == "2"
+    # builder prune empties it
+    run_pbox("builder", "prune", "-f")
+    run_pbox("build", *args, "-t", "pruned", str(ctx))
+    assert run_pbox("run", "--rm", "pruned", "cat", "/count").stdout.strip() == "1"
     # a bind from the context is part of the key: a changed file reruns its step
     (ctx / "input.txt").write_text("changed\n")
     r = run_pbox("build", *args, "-t", "changed", str(ctx))
