@@ -39,6 +39,7 @@ import stat
 import zlib
 
 from pbox.errors import StoreError
+from pbox.storage import extract as ex
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ BLOCK = 512
 CHUNK = 1 << 20
 MAX_META = 8 << 20  # PAX / long-name data kept to parse it (as the extractor's limit)
 RAW_FLUSH = 1 << 20
+_ZERO_BLOCK = bytes(BLOCK)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -86,6 +88,7 @@ class Recorder:
         self._stream = stream
         self._path = path
         self._file = None
+        self._created = False
         self._zip = zlib.compressobj(6)
         self._raw = bytearray()
         self._failed = False
@@ -111,11 +114,11 @@ class Recorder:
         if data and not self._failed:
             try:
                 self._feed(data)
-            except (_Unusable, ValueError) as e:
-                log.debug("layer tar not recorded for tar-split: %s", e)
-                self._fail()
             except OSError as e:
                 log.debug("cannot write the tar-split file: %s", e)
+                self._fail()
+            except Exception as e:  # never fail a pull for what only push could use
+                log.debug("layer tar not recorded for tar-split: %r", e)
                 self._fail()
         return data
 
@@ -148,16 +151,18 @@ class Recorder:
         if self._file is not None:
             self._file.close()
             self._file = None
-        try:
-            os.unlink(self._path)
-        except FileNotFoundError:
-            pass
+        if self._created:
+            try:
+                os.unlink(self._path)
+            except FileNotFoundError:
+                pass
 
     # -- output
 
     def _output(self):
         if self._file is None:
             self._file = open(self._path, "xb")  # noqa: SIM115 (closed by finish/_fail)
+            self._created = True
             self._file.write(self._zip.compress(MAGIC))
         return self._file
 
@@ -235,9 +240,7 @@ class Recorder:
             self._state, self._remaining = state, total
 
     def _header(self, block: bytes) -> None:
-        from pbox.storage import extract as ex
-
-        if block == bytes(BLOCK):
+        if block == _ZERO_BLOCK:
             self._state = _TAIL  # the end: everything after it is kept as it is
             return
         try:
@@ -257,6 +260,9 @@ class Recorder:
             return
         if typ in (b"S", b"M"):
             raise _Unusable("sparse or multi-volume tar")
+        if typ == b"V":  # a volume label: skipped, pending PAX records kept (as extract)
+            self._data_state(_RAW, entry.size)
+            return
         merged = {k: v for k, v in self._global_pax.items() if v is not None}
         merged.update({k: v for k, v in self._pax.items() if v is not None})
         try:
@@ -281,8 +287,6 @@ class Recorder:
     def _content_path(entry):
         """The layer path holding this regular entry's content, or None when the
         extractor does not store it as a file (a whiteout, a directory by its slash)."""
-        from pbox.storage import extract as ex
-
         if entry.name.endswith(b"/"):
             return None
         try:
@@ -294,8 +298,6 @@ class Recorder:
         return b"/".join(parts)
 
     def _meta_done(self) -> None:
-        from pbox.storage import extract as ex
-
         data = bytes(self._meta[: self._meta_size])
         self._meta = bytearray()
         typ = self._meta_type
@@ -379,12 +381,17 @@ def _open_in(root_fd: int, path: bytes) -> int:
             child = os.open(name, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
+        # lstat first: opening a device node can have effects of its own
+        st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
         f = os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
     finally:
         os.close(fd)
-    if not stat.S_ISREG(os.fstat(f).st_mode):
+    fst = os.fstat(f)
+    if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(f)
-        raise OSError(errno.EINVAL, "not a regular file")
+        raise OSError(errno.ESTALE, "file replaced while opening it")
     return f
 
 
