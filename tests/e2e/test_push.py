@@ -108,13 +108,14 @@ def test_login_push_rmi_pull_run_same_content(auth_registry, busybox, run_pbox, 
     assert "unauthorized" in r.stderr
 
 
-def test_second_push_uploads_nothing(registry_factory, busybox, run_pbox):
-    reg = registry_factory("plain")
+@pytest.mark.parametrize("mode", ["plain", "token"])
+def test_second_push_uploads_nothing(mode, registry_factory, busybox, run_pbox):
+    reg = registry_factory(mode)
     dest = f"{reg.host}/again/busybox:latest"
-    first = run_pbox("push", busybox.reference, dest)
+    first = run_pbox("push", *creds_args(reg), busybox.reference, dest)
     assert reg.count_requests("PUT", UPLOADS) >= 2  # a layer and the config
     mark = reg.log_mark()
-    second = run_pbox("push", busybox.reference, dest)
+    second = run_pbox("push", *creds_args(reg), busybox.reference, dest)
     assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
     assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
     assert reg.count_requests("POST", UPLOADS, since=mark) == 0
@@ -122,14 +123,16 @@ def test_second_push_uploads_nothing(registry_factory, busybox, run_pbox):
     assert final_digest(second.stdout, "latest") == final_digest(first.stdout, "latest")
 
 
-def test_push_to_second_repository_mounts(registry_factory, registry_plain, test_images,
+@pytest.mark.parametrize("mode", ["plain", "token"])
+def test_push_to_second_repository_mounts(mode, registry_factory, registry_plain, test_images,
                                           run_pbox, pbox_root):
     img = test_images(registry_plain).layers
     run_pbox("pull", "-q", img.reference)
-    reg = registry_factory("plain")
-    run_pbox("push", img.reference, f"{reg.host}/team-a/layers:1")
+    reg = registry_factory(mode)  # token: the mount needs pull access to the source too
+    creds = creds_args(reg)
+    run_pbox("push", *creds, img.reference, f"{reg.host}/team-a/layers:1")
     mark = reg.log_mark()
-    r = run_pbox("push", img.reference, f"{reg.host}/team-b/layers:1")
+    r = run_pbox("push", *creds, img.reference, f"{reg.host}/team-b/layers:1")
     statuses = list(pushed_ids(r.stdout).values())
     assert len(statuses) == len(img.layers)
     assert set(statuses) == {"Mounted from team-a/layers"}
@@ -143,10 +146,12 @@ def test_push_to_second_repository_mounts(registry_factory, registry_plain, test
     # what came back is the same tree: owners, modes, whiteouts, setuid bits, links
     want = storeview.listing(pbox_root.root, img.config_digest)
     run_pbox("rmi", img.reference)
-    run_pbox("pull", "-q", f"{reg.host}/team-b/layers:1")
+    run_pbox("pull", "-q", *creds, f"{reg.host}/team-b/layers:1")
     image_id = run_pbox("inspect", "--format", "{{.Id}}", f"{reg.host}/team-b/layers:1"
                         ).stdout.strip()
     assert storeview.listing(pbox_root.root, image_id) == want
+    # the layers went out as the very tars that were pulled: the same image id
+    assert image_id == img.config_digest
 
 
 def test_zstd_push_pulls_back(registry_factory, busybox, run_pbox):
