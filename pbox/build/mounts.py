@@ -193,8 +193,9 @@ class StepMounts:
         return entry.path
 
     def _add(self, source: str, target: str, rw: bool) -> None:
-        if ":" in target or "," in target:
-            raise BuildError(f"--mount: target {target!r}: ':' and ',' are not supported")
+        for path in (target, source):  # `-v SRC:DST:ro` below
+            if ":" in path:
+                raise BuildError(f"--mount: {path!r}: a path with ':' is not supported")
         self.volumes.append(f"{source}:{target}:{'rw' if rw else 'ro'}")
         self.stubs.append(target)
 
