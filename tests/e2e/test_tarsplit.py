@@ -8,15 +8,19 @@ others push, save and load through the CLI against the real registry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
+import time
 
 import pytest
+from harness.images import REPO_PREFIX, LayerSpec, RegistryClient, build_image, busybox_layer
 
 from pbox.storage import tarsplit
 from pbox.storage.extract import LayerError, extract_layer
@@ -296,3 +300,53 @@ def test_rmi_removes_the_split_files(registry_plain, test_images, run_pbox, pbox
     run_pbox("rmi", img.reference)
     assert os.listdir(layers_dir) == []
     assert os.listdir(os.path.join(pbox_root.root, "tmp")) == []
+
+
+def _split_files(root: str) -> list[str]:
+    found = []
+    for top, _dirs, files in os.walk(root):
+        if "tar-split" in files and "diff" in _dirs:
+            found.append(os.path.relpath(os.path.join(top, "tar-split"), root))
+    return sorted(found)
+
+
+def test_killed_pull_leaves_no_split_file_behind(registry_factory, pbox_cmd, pbox_root,
+                                                 run_pbox, tmp_path):
+    """kill -9 while a layer (and its split file) is being written: the next pull removes
+    the half layer with its split file, and every committed layer's split rebuilds it."""
+    reg = registry_factory("plain")
+    big = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(40 * 1024 * 1024 // 32))
+    img = build_image([busybox_layer(), LayerSpec("COPY big").file("/big.bin", big)],
+                      labels={"org.opencontainers.image.title": "tarsplit-kill"})
+    pushed = RegistryClient(reg).push_image(f"{REPO_PREFIX}/tarsplit-kill", "latest", img)
+    root = pbox_root.root
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    proc = subprocess.Popen([*pbox_cmd, "pull", "-q", pushed.reference], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    seen = []
+    try:
+        while proc.poll() is None and not seen:
+            tmp = os.path.join(root, "tmp")
+            seen = _split_files(tmp) if os.path.isdir(tmp) else []
+            time.sleep(0.002)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert seen, "the pull ended before a split file was seen being written"
+    run_pbox("pull", "-q", pushed.reference)
+    assert os.listdir(os.path.join(root, "tmp")) == []
+    layers = sorted(os.listdir(os.path.join(root, "layers")))
+    assert _split_files(os.path.join(root, "layers")) == [
+        os.path.join(c, "tar-split") for c in layers]
+    # each split is whole: save writes the pulled tars again
+    out = tmp_path / "saved.tar"
+    run_pbox("save", "-o", out, pushed.reference)
+    with tarfile.open(out) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))
+        got = [digest(tf.extractfile(n).read()) for n in manifest[0]["Layers"]]
+    assert got == pushed.diff_ids
