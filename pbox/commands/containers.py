@@ -153,7 +153,8 @@ def run(config, image, command, detach, **kw):
     o = _options(image, command, kw, detach)
     if detach and o.rm and o.restart not in ("", "no"):
         raise click.UsageError("conflicting options: --restart and --rm")
-    cid = cr.create(config, o, report=_pull_report(), notice=notice)
+    cid = cr.create(config, o, report=_pull_report(), notice=notice,
+                    hold_signals=() if detach else lifecycle.FORWARDED)
     if detach:
         lifecycle.start_detached(config, cid, notice)
         click.echo(cid)

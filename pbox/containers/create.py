@@ -82,11 +82,23 @@ def build_command(image_cfg: dict, o: opt.RunOptions) -> tuple[list[str], list[s
     return list(entrypoint), list(cmd)
 
 
-def create(config: Config, o: opt.RunOptions, *, report=None, notice=None) -> str:
-    """Create a container (not started); returns its id."""
+def create(config: Config, o: opt.RunOptions, *, report=None, notice=None,
+           hold_signals: tuple = ()) -> str:
+    """Create a container (not started); returns its id.
+
+    ``hold_signals`` are blocked once the image is there (a ^C still interrupts a
+    pull): `run` in the foreground passes the signals it forwards, so one that
+    arrives before the container exists stays pending until there is someone to
+    forward it to (``lifecycle.wait_forwarding`` unblocks them), instead of killing
+    pbox and leaving the container behind.
+    """
     store = Store.open(config.root, config.runroot)
     res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,
                              report=report, notice=notice)
+    if hold_signals:
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, hold_signals)
     # Shared gc lock from here to the written record: rmi/prune of the image and of
     # the volumes we make wait, so nothing we refer to disappears half-way.
     with store.gc_lock.shared():
@@ -175,7 +187,7 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
                 args=entrypoint + cmd, env=env, cwd=o.workdir or icfg.get("WorkingDir") or "/",
                 user=o.user or icfg.get("User") or "", tty=o.tty, no_new_privs=no_new_privs,
                 capabilities=capabilities,
-                additional_gids=[int(g) for g in o.group_add if str(g).isdigit()],
+                additional_gids=_group_ids(o.group_add, layers),
             ),
             hostname=hostname,
             domainname=o.domainname,
@@ -265,6 +277,51 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
             cstore.remove_dir(cid)
         raise
     return cid
+
+
+def _image_file(layers: list[str], path: str) -> str | None:
+    """The text of ``path`` in the image whose layer dirs are ``layers`` (top first), or
+    None.  A whiteout (overlay's 0/0 character device) in an upper layer hides it."""
+    import stat
+
+    for layer in layers:
+        full = os.path.join(layer, path.lstrip("/"))
+        try:
+            st = os.lstat(full)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            with open(full, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return None
+    return None
+
+
+def _group_ids(groups: list[str], layers: list[str]) -> list[int]:
+    """--group-add: numeric gids as given; names looked up in the image's /etc/group."""
+    out: list[int] = []
+    table = None
+    for g in groups:
+        g = str(g).strip()
+        if g.isdigit():
+            gid = int(g)
+        else:
+            if table is None:
+                table = {}
+                for line in (_image_file(layers, "/etc/group") or "").splitlines():
+                    parts = line.split(":")
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        table.setdefault(parts[0], int(parts[2]))
+            if g not in table:
+                raise UsageError(f"unable to find group {g}: no matching entries in "
+                                 f"group file")
+            gid = table[g]
+        if gid not in out:
+            out.append(gid)
+    return out
 
 
 def _network(o: opt.RunOptions) -> tuple[str, list[str]]:

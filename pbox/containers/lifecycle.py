@@ -165,6 +165,7 @@ def _run_piped(cs, cid, spec, log: LogWriter, stdin: int, notice) -> int:
         c.kill(signum)
 
     old = {s: signal.signal(s, forward) for s in FORWARDED}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # see wait_forwarding
     try:
         _pump({out_r: ("stdout", 1), err_r: ("stderr", 2)}, log)
         return c.wait()

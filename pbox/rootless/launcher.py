@@ -303,9 +303,22 @@ def find_executable(cmd: str, path: str) -> str:
     )
 
 
+def _default_signals() -> None:
+    """Default dispositions and an empty mask for the command: the caller may block
+    signals while it starts us, and Python ignores SIGPIPE and SIGXFSZ, which an
+    exec'd program would inherit."""
+    for sig in range(1, signal.NSIG):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _exec(args: list[str], env: list[str]) -> None:
     path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     exe = find_executable(args[0], path)
+    _default_signals()
     try:
         os.execve(exe, args, dict(e.split("=", 1) if "=" in e else (e, "") for e in env))
     except OSError as e:
@@ -463,13 +476,10 @@ def _init_main(args: list[str], env: list[str], msg_w: int) -> None:
     pid = os.fork()
     if pid == 0:
         try:
-            for sig in _FORWARDED:
-                signal.signal(sig, signal.SIG_DFL)
             _exec(args, env)
         except BaseException as e:
             _fail(msg_w, e)
         os._exit(EXIT_SETUP)
-    os.close(msg_w)
 
     def forward(signum, _frame):
         try:
@@ -479,6 +489,11 @@ def _init_main(args: list[str], env: list[str], msg_w: int) -> None:
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    # Only now may the caller learn that the command runs (the pipe's end-of-file):
+    # a signal it forwards from then on finds our handlers, not PID 1's default of
+    # ignoring it.
+    os.close(msg_w)
     while True:
         try:
             wpid, status = os.wait()
@@ -516,6 +531,8 @@ def _close_fds_except(keep: set[int]) -> None:
 
 
 def _holder_main(spec: ContainerSpec, ctx: _Ctx) -> None:
+    # The caller may hold its signals back while it starts us; ours start unblocked.
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _close_fds_except({*ctx.stdio, ctx.msg_w, ctx.sync_w, ctx.go_r, ctx.console_sock,
                        ctx.netns_fd})
     # Out of the caller's process group: a ^C on the terminal reaches only the caller,

@@ -323,3 +323,32 @@ def test_containers_of_other_uids_can_be_stopped_and_share_one_namespace(bb, run
     run_pbox("stop", "-t", "0", "u1000")
     assert run_pbox("inspect", "-f", "{{.State.Status}}", "u1000").stdout == "exited\n"
     run_pbox("rm", "-f", "u1000", "u0")
+
+
+def test_group_add_by_name_from_the_image(bb, run_pbox, tmp_path):
+    # Names come from the image's /etc/group, the topmost layer that has it.
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {bb}\nRUN echo 'devs:x:4242:' >> /etc/group && echo 'ops:x:4343:' >> /etc/group\n")
+    run_pbox("build", "-q", "-t", "groups:1", str(tmp_path))
+    if has_subuid():
+        out = run_pbox("run", "--rm", "--group-add", "devs", "--group-add", "17",
+                       "--group-add", "ops", "groups:1", "id", "-G").stdout.split()
+        assert {"4242", "17", "4343"} <= set(out), out
+    r = run_pbox("run", "--rm", "--group-add", "nosuchgroup", "groups:1", "true",
+                 expect_rc=125)
+    assert r.stderr == ("Error: unable to find group nosuchgroup: no matching entries in "
+                        "group file\n")
+    assert run_pbox("ps", "-aq").stdout == ""
+    # a group the image deleted is gone, although a lower layer has it
+    (tmp_path / "Dockerfile").write_text("FROM groups:1\nRUN rm /etc/group\n")
+    run_pbox("build", "-q", "-t", "groups:2", str(tmp_path))
+    run_pbox("run", "--rm", "--group-add", "devs", "groups:2", "true", expect_rc=125)
+
+
+def test_the_command_starts_with_default_signal_dispositions(bb, run_pbox):
+    # Python (pbox) ignores SIGPIPE and SIGXFSZ; an exec'd command must not inherit that
+    # (`yes | head` ends by SIGPIPE as anywhere else), with --init too.
+    for extra in ([], ["--init"]):
+        out = run_pbox("run", "--rm", *extra, bb, "grep", "-E", "^Sig(Ign|Blk)",
+                       "/proc/self/status").stdout
+        assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
