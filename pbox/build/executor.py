@@ -34,6 +34,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 
+from pbox.build import metadata
 from pbox.build.runstep import DEFAULT_SHELL, RunSteps
 from pbox.config import Config
 from pbox.errors import BuildError, PboxError
@@ -161,6 +162,7 @@ class Builder(RunSteps):
         self.epoch = opts.source_date_epoch
         self.used_args: set = set()
         self.fetched = None  # sources.Fetcher: ADD's downloads and clones, for one step
+        self.excl = None  # sources.Excluder: the COPY/ADD step's --exclude
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -392,6 +394,7 @@ class Builder(RunSteps):
             err.step_error = True
             raise err from None
         finally:
+            self.excl = None
             if self.fetched is not None:
                 self.fetched.drop()
 
@@ -429,7 +432,7 @@ class Builder(RunSteps):
         elif cmd == "RUN":
             text, sources = self._run_text(inst, st), self._run_key(st, inst, env)
         else:
-            text, sources = _meta_text(inst, env), ""
+            text, sources = metadata.history_text(inst, env), ""
         run_args = self._run_args(st)
         key = cache_key(st.image_id, text, run_args, sources)
         if final_labels and self.opts.labels:
@@ -521,7 +524,7 @@ class Builder(RunSteps):
                 raise BuildError("SHELL requires the arguments to be in JSON form")
             cfg["Shell"] = list(inst.args)
         elif cmd == "HEALTHCHECK":
-            cfg["Healthcheck"] = _healthcheck(inst, cfg)
+            cfg["Healthcheck"] = metadata.healthcheck(inst)
         elif cmd == "ONBUILD":
             trigger = " ".join(inst.args)
             for doc in (inst.onbuild.heredoc_info if inst.onbuild else []):
@@ -678,7 +681,11 @@ class Builder(RunSteps):
                 mode = int(chmod, 8)
             except ValueError:
                 raise BuildError(f"invalid --chmod {chmod!r}: an octal mode")
+        if inst.flag("parents", None) is not None:
+            raise BuildError(f"{inst.cmd} --parents is not supported")
+        unpack = (inst.flag("unpack", None) or "").lower()  # ADD: "" is docker's default
         items = []  # (name, host path, Node or sources.InlineFile)
+        self.excl = sources.Excluder.of(inst)
         if frm is None:
             checksum = inst.flag("checksum", None) if inst.cmd == "ADD" else None
             for s in srcs:
@@ -690,7 +697,8 @@ class Builder(RunSteps):
                                                     sources.parse_checksum(checksum))))
                     continue
                 for rel in self.ctx.glob(s):
-                    items.append((rel, self.ctx.lookup(rel) if rel else self.ctx.root))
+                    if not (self.excl and self.excl.skip(posixpath.basename(rel))):
+                        items.append((rel, self.ctx.lookup(rel) if rel else self.ctx.root))
             if len(items) > 1 or any(c in "".join(srcs) for c in "*?["):
                 dest_dir = True
         else:
@@ -700,7 +708,8 @@ class Builder(RunSteps):
                 node = view.lookup(parts) if parts else view.root
                 if node is None:
                     raise BuildError(f"{s!r} not found in the source image")
-                items.append(("/".join(parts), node))
+                if not (self.excl and parts and self.excl.skip(parts[-1])):
+                    items.append(("/".join(parts), node))
             if len(items) > 1:
                 dest_dir = True
         if not inst.json:
@@ -730,7 +739,10 @@ class Builder(RunSteps):
                 parent = self._stage_dirs(staging.path, lower, target_parts[:-1] if
                                           target_parts else [], st)
                 target = os.path.join(parent, target_parts[-1]) if target_parts else parent
-                if isinstance(src, sources.InlineFile):
+                if isinstance(src, sources.FetchedFile) and unpack == "true" \
+                        and _is_tar(src.path):
+                    _extract_tar(src.path, self._stage_dirs(staging.path, lower, dparts, st))
+                elif isinstance(src, sources.InlineFile):
                     src.write(target, mode)
                     self._own(target, uid, gid)
                 elif isinstance(src, sources.GitTree):
@@ -739,8 +751,8 @@ class Builder(RunSteps):
                     self._copy_context("", target, uid, gid, mode, True, Context(src.root))
                 elif isinstance(src, str):
                     rel = name
-                    if (inst.cmd == "ADD" and not is_dir and not os.path.islink(src)
-                            and _is_tar(src)):
+                    if (inst.cmd == "ADD" and unpack != "false" and not is_dir
+                            and not os.path.islink(src) and _is_tar(src)):
                         out = self._stage_dirs(staging.path, lower, dparts, st)
                         _extract_tar(src, out)
                         continue
@@ -800,11 +812,14 @@ class Builder(RunSteps):
 
     def _copy_context(self, rel: str, target: str, uid, gid, mode, is_dir: bool,
                       ctx=None) -> None:
-        dirs = []
+        dirs, skipped = [], ()
         for r, host, st in (ctx or self.ctx).walk(rel):
             sub = r[len(rel):].lstrip("/") if rel else r
             if is_dir and not sub:
                 os.makedirs(target, exist_ok=True)
+                continue
+            if sub.startswith(skipped) or (self.excl and is_dir and self.excl.skip(sub)):
+                skipped += (sub + "/",)
                 continue
             out = os.path.join(target, sub) if sub else target
             self._copy_entry(host, st, out, uid, gid, mode)
@@ -813,12 +828,15 @@ class Builder(RunSteps):
         for out, st in reversed(dirs):  # after their contents were written
             os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-    def _copy_node(self, view, node, target: str, uid, gid, mode, is_dir: bool) -> None:
+    def _copy_node(self, view, node, target: str, uid, gid, mode, is_dir: bool,
+                   sub: str = "") -> None:
         if is_dir:
             os.makedirs(target, exist_ok=True)
             for name, kid in sorted(view.children(node).items()):
-                self._copy_node(view, kid, os.path.join(target, name), uid, gid, mode,
-                                kid.is_dir)
+                below = f"{sub}/{name}" if sub else name
+                if not (self.excl and self.excl.skip(below)):
+                    self._copy_node(view, kid, os.path.join(target, name), uid, gid, mode,
+                                    kid.is_dir, below)
             os.utime(target, ns=(node.st.st_atime_ns, node.st.st_mtime_ns))
             return
         self._copy_entry(node.path, node.st, target, uid, gid, mode)
@@ -907,60 +925,6 @@ def _lookup_id(name: str, db: dict, what: str) -> int:
         raise BuildError(f"unable to find {what} {name}: no matching entries in "
                          f"{'passwd' if what == 'user' else 'group'} file")
     return int(db[name][2])
-
-
-def _meta_text(inst, env: dict) -> str:
-    from pbox.build import dockerfile as dfm
-
-    rest = inst.original.strip().split(None, 1)
-    body = rest[1] if len(rest) > 1 else ""
-    if inst.cmd in ("ENV", "LABEL", "ARG"):
-        pairs = []
-        for k, v in dfm.key_values(inst, env):
-            pairs.append(k if v is None else f"{k}={v}")
-        body = " ".join(pairs)
-    elif inst.cmd in ("CMD", "ENTRYPOINT", "SHELL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"):
-        if inst.json:
-            body = json.dumps(list(inst.args))
-    else:
-        body = " ".join(dfm.expand_words(body, env)) if inst.cmd != "VOLUME" or not inst.json \
-            else json.dumps(list(inst.args))
-    return f"/bin/sh -c #(nop)  {inst.cmd} {body}".rstrip()
-
-
-def _healthcheck(inst, cfg: dict) -> dict:
-    args = list(inst.args)
-    if args and args[0].upper() == "NONE":
-        return {"Test": ["NONE"]}
-    hc = {}
-    for name, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
-        v = inst.flag(name, None)
-        if v:
-            hc[key] = _duration_ns(v)
-    if inst.flag("retries", None):
-        hc["Retries"] = int(inst.flag("retries", None))
-    if not args or args[0].upper() != "CMD":
-        raise BuildError("HEALTHCHECK: the command must start with CMD or be NONE")
-    rest = args[1:]
-    if inst.json:
-        hc["Test"] = ["CMD"] + rest
-    else:
-        hc["Test"] = ["CMD-SHELL", " ".join(rest)]
-    return hc
-
-
-def _duration_ns(text: str) -> int:
-    from pbox.build.dockerfile import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise BuildError(f"invalid duration {text!r}")
-
-
-def _is_url(s: str) -> bool:
-    return s.startswith(("http://", "https://", "git@"))
 
 
 def _is_tar(path: str) -> bool:

@@ -54,6 +54,8 @@ class RunSteps:
 
         if inst.flag("security", None) not in (None, "sandbox"):
             raise BuildError("RUN --security=insecure is not supported")
+        if inst.flag_all("device"):
+            raise BuildError("RUN --device is not supported")
         net = self._run_network(inst)
         found = self._run_mounts(inst, env)
         return f"network={net};" + (StepMounts(self, st, found).key() if found else "")

@@ -108,6 +108,25 @@ class FetchedFile(InlineFile):
             os.utime(target, (self.mtime, self.mtime))
 
 
+class Excluder:
+    """``COPY --exclude=PATTERN`` (repeatable): Go's filepath.Match rules plus ``**``, as
+    in .dockerignore; a pattern is matched against a source's name and against the paths
+    below a source directory, relative to it.  An excluded directory is skipped whole."""
+
+    def __init__(self, patterns: list):
+        from pbox.build.ignore import DockerIgnore
+
+        self.rules = DockerIgnore.from_text("\n".join(patterns))
+
+    @classmethod
+    def of(cls, inst):
+        patterns = [p for p in inst.flag_all("exclude") if p]
+        return cls(patterns) if patterns else None
+
+    def skip(self, rel: str) -> bool:
+        return bool(rel) and self.rules.matches(rel)
+
+
 def split_heredoc_words(inst) -> list:
     """The instruction's raw words without its ``<<NAME`` heredoc words."""
     if not inst.heredoc_info or inst.json:

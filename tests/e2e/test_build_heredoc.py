@@ -167,6 +167,14 @@ def test_add_url_checksum_and_cache(bb, run_pbox, tmp_path, http_files):
     (ctx / "Dockerfile").write_text(f"FROM {bb}\nCOPY {base}/files/data.txt /x\n")
     r = run_pbox("build", str(ctx), expect_rc=1)
     assert "URL" in r.stderr
+    # --unpack: a downloaded tar extracted on request, a local one kept as it is
+    (ctx / "local.tar").write_bytes(_tar_bytes({"local-inside": b"z"}))
+    (ctx / "Dockerfile").write_text(
+        f"FROM {bb}\nADD --unpack=true {base}/dl/app.tar /unpacked/\n"
+        "ADD --unpack=false local.tar /raw/\nCMD ls /unpacked /raw\n")
+    run_pbox("build", "-t", "unpack", str(ctx))
+    assert run_pbox("run", "--rm", "unpack").stdout.split() == [
+        "/raw:", "local.tar", "/unpacked:", "other"]
 
 
 def test_iidfile_squash_label_and_failing_step(bb, run_pbox, pbox_root, tmp_path):
@@ -281,3 +289,21 @@ def test_add_git_repository_over_http(bb, run_pbox, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_copy_exclude(bb, run_pbox, tmp_path):
+    ctx = tmp_path / "ctx"
+    for name in ("a.txt", "b.md", "secret.key", "sub/c.txt", "sub/d.md"):
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        (ctx / name).write_text(name + "\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {bb} AS src\nRUN mkdir -p /s/keep /s/logs && echo a > /s/a.txt && "
+        "echo b > /s/b.md && echo l > /s/logs/x.log && echo k > /s/keep/k.txt\n"
+        f"FROM {bb}\nCOPY --exclude=*.txt --exclude=secret* . /ctx/\n"
+        "COPY --from=src --exclude=logs --exclude=*.md /s /s/\n"
+        "COPY --exclude=b.* *.md *.txt /glob/\n"
+        "CMD find /ctx /s /glob | sort\n")
+    run_pbox("build", "-t", "excl", str(ctx))
+    assert run_pbox("run", "--rm", "excl").stdout.split() == [
+        "/ctx", "/ctx/Dockerfile", "/ctx/b.md", "/ctx/sub", "/ctx/sub/c.txt", "/ctx/sub/d.md",
+        "/glob", "/glob/a.txt", "/s", "/s/a.txt", "/s/keep", "/s/keep/k.txt"]
