@@ -1004,6 +1004,8 @@ class Session:
         import testimages
 
         self.cache = self.cache or testimages.default_cache_dir()
+        self.load = [load_average()]
+        log(f"load average at start: {self.load[0]}")
         self.scratch = Scratch(self.tmpdir, keep=self.keep)
         try:
             self.runtime_dir = self.scratch.new_dir("xdg-run")
@@ -1030,6 +1032,7 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        self.load.append(load_average())
         if getattr(self, "registry", None) is not None:
             self.registry.stop()
         if getattr(self, "podman", None) is not None:
@@ -1062,6 +1065,7 @@ class Session:
         print()
         for k, v in self.info.items():
             print(f"{k}: {v}")
+        print(f"load average (1, 5, 15 min): {self.load[0]} at start, {self.load[-1]} at end")
         for line in lines:
             print(line)
         print()
