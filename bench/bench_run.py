@@ -213,8 +213,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     common.as_measuring_user(args, argv, __file__)
     groups = set(args.only or ("run", "lifecycle", "parallel", "rss", "monitor", "imports"))
-    load_start = common.load_average()
-    log(f"load average at start: {load_start}")
     cases, rss, monitor, imports = [], {}, {}, {}
     with Session(args) as s:
         busybox = s.image("busybox")
@@ -232,10 +230,7 @@ def main(argv=None) -> int:
             rss = rss_tree(t, args.runs)  # last: makes this process a child subreaper
         if "imports" in groups:
             imports = import_times(t, s.pbox)
-    load_end = common.load_average()
-
-    s.print_info(f"image: {busybox.describe()}",
-                 f"load average (1, 5, 15 min): {load_start} at start, {load_end} at end")
+    s.print_info(f"image: {busybox.describe()}")
     if cases:
         print(common.format_table(*common.table_rows(cases), markdown=args.markdown))
         for c in cases:
@@ -251,7 +246,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             f.write(common.results_json(cases, {
-                "load_average": [load_start, load_end], "rss_kib": rss,
+                "load_average": s.load, "rss_kib": rss,
                 "monitor_rss_kib": monitor,
                 "imports": {k: v for k, v in imports.items()}}))
     return 0
