@@ -39,6 +39,14 @@ def open_containers(config: Config) -> ContainerStore:
 
 def enter(config: Config, notice=None) -> None:
     """Join the user's namespace before doing anything to containers."""
+    if os.getuid() != 0 and not os.environ.get("PBOX_USERNS"):
+        # The hot path: the user's pause process is there, so one setns(2) does it,
+        # without working out the mapping (passwd, subuid files) that only making a
+        # new pause process needs.
+        from pbox.rootless import pause
+
+        if pause.join_existing(config.runroot):
+            return
     from pbox.images import enter_userns
 
     enter_userns(config, notice)
@@ -340,7 +348,8 @@ def start_detached(config: Config, cid: str, notice=None) -> None:
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
             os.close(devnull)
-            code = _monitor(config, cid, w)
+            _exec_monitor(config, cid, w)
+            code = _monitor(config, cid, w)  # no interpreter to exec: stay as we are
             os._exit(code)
         except BaseException as e:
             with contextlib.suppress(Exception):
@@ -366,6 +375,46 @@ def start_detached(config: Config, cid: str, notice=None) -> None:
         cls = {127: CommandNotFound, 126: CommandNotExecutable}.get(code, RuntimeFailure)
         raise cls(message or "the container could not be started")
     raise RuntimeFailure("the container monitor died before the container started")
+
+
+# The monitor runs in a fresh interpreter (no site, no click, none of the CLI's
+# modules): forked from the CLI it would keep every module the CLI had loaded (~18 MiB
+# resident); exec'd it holds what watching a container needs (~13 MiB).
+_MONITOR_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                 "from pbox.containers.lifecycle import monitor_main; monitor_main(sys.argv[2:])")
+
+
+def _exec_monitor(config: Config, cid: str, report_fd: int) -> None:
+    """Become the monitor in a new interpreter; returns only if that cannot start."""
+    import pbox
+
+    exe = sys.executable
+    # The directory (or .pyz) that holds the pbox package.
+    where = os.path.dirname(os.path.dirname(os.path.abspath(pbox.__file__)))
+    if not exe or not os.path.isabs(exe):
+        return
+    os.set_inheritable(report_fd, True)
+    try:
+        os.execv(exe, [exe, "-I", "-S", "-c", _MONITOR_BOOT, where, config.root,
+                       config.runroot, config.storage_driver or "", config.log_level, cid,
+                       str(report_fd)])
+    except OSError:
+        os.set_inheritable(report_fd, False)
+
+
+def monitor_main(argv: list[str]) -> None:
+    """Entry of the exec'd monitor (see ``_exec_monitor``); never returns."""
+    root, runroot, driver, log_level, cid, fd = argv
+    report_fd = int(fd)
+    os.set_inheritable(report_fd, False)
+    config = Config(root=root, runroot=runroot, storage_driver=driver, log_level=log_level)
+    try:
+        code = _monitor(config, cid, report_fd)
+    except BaseException as e:
+        with contextlib.suppress(Exception):
+            os.write(report_fd, f"E125 {e}".encode())
+        code = 125
+    os._exit(code)
 
 
 def _monitor(config: Config, cid: str, report_fd: int) -> int:
@@ -541,8 +590,6 @@ def wait(config: Config, cid: str) -> int:
 
 def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = False,
            _locked: bool = False) -> None:
-    from pbox.containers import volumes as vols
-
     cs = open_containers(config)
     cfg = cs.config(cid)
     if is_running(cs, cid):
@@ -561,17 +608,18 @@ def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = Fal
     with lock:
         cs.remove_dir(cid)
     cs.release_name(cfg.get("Name", "").lstrip("/"), cid)
-    if volumes:
-        store = cs.store
-        for m in cfg.get("Mounts", []):
-            if m.get("Type") == "volume":
-                try:
-                    rec = vols.info(store, m["Name"])
-                except PboxError:
-                    continue
-                if rec.get("Anonymous"):
-                    with contextlib.suppress(PboxError):
-                        vols.remove(store, m["Name"])
+    named = [m["Name"] for m in cfg.get("Mounts", []) if m.get("Type") == "volume"]
+    if volumes and named:
+        from pbox.containers import volumes as vols
+
+        for name in named:
+            try:
+                rec = vols.info(cs.store, name)
+            except PboxError:
+                continue
+            if rec.get("Anonymous"):
+                with contextlib.suppress(PboxError):
+                    vols.remove(cs.store, name)
 
 
 def start(config: Config, cid: str, notice=None) -> None:

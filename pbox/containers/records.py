@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import time
 
 from pbox.errors import Conflict, ContainerNotFound, UsageError
@@ -29,7 +28,8 @@ NAMES = ".names"
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    # os.urandom, not secrets: that imports hmac and OpenSSL, ~4 ms of every `run`.
+    return os.urandom(32).hex()
 
 
 def proc_start_time(pid: int) -> int | None:

@@ -110,6 +110,23 @@ def _spawn(mapping: idmap.IdMapping) -> int:
     return pid
 
 
+def join_existing(runroot: str) -> bool:
+    """Join the namespace of a live pause process of ours that maps a subordinate range
+    (the one :func:`enter` makes in subuid mode); False, changing nothing, when there
+    is none.  Must be called while the process has a single thread."""
+    pid = pause_pid(runroot)
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/uid_map") as f:
+            ranges = f.read().split("\n")
+    except OSError:
+        return False
+    if len([r for r in ranges if r.strip()]) < 2:
+        return False  # a single-id namespace: only enter() decides to use that one
+    return _join(pid)
+
+
 def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> idmap.IdMapping:
     """Join the user's namespace, creating its pause process when needed.
 

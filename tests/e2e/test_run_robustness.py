@@ -44,11 +44,13 @@ def _mounts_under(path: str) -> list[str]:
 def test_nothing_left_after_rm_and_rm_flag(bb, run_pbox, pbox_root):
     marker = "leakcheck-4711"
     run_pbox("run", "--rm", bb, "sh", "-c", f"echo {marker} >/dev/null")
-    run_pbox("run", "-d", "--name", "lk", bb, "sh", "-c", f"sleep 1000 # {marker}")
-    assert _descendants_with(marker)
+    cid = run_pbox("run", "-d", "--name", "lk", bb, "sh", "-c",
+                   f"sleep 1000 # {marker}").stdout.strip()
+    # the monitor and the container's holder name the container in their command line
+    assert _descendants_with(cid)
     run_pbox("rm", "-f", "lk")
     time.sleep(0.2)
-    assert _descendants_with(marker) == []
+    assert _descendants_with(cid) == []
     assert _mounts_under(pbox_root.root) == []
     assert os.listdir(os.path.join(pbox_root.root, "containers")) in ([], [".names"])
     assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
@@ -127,12 +129,56 @@ def test_kill_9_of_a_foreground_run(bb, pbox_cmd, pbox_root, run_pbox):
 
 def test_system_reset_ends_containers_and_the_pause_process(bb, run_pbox, pbox_root):
     marker = "resetcheck-0815"
-    run_pbox("run", "-d", "--name", "rs", bb, "sh", "-c", f"sleep 1000 # {marker}")
+    cid = run_pbox("run", "-d", "--name", "rs", bb, "sh", "-c",
+                   f"sleep 1000 # {marker}").stdout.strip()
     with open(os.path.join(pbox_root.runroot, "pause.pid")) as f:
         pause_pid = int(f.read())
-    assert _descendants_with(marker)
+    assert _descendants_with(cid)
     run_pbox("system", "reset", "-f")
     time.sleep(0.2)
-    assert _descendants_with(marker) == []
+    assert _descendants_with(cid) == []
     assert not _descendants_with("pbox-pause") or pause_pid not in _descendants_with("pbox-pause")
     assert not os.path.exists(pbox_root.root)
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_before_the_container_exists_reaches_it(bb, pbox_cmd, pbox_root, tmp_path,
+                                                         sig, code):
+    # `run` stops in the middle of creating the container, reading an --env-file that
+    # is a FIFO nobody writes yet; the signal arrives then, before any container
+    # process exists.  It must not kill pbox (leaving a half-made container) but reach
+    # the container once that runs: --init forwards it to `sleep`, which dies of it.
+    fifo = str(tmp_path / "env.fifo")
+    os.mkfifo(fifo)
+    env = pbox_root.env_with({"PYTHONPATH": os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))})
+    p = subprocess.Popen([*pbox_cmd, "run", "--rm", "--init", "--network", "none",
+                          "--env-file", fifo, bb, "sleep", "1000"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bit = 1 << (sig - 1)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and p.poll() is None and \
+                not _signal_mask(p.pid, "SigBlk") & bit:
+            time.sleep(0.01)
+        assert p.poll() is None and _signal_mask(p.pid, "SigBlk") & bit, \
+            "pbox run never held its signals back"
+        os.kill(p.pid, sig)
+        assert _signal_mask(p.pid, "ShdPnd") & bit or _signal_mask(p.pid, "SigPnd") & bit
+        with open(fifo, "w") as f:
+            f.write("A=1\n")
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == code, err
+    assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
