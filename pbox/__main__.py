@@ -7,6 +7,8 @@ if __name__ == "__main__":
 
         sys.stdout.write(f"pbox version {__version__}\n")
     else:
-        from pbox.cli import main
+        # The hot container commands skip click (pbox.commands.fast); the rest goes on
+        # to pbox.cli from there.
+        from pbox.commands.fast import main
 
         main()

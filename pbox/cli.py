@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import click
 
 from pbox import __version__
-from pbox.errors import EXIT_PBOX, PboxError
+from pbox.errors import EXIT_PBOX
 
 # name -> (module, attribute, one-line help).  Management groups ("image",
 # "container", ...) are commands too; docker's top-level shortcuts map to the
@@ -138,14 +137,19 @@ def cli(ctx, root, runroot, storage_driver, log_level):
 
 
 def die(message: str, code: int = EXIT_PBOX) -> None:
-    sys.stdout.flush()
-    sys.stderr.write(f"Error: {message}\n")
-    sys.stderr.flush()
-    raise SystemExit(code)
+    from pbox.commands.fast import die as fast_die
+
+    fast_die(message, code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run pbox with ``argv`` (default: the program's, through the short path of
+    ``pbox.commands.fast`` for the hot container commands)."""
+    if argv is None:
+        from pbox.commands.fast import main as entry
+
+        entry()
+        return
     debug = "debug" in argv or os.environ.get("PBOX_LOG_LEVEL", "").lower() == "debug"
     try:
         rc = cli.main(args=argv, prog_name="pbox", standalone_mode=False)
@@ -163,25 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130)
     except click.ClickException as e:
         die(e.format_message())
-    except PboxError as e:
-        if debug:
-            logging.getLogger("pbox").debug("error detail", exc_info=True)
-        die(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("\n")
-        raise SystemExit(130)
-    except BrokenPipeError:
-        # stdout closed early (`pbox images | head`): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0)
-    except OSError as e:
-        if debug:
-            logging.getLogger("pbox").debug("error detail", exc_info=True)
-        die(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
-    except Exception as e:  # a bug of ours: still one line, detail with --log-level debug
-        logging.getLogger("pbox").debug("internal error", exc_info=True)
-        die(f"internal error: {type(e).__name__}: {e} (run with --log-level debug for "
-            f"the detail)")
+    except (Exception, KeyboardInterrupt) as e:
+        from pbox.commands.fast import report_error
+
+        report_error(e, debug=debug)
     if isinstance(rc, int):
         raise SystemExit(rc)
     raise SystemExit(0)

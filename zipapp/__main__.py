@@ -185,7 +185,7 @@ def main():
                 sys.path.insert(0, where)
             sys.path_importer_cache.pop(archive, None)
         sys.meta_path.insert(0, _NativeFinder(archive))
-    from pbox.cli import main as pbox_main
+    from pbox.commands.fast import main as pbox_main
 
     pbox_main()
 

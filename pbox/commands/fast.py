@@ -1,0 +1,425 @@
+"""The program's entry: the hottest container commands without click.
+
+Importing click and building the command tree costs ~20 ms of every pbox start, a
+quarter of a whole `run --rm ... true`.  `run`, `stop`, `rm` and `start` given only
+options this small parser knows completely take a short path here; anything else (an
+option it does not know, --help, a value it cannot check, an image that must be
+pulled first) goes to the click CLI, which parses the arguments again from the start,
+so errors and help texts stay click's.  Both paths end in the same library calls;
+tests/unit/test_fastcli.py checks that they parse every accepted argument list to the
+same options.
+
+This module is also the one place that turns exceptions into ``Error: ...`` and
+docker's exit codes (``report_error``); ``pbox.cli`` adds click's own exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Commands that leave nothing for the interpreter's shutdown to do (no temp files held
+# by finalizers, no threads): run as the program, they end with os._exit once their
+# output is flushed, which saves the ~10 ms of tearing down every imported module on
+# each container start, stop and removal.
+QUICK_EXIT = frozenset(("run", "create", "start", "stop", "kill", "rm", "restart", "wait"))
+
+_GLOBAL = {"--root": "root", "--runroot": "runroot", "--storage-driver": "storage_driver",
+           "--log-level": "log_level"}
+_CHOICES = {"storage_driver": ("overlay", "fuse-overlayfs", "vfs"),
+            "log_level": ("debug", "info", "warning", "error")}
+_ENV = {"storage_driver": "PBOX_STORAGE_DRIVER", "log_level": "PBOX_LOG_LEVEL"}
+
+# `run`'s options this parser takes: option -> (RunOptions field, kind); kind is
+# "flag", "str" (last one wins) or "list" (repeatable).
+RUN_OPTIONS = {}
+for _names, _field, _kind in (
+    (("--rm",), "rm", "flag"),
+    (("-d", "--detach"), "detach", "flag"),
+    (("-i", "--interactive"), "interactive", "flag"),
+    (("-t", "--tty"), "tty", "flag"),
+    (("--init",), "init", "flag"),
+    (("--privileged",), "privileged", "flag"),
+    (("--read-only",), "read_only", "flag"),
+    (("-P", "--publish-all"), "publish_all", "flag"),
+    (("--name",), "name", "str"),
+    (("-w", "--workdir"), "workdir", "str"),
+    (("-u", "--user"), "user", "str"),
+    (("--entrypoint",), "entrypoint", "str"),
+    (("-h", "--hostname"), "hostname", "str"),
+    (("--network", "--net"), "network", "str"),
+    (("--stop-signal",), "stop_signal", "str"),
+    (("--restart",), "restart", "str"),
+    (("--pull",), "pull", "str"),
+    (("-e", "--env"), "env", "list"),
+    (("--env-file",), "env_files", "list"),
+    (("-v", "--volume"), "volumes", "list"),
+    (("--mount",), "mounts", "list"),
+    (("--tmpfs",), "tmpfs", "list"),
+    (("-l", "--label"), "labels", "list"),
+    (("-p", "--publish"), "publish", "list"),
+    (("--expose",), "expose", "list"),
+    (("--add-host",), "add_hosts", "list"),
+    (("--dns",), "dns", "list"),
+    (("--group-add",), "group_add", "list"),
+    (("--cap-add",), "cap_add", "list"),
+    (("--cap-drop",), "cap_drop", "list"),
+    (("--security-opt",), "security_opt", "list"),
+):
+    for _name in _names:
+        RUN_OPTIONS[_name] = (_field, _kind)
+
+
+class _Fallback(Exception):
+    """This invocation is one for the click CLI after all."""
+
+
+def main() -> None:
+    """The program: argv from sys.argv; never returns."""
+    argv = sys.argv[1:]
+    parsed = _split_globals(argv)
+    quick = parsed is not None and parsed[1][:1] and parsed[1][0] in QUICK_EXIT
+    try:
+        if parsed is not None:
+            handled = _try_fast(parsed[0], parsed[1])
+            if handled is not None:
+                raise SystemExit(handled)
+        from pbox.cli import main as click_main
+
+        click_main(argv)
+    except SystemExit as e:
+        if not quick:
+            raise
+        _quick_exit(e.code)
+    if quick:
+        _quick_exit(0)
+
+
+def _quick_exit(code) -> None:
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            if stream is sys.stdout and code == 0:
+                code = 120  # as the interpreter's own exit when the last flush fails
+    os._exit(code & 0xFF)
+
+
+def _split_globals(argv: list[str]):
+    """(global options, the rest from the command name on), or None if a global
+    option is one this parser does not check (click then reports it)."""
+    opts: dict = {}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        dest = _GLOBAL.get(argv[i])
+        if dest is None or i + 1 >= len(argv):
+            return None
+        value = argv[i + 1]
+        if dest in _CHOICES and value.lower() not in _CHOICES[dest]:
+            return None
+        opts[dest] = value
+        i += 2
+    for dest, var in _ENV.items():
+        value = os.environ.get(var)
+        if dest not in opts and value and value.lower() not in _CHOICES[dest]:
+            return None  # click refuses the variable's value: let it say so
+    return opts, argv[i:]
+
+
+def _try_fast(globals_: dict, args: list[str]) -> int | None:
+    """Run a hot command here; its exit code, or None for the click CLI."""
+    if not args:
+        return None
+    fn = {"run": _run, "stop": _stop, "rm": _rm, "start": _start}.get(args[0])
+    if fn is None:
+        return None
+    prepared = fn(args[1:], parse_only=True)
+    if prepared is None:
+        return None
+    config = _config(globals_)
+    try:
+        return fn(args[1:], config=config, prepared=prepared)
+    except _Fallback:
+        return None
+    except BaseException as e:
+        report_error(e, debug=config.log_level == "debug")
+        raise  # not reached: report_error exits
+
+
+def _config(globals_: dict):
+    import logging
+
+    from pbox.config import Config
+
+    config = Config.from_env(**globals_)
+    level = getattr(logging, config.log_level.upper(), logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s[%(name)s] %(message)s")
+    return config
+
+
+def _enter(config) -> None:
+    """Join the user's namespace as ``lifecycle.enter`` would, but only where that
+    can print no notice (real root, or the pause process is there)."""
+    if os.getuid() == 0 or os.environ.get("PBOX_USERNS"):
+        return
+    from pbox.rootless import pause
+
+    if not pause.join_existing(config.runroot):
+        raise _Fallback()
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def parse_run(args: list[str]) -> dict | None:
+    """`run`'s arguments as RunOptions fields (image and command included), or None
+    when they need the click CLI.  Options end at the image, as docker's do."""
+    out: dict = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if not a.startswith("-") or a == "-":
+            break
+        if a == "--":
+            return None
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            spec = RUN_OPTIONS.get(name)
+            if spec is None:
+                return None
+            if spec[1] == "flag":
+                if eq:
+                    return None
+                out[spec[0]] = True
+                i += 1
+                continue
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                value = args[i + 1]
+                i += 1
+            _set(out, spec, value)
+            i += 1
+            continue
+        # short options: -it (flags together), -eA=1 / -e A=1 (a value)
+        j = 1
+        while j < len(a):
+            spec = RUN_OPTIONS.get("-" + a[j])
+            if spec is None:
+                return None
+            if spec[1] == "flag":
+                out[spec[0]] = True
+                j += 1
+                continue
+            value = a[j + 1:]
+            if not value:
+                if i + 1 >= len(args):
+                    return None
+                value = args[i + 1]
+                i += 1
+            _set(out, spec, value)
+            break
+        i += 1
+    if i >= len(args):
+        return None  # no image: click says what is missing
+    if out.get("pull", "missing") not in ("missing", "never"):
+        return None  # "always" pulls (progress output is the CLI's); bad values too
+    if out.get("detach") and out.get("rm") and out.get("restart", "no") not in ("", "no"):
+        return None
+    out["image"] = args[i]
+    out["command"] = list(args[i + 1:])
+    return out
+
+
+def _set(out: dict, spec: tuple, value: str) -> None:
+    field, kind = spec
+    if kind == "list":
+        out.setdefault(field, []).append(value)
+    else:
+        out[field] = value
+
+
+def _run(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return parse_run(args)
+    from pbox.containers import create as cr
+    from pbox.containers import lifecycle
+    from pbox.containers.options import RunOptions
+
+    _enter(config)
+    o = RunOptions(**prepared)
+
+    def report(event, **info):
+        raise _Fallback()  # the image must be pulled: progress output is the CLI's
+
+    cid = cr.create(config, o, report=report, notice=_notice,
+                    hold_signals=() if o.detach else lifecycle.FORWARDED)
+    if o.detach:
+        lifecycle.start_detached(config, cid, _notice)
+        sys.stdout.write(cid + "\n")
+        return 0
+    return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
+                                    notice=_notice)
+
+
+def _notice(msg: str) -> None:
+    # Not reached on this path (no single-id namespace here); kept for the signature.
+    sys.stderr.write(f"WARN: {msg}\n")
+
+
+# -- stop, rm, start ----------------------------------------------------------------------
+
+
+def _parse_names(args: list[str], flags: dict, values: dict) -> tuple[dict, list] | None:
+    """Options anywhere among the names (click's default), flags combinable."""
+    opts: dict = {}
+    names: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--" or a == "-" or not a.startswith("-"):
+            if a == "--":
+                names += args[i + 1:]
+                break
+            names.append(a)
+            i += 1
+            continue
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            if name in flags and not eq:
+                opts[flags[name]] = True
+            elif name in values:
+                if not eq:
+                    if i + 1 >= len(args):
+                        return None
+                    value = args[i + 1]
+                    i += 1
+                opts[values[name]] = value
+            else:
+                return None
+            i += 1
+            continue
+        if a[:2] in values:
+            value = a[2:]
+            if not value:
+                if i + 1 >= len(args):
+                    return None
+                value = args[i + 1]
+                i += 1
+            opts[values[a[:2]]] = value
+            i += 1
+            continue
+        for ch in a[1:]:
+            if "-" + ch not in flags:
+                return None
+            opts[flags["-" + ch]] = True
+        i += 1
+    if not names:
+        return None
+    return opts, names
+
+
+def _each(config, names: list[str], fn) -> int:
+    """fn(cid) for each container; its name printed, or docker's per-name error."""
+    from pbox.containers import lifecycle
+    from pbox.errors import PboxError
+
+    cs = lifecycle.open_containers(config)
+    failed = None
+    for name in names:
+        try:
+            fn(cs.find(name))
+            sys.stdout.write(name + "\n")
+            sys.stdout.flush()
+        except PboxError as e:
+            sys.stdout.flush()
+            sys.stderr.write(f"Error: {e}\n")
+            sys.stderr.flush()
+            failed = e
+    if failed is None:
+        return 0
+    if len(names) == 1:
+        return failed.exit_code if failed.exit_code != 125 else 1
+    return 1
+
+
+def _stop(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        parsed = _parse_names(args, {}, {"-t": "timeout", "--time": "timeout"})
+        if parsed is None:
+            return None
+        t = parsed[0].get("timeout")
+        if t is not None and not t.isdigit():
+            return None  # click's int parsing and its error
+        return parsed
+    from pbox.containers import lifecycle
+
+    opts, names = prepared
+    timeout = int(opts["timeout"]) if "timeout" in opts else None
+    _enter(config)
+    return _each(config, names, lambda cid: lifecycle.stop(config, cid, timeout))
+
+
+def _rm(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return _parse_names(args, {"-f": "force", "--force": "force", "-v": "volumes",
+                                   "--volumes": "volumes"}, {})
+    from pbox.containers import lifecycle
+
+    opts, names = prepared
+    _enter(config)
+    return _each(config, names, lambda cid: lifecycle.remove(
+        config, cid, force=opts.get("force", False), volumes=opts.get("volumes", False)))
+
+
+def _start(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return _parse_names(args, {}, {})  # -a / -i attach: the CLI's
+    from pbox.containers import lifecycle
+
+    _enter(config)
+    return _each(config, prepared[1], lambda cid: lifecycle.start(config, cid))
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def die(message: str, code: int = 125) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"Error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def report_error(e: BaseException, *, debug: bool) -> None:
+    """Turn an exception into ``Error: ...`` and docker's exit code (SystemExit)."""
+    import logging
+
+    from pbox.errors import PboxError
+
+    if isinstance(e, SystemExit):
+        raise e
+    if isinstance(e, PboxError):
+        if debug:
+            logging.getLogger("pbox").debug("error detail", exc_info=e)
+        die(str(e), e.exit_code)
+    if isinstance(e, KeyboardInterrupt):
+        sys.stderr.write("\n")
+        raise SystemExit(130)
+    if isinstance(e, BrokenPipeError):
+        # stdout closed early (`pbox images | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+    if isinstance(e, OSError):
+        if debug:
+            logging.getLogger("pbox").debug("error detail", exc_info=e)
+        die(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
+    # a bug of ours: still one line, detail with --log-level debug
+    logging.getLogger("pbox").debug("internal error", exc_info=e)
+    die(f"internal error: {type(e).__name__}: {e} (run with --log-level debug for "
+        f"the detail)")

@@ -1,0 +1,107 @@
+"""The short path of the hot commands parses exactly as the click CLI does."""
+
+from __future__ import annotations
+
+import pytest
+
+from pbox.commands import containers as cmds
+from pbox.commands import fast
+from pbox.containers.options import RunOptions
+
+RUN_ARGS = [
+    ["--rm", "--network", "none", "busybox", "true"],
+    ["-d", "--name", "web", "-p", "8080:80", "-p", "53:53/udp", "img:1"],
+    ["-it", "--rm", "img", "sh", "-c", "echo hi --rm"],
+    ["-dit", "img"],
+    ["-e", "A=1", "--env", "B", "-eC=3", "--env=D=4", "--env-file", "/f", "img"],
+    ["--net=host", "-h", "box", "-w", "/w", "-u", "1000:100", "img", "id"],
+    ["--entrypoint", "", "--entrypoint=echo", "img", "-n", "x"],
+    ["-v", "/a:/b:ro", "--volume=vol:/c", "--mount", "type=tmpfs,target=/t", "--tmpfs", "/x",
+     "img"],
+    ["--read-only", "--init", "--privileged", "-P", "--expose", "80", "img"],
+    ["-l", "a=b", "--label", "c=d", "--add-host", "h:1.2.3.4", "--dns", "9.9.9.9", "img"],
+    ["--group-add", "wheel", "--group-add", "10", "--cap-add", "NET_ADMIN",
+     "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "img"],
+    ["--stop-signal", "SIGINT", "--restart", "on-failure:3", "--pull", "never", "img"],
+    ["--name", "-x", "img"],  # a value may look like an option
+    ["--rm", "img", "--name", "ignored"],  # after the image: the command's
+    ["-d", "--rm", "--restart", "no", "img"],
+    ["-"],  # the image may be called "-"
+]
+
+CLICK_ONLY = [
+    [],  # no image
+    ["--rm"],
+    ["--help"],
+    ["--bogus", "img"],
+    ["-x", "img"],
+    ["--stop-timeout", "3", "img"],  # an int for click to check
+    ["--pull", "always", "img"],  # progress output
+    ["--pull", "sometimes", "img"],
+    ["--rm=yes", "img"],
+    ["-d", "--rm", "--restart", "always", "img"],  # click's usage error
+    ["--", "img"],
+    ["--name"],
+    ["-e"],
+]
+
+
+def _click_run(args):
+    ctx = cmds.run.make_context("run", list(args))
+    p = ctx.params
+    return cmds._options(p["image"], p["command"], p, p["detach"])
+
+
+@pytest.mark.parametrize("args", RUN_ARGS, ids=lambda a: " ".join(a))
+def test_run_parses_as_click_does(args):
+    parsed = fast.parse_run(args)
+    assert parsed is not None
+    assert RunOptions(**parsed) == _click_run(args)
+
+
+@pytest.mark.parametrize("args", CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
+def test_what_the_short_path_leaves_to_click(args):
+    assert fast.parse_run(args) is None
+
+
+def test_every_short_path_option_is_one_of_clicks():
+    opts = {o: p.name for p in cmds.run.params for o in p.opts}
+    for name, (_field, kind) in fast.RUN_OPTIONS.items():
+        assert name in opts, name
+        param = next(p for p in cmds.run.params if name in p.opts)
+        assert (kind == "flag") == bool(getattr(param, "is_flag", False)), name
+        assert (kind == "list") == bool(getattr(param, "multiple", False)), name
+
+
+@pytest.mark.parametrize("cmd,args", [
+    ("stop", ["a"]), ("stop", ["-t", "0", "a", "b"]), ("stop", ["a", "--time=5"]),
+    ("stop", ["-t3", "a"]), ("rm", ["-f", "a"]), ("rm", ["-fv", "a", "b"]),
+    ("rm", ["a", "--force", "--volumes"]), ("rm", ["--", "-a"]), ("start", ["a", "b"]),
+])
+def test_stop_rm_start_parse_as_click_does(cmd, args):
+    parsed = getattr(fast, "_" + cmd)(args, parse_only=True)
+    assert parsed is not None
+    opts, names = parsed
+    ctx = getattr(cmds, cmd).make_context(cmd, list(args))
+    p = dict(ctx.params)
+    assert list(p.pop("containers")) == names
+    if cmd == "stop":
+        t = opts.get("timeout")
+        assert p["timeout"] == (int(t) if t is not None else None)
+    elif cmd == "rm":
+        assert p == {"force": opts.get("force", False), "volumes": opts.get("volumes", False)}
+
+
+@pytest.mark.parametrize("cmd,args", [
+    ("stop", []), ("stop", ["-t", "x", "a"]), ("stop", ["-t"]), ("rm", ["-x", "a"]),
+    ("rm", ["--help"]), ("start", ["-a", "x"]), ("start", ["-i", "x"]), ("start", []),
+])
+def test_stop_rm_start_leave_to_click(cmd, args):
+    assert getattr(fast, "_" + cmd)(args, parse_only=True) is None
+
+
+def test_global_options():
+    assert fast._split_globals(["--root", "/r", "run", "x"]) == ({"root": "/r"}, ["run", "x"])
+    assert fast._split_globals(["--log-level", "loud", "run"]) is None
+    assert fast._split_globals(["--root=/r", "run"]) is None
+    assert fast._split_globals(["--version"]) is None
