@@ -11,14 +11,15 @@ headers, PAX and long-name records, padding, the end blocks and whatever follows
 them.  A file's content is replaced by a reference: its path in the layer, its size
 and its CRC-32.  The result, zlib-compressed, is the layer's ``tar-split`` file,
 written in the layer's temp directory with the rest of it (so an interrupted pull
-leaves nothing behind, and removing the layer removes it).  It is a few percent of
-the tar: headers compress well.
+leaves nothing behind, and removing the layer removes it).  Headers compress well:
+0.2% of the tar for a 121 MB Debian layer of 6659 entries.
 
 :func:`reassemble` writes the original tar again from that file and the layer's
 directory.  Before writing a byte it checks that every referenced file is a regular
 file (opened without following any symlink) of the recorded size and CRC; when one is
 not, or the split file is missing or damaged, it returns False and the caller writes a
-fresh tar instead.  The output's sha256 is checked against the expected diff id at
+fresh tar instead (so also for a tar that wrote one name twice: the first content is
+not in the layer).  The output's sha256 is checked against the expected diff id at
 the end.
 
 Format (after zlib decompression): ``MAGIC``, then records, each a tag byte:
