@@ -281,9 +281,14 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):
     if not todo:
         return
+    parent_of = {c: (chains[i - 1] if i else "") for i, c in enumerate(chains)}
+    if len(todo) == 1:  # no pool for one layer (its stages have threads of their own)
+        desc, diff_id, chain = todo[0]
+        _pull_layer(client, store, repo, desc, diff_id, chain, parent_of[chain], keep_owners,
+                    report, notice)
+        return
     from concurrent.futures import ThreadPoolExecutor
 
-    parent_of = {c: (chains[i - 1] if i else "") for i, c in enumerate(chains)}
     with ThreadPoolExecutor(max_workers=min(PARALLEL_LAYERS, len(todo))) as pool:
         futures = [pool.submit(_pull_layer, client, store, repo, desc, diff_id, chain,
                                parent_of[chain], keep_owners, report, notice)
@@ -389,7 +394,7 @@ class _ReadAhead:
 
     CHUNK = 1 << 20
 
-    def __init__(self, stream, depth: int = 8):
+    def __init__(self, stream, depth: int = 4):
         import queue
         import threading
 
