@@ -262,13 +262,8 @@ def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int,
         with tempfile.TemporaryFile() as err:
             # pasta forks into the background once set up; its exit status says how that
             # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
-            try:
-                rc = subprocess.call([path, *args], stdin=subprocess.DEVNULL,
-                                     stdout=err, stderr=err,
-                                     pass_fds=tuple(f for f in (nsfd, userfd) if f >= 0),
-                                     timeout=60)
-            except subprocess.TimeoutExpired:
-                raise RuntimeFailure("pasta did not finish setting up the network")
+            rc = _spawn_wait([path, *args], err.fileno(),
+                             tuple(f for f in (nsfd, userfd) if f >= 0))
             err.seek(0)
             text = _clean(err.read().decode(errors="replace"))
         if rc != 0:
@@ -280,6 +275,27 @@ def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int,
         except (OSError, ValueError):
             hpid = 0
     return Helper(PASTA, hpid, address, gateway)
+
+
+def _spawn_wait(argv: list[str], out: int, pass_fds: tuple) -> int:
+    """Run ``argv`` (stdin /dev/null, stdout and stderr ``out``, ``pass_fds`` kept
+    open) and return its exit status.  The child starts with no signal blocked: the
+    caller may be holding signals back (run does, until the container exists), and a
+    daemonizing pasta would keep that mask and never see the SIGTERM of ``stop``."""
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for fd in pass_fds:
+            os.set_inheritable(fd, True)
+        pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsigmask=(),
+                             setsigdef=(signal.SIGPIPE,),
+                             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                           (os.POSIX_SPAWN_DUP2, out, 1),
+                                           (os.POSIX_SPAWN_DUP2, out, 2)])
+    finally:
+        os.close(devnull)
+        for fd in pass_fds:
+            os.set_inheritable(fd, False)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _clean(text: str) -> str:
