@@ -16,6 +16,13 @@ busybox inside the container):
 * connect + request: ``--connects`` sequential HTTP/1.0 requests (a new connection
   each) to busybox ``httpd`` behind a published port; the median time per request.
 
+And on a user network (``network create``; pbox: a bridge in a namespace of its own,
+one veth per container; podman: netavark's bridge in its rootless network namespace):
+
+* container -> container: a server container (``nc -l -p 5000 > /dev/null``) and a
+  client on the same network that sends ``--mb`` MB to it by name; timed inside the
+  client from /proc/uptime (10 ms resolution), so container start-up is not counted.
+
 Started as root, it runs itself again as ``--user`` (default pboxtest), like
 bench_run.py.  Without a usable podman only pbox's numbers are printed; a mode the
 installed podman lacks (Debian 12's podman 4.3 has no pasta) shows "unsupported".
@@ -24,6 +31,7 @@ installed podman lacks (Debian 12's podman 4.3 has no pasta) shows "unsupported"
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import statistics
 import subprocess
@@ -44,6 +52,8 @@ def parse_args(argv):
                    help="requests for the connect case (default 200)")
     common.add_common_args(p, runs=3, json_out=False)
     p.add_argument("--no-podman", action="store_true", help="measure pbox only")
+    p.add_argument("--user-network-only", action="store_true",
+                   help="only the container -> container case on a user network")
     return p.parse_args(argv)
 
 
@@ -156,10 +166,44 @@ def connects(t, tool: str, mode: str, n: int) -> float:
         _remove(t, tool, cid)
 
 
+USER_NET = "pbench-net"
+C2C_SCRIPT = ("read a x < /proc/uptime; head -c {size} /dev/zero | timeout 120 nc {server} 5000; "
+              "read b x < /proc/uptime; echo \"$a $b\"")
+
+
+def between_containers(t, tool: str, size: int) -> float:
+    subprocess.run(t.argv(tool, "network", "create", USER_NET), env=t.env[tool],
+                   capture_output=True)
+    server = f"pbench-srv-{tool}"
+    try:
+        # busybox nc half-closes when its stdin ends, and a client that sees that
+        # quits before it has sent everything: the server's stdin stays open.
+        t.output(tool, "run", "-d", "--name", server, "--network", USER_NET, t.ref, "sh", "-c",
+                 "sleep 1000 | nc -l -p 5000 > /dev/null")
+        deadline = time.monotonic() + 30
+        while ":5000 " not in t.output(tool, "exec", server, "netstat", "-ltn"):
+            if time.monotonic() > deadline:
+                raise common.BenchError(f"{tool}: nothing listens on 5000")
+            time.sleep(0.02)
+        # by address: podman resolves names only with aardvark-dns installed
+        info = json.loads(t.output(tool, "inspect", server))[0]
+        ip = info["NetworkSettings"]["Networks"][USER_NET]["IPAddress"]
+        out = t.output(tool, "run", "--rm", "--network", USER_NET, t.ref, "sh", "-c",
+                       C2C_SCRIPT.format(size=size, server=ip))
+        a, b = (float(x) for x in out.strip().splitlines()[-1].split())
+        if b <= a:
+            raise common.BenchError(f"{tool}: container -> container took no time: {out!r}")
+        return b - a
+    finally:
+        _remove(t, tool, server)
+        subprocess.run(t.argv(tool, "network", "rm", USER_NET), env=t.env[tool],
+                       capture_output=True)
+
+
 def measure(t, tools, args) -> dict:
     size = args.mb * 1000 * 1000
     out: dict = {}
-    for mode in MODES:
+    for mode in () if args.user_network_only else MODES:
         for case, fn, arg in (("container -> host", to_host, size),
                               ("host -> container", to_container, size),
                               ("connect + request", connects, args.connects)):
@@ -174,6 +218,15 @@ def measure(t, tools, args) -> dict:
                         if "network not found" in str(e) or "got 0 of" in str(e):
                             out[("unsupported",) + key] = True
             log(f"{mode}: {case} done")
+    for rep in range(args.runs):
+        for tool in (tools if rep % 2 == 0 else tools[::-1]):
+            key = ("user network", "container -> container", tool)
+            try:
+                out.setdefault(key, []).append(between_containers(t, tool, size))
+            except (common.BenchError, OSError, subprocess.SubprocessError) as e:
+                log(f"{tool}/user network: failed: {e}")
+                out.setdefault(key, [])
+    log("user network: container -> container done")
     return out
 
 
@@ -182,27 +235,29 @@ def table(results: dict, tools, args) -> tuple:
     if "podman" in tools:
         headers.append("pbox/podman")
     rows = []
-    for mode in MODES:
-        for case in ("container -> host", "host -> container", "connect + request"):
-            meds = {}
-            cells = [mode, case]
-            for tool in tools:
-                xs = results.get((mode, case, tool)) or []
-                if not xs:
-                    cells.append("unsupported" if results.get(("unsupported", mode, case,
-                                                               tool)) else "failed")
-                    continue
-                m = meds[tool] = statistics.median(xs)
-                if case == "connect + request":
-                    cells.append(f"{m * 1000:.2f} ms")
-                else:
-                    cells.append(f"{args.mb * 8 / m:.0f} Mbit/s ({m:.2f} s)")
-            if "podman" in tools:
-                if len(meds) == 2:
-                    cells.append(f"{meds['pbox'] / meds['podman']:.2f}x time")
-                else:
-                    cells.append("-")
-            rows.append(cells)
+    cases = [(m, c) for m in MODES for c in ("container -> host", "host -> container",
+                                             "connect + request")
+             if not args.user_network_only]
+    for mode, case in cases + [("user network", "container -> container")]:
+        meds = {}
+        cells = [mode, case]
+        for tool in tools:
+            xs = results.get((mode, case, tool)) or []
+            if not xs:
+                cells.append("unsupported" if results.get(("unsupported", mode, case,
+                                                           tool)) else "failed")
+                continue
+            m = meds[tool] = statistics.median(xs)
+            if case == "connect + request":
+                cells.append(f"{m * 1000:.2f} ms")
+            else:
+                cells.append(f"{args.mb * 8 / m:.0f} Mbit/s ({m:.2f} s)")
+        if "podman" in tools:
+            if len(meds) == 2:
+                cells.append(f"{meds['pbox'] / meds['podman']:.2f}x time")
+            else:
+                cells.append("-")
+        rows.append(cells)
     return headers, rows
 
 
