@@ -104,6 +104,13 @@ def _spawn(mapping: idmap.IdMapping) -> int:
             os.waitpid(pid, 0)
             raise
         os.write(go_w, b"K")
+        # ready_w is close-on-exec: EOF means the child has exec'd (or died).  Only
+        # then does its cmdline say pbox-pause, which is how every other pbox command
+        # (pause_pid) recognises it: publishing the pid earlier would let a concurrent
+        # command start a second namespace, or `system reset` miss this one.
+        os.read(ready_r, 1)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            raise RuntimeFailure("the pause process exited at start")
     finally:
         os.close(ready_r)
         os.close(go_w)

@@ -305,3 +305,65 @@ def test_join_userns_of_a_running_process(tmp_path):
     finally:
         holder.kill()
         holder.communicate(timeout=60)
+
+
+def _pause_pids(runroot: str) -> list[int]:
+    """pbox-pause processes (not zombies) started with PBOX_RUNROOT=runroot."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] != b"pbox-pause":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"PBOX_RUNROOT={runroot}".encode() in env:
+            found.append(int(name))
+    return found
+
+
+@needs_subuid
+def test_concurrent_first_commands_share_one_pause_namespace(tmp_path):
+    # The pause pid is published only once the process is really pbox-pause (exec'd):
+    # before, a command started at the same moment did not recognise it and made a
+    # second namespace of its own.
+    runroot = str(tmp_path / "run")
+    code = f"""
+        import os
+        os.environ["PBOX_RUNROOT"] = {runroot!r}
+        from pbox.rootless import pause
+        pause.enter({runroot!r})
+        print(os.readlink("/proc/self/ns/user"))
+    """
+    try:
+        procs = [py(code) for _ in range(6)]
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            outs.append(out.strip())
+        assert len(set(outs)) == 1, outs
+        assert outs[0] != os.readlink("/proc/self/ns/user")
+        assert len(_pause_pids(runroot)) == 1
+    finally:
+        for pid in _pause_pids(runroot):
+            os.kill(pid, signal.SIGKILL)
+
+
+@needs_subuid
+def test_system_reset_ends_the_pause_process(tmp_path):
+    runroot = str(tmp_path / "run")
+    env = _env()
+    env.update(PBOX_ROOT=str(tmp_path / "root"), PBOX_RUNROOT=runroot)
+    try:
+        for _ in range(2):  # the second time on a fresh run root: nothing to find
+            subprocess.run([sys.executable, "-m", "pbox", "system", "reset", "-f"], env=env,
+                           check=True, capture_output=True, timeout=60)
+            assert _pause_pids(runroot) == []
+    finally:
+        for pid in _pause_pids(runroot):
+            os.kill(pid, signal.SIGKILL)
