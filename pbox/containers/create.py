@@ -430,8 +430,10 @@ def _refuse_limits(o: opt.RunOptions) -> None:
 
 def _mounts(store: Store, cid: str, o: opt.RunOptions, icfg: dict):
     """MountSpecs for -v/--mount/--tmpfs and the image's VOLUMEs; inspect's Mounts."""
-    from pbox.containers import volumes
     from pbox.rootless.spec import MountSpec
+
+    if o.volumes or o.mounts or icfg.get("Volumes"):
+        from pbox.containers import volumes  # not for a plain run: it imports secrets
 
     specs: list[MountSpec] = []
     records: list[dict] = []

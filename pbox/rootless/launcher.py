@@ -34,7 +34,7 @@ import signal
 import stat
 import sys
 import termios
-from typing import Callable
+from collections.abc import Callable
 
 from pbox.errors import CommandNotExecutable, CommandNotFound, RuntimeFailure
 from pbox.rootless import caps, idmap, mounts, syscalls, userns

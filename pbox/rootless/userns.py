@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pbox.errors import RuntimeFailure
 from pbox.rootless import idmap, syscalls
