@@ -404,7 +404,10 @@ def _ensure_holder(store: Store, rec: dict, st: dict) -> None:
     from pbox.rootless import network as rnet
 
     if rnet.holder_alive(st["holder"], st["holder_start"]):
-        return
+        if rnet.same_user_namespace(st["holder"]):
+            return
+        # The pause process was replaced: the old holder's namespace is out of reach.
+        _stop_holder(st)
     net = ipaddress.ip_network(rec["Subnet"])
     pid = rnet.spawn_holder(rec["Gateway"], net.prefixlen)
     st["holder"], st["holder_start"] = pid, proc_start_time(pid)

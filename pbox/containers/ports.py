@@ -344,7 +344,8 @@ class ContainerNetwork:
         from pbox.rootless import network
 
         user = networks.is_user_network(self.mode)
-        linked = bool(networks.links(self.cfg))
+        # --link, or a user network joined with `network connect`
+        linked = bool(networks.links(self.cfg) or networks.endpoints(self.cfg))
         bindings = bindings_from_config(self.cfg)
         # A user network: pasta for outbound traffic and published ports (none when the
         # network is internal), a veth on the network's bridge for the other members.

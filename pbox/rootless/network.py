@@ -523,6 +523,14 @@ def holder_alive(pid: int, start: int | None) -> bool:
     return argv0 == HOLDER_NAME.encode() and (start is None or proc_start_time(pid) == start)
 
 
+def same_user_namespace(pid: int) -> bool:
+    """``pid`` lives in our user namespace (so its network namespace is ours to change)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino
+    except OSError:
+        return False
+
+
 def stop_holder(pid: int, start: int | None) -> None:
     if holder_alive(pid, start):
         with contextlib.suppress(ProcessLookupError):

@@ -342,3 +342,21 @@ def test_twenty_containers_reach_each_other(bb, run_pbox):
         run_pbox("rm", "-f", *names, check=False)
         run_pbox("network", "rm", "crowd")
     assert _holders() == []
+
+
+def test_connect_a_default_network_container_keeps_it_across_restart(bb, run_pbox):
+    run_pbox("network", "create", "late-join")
+    try:
+        run_pbox("run", "-d", "--name", "plain", bb, "sh", "-c", SERVER)
+        run_pbox("network", "connect", "late-join", "plain")
+        r = _ask(run_pbox, "late-join", bb, "plain")
+        assert r.returncode == 0 and r.stdout.startswith("reply-from-")
+        run_pbox("restart", "-t", "1", "plain")
+        r = _ask(run_pbox, "late-join", bb, "plain")
+        assert r.returncode == 0 and r.stdout.startswith("reply-from-")
+        # its own outbound interface is still pasta's, the veth comes next to it
+        out = run_pbox("exec", "plain", "ip", "route").stdout
+        assert "default via" in out and "10.89." in out
+    finally:
+        run_pbox("rm", "-f", "plain", check=False)
+        run_pbox("network", "rm", "late-join")
