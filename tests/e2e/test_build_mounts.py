@@ -111,8 +111,8 @@ def test_secret_from_env_and_bad_mounts(bb, run_pbox, tmp_path):
 
 @pytest.mark.idmap
 def test_mounts_with_any_id_mapping(bb, run_pbox, tmp_path):
-    """A cache mount and a context bind (bound directly: no .dockerignore) also work
-    with the single-id mapping."""
+    """A cache mount, a context bind (bound directly: no .dockerignore) and a secret
+    also work with the single-id mapping."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "data").write_text("bound\n")
@@ -120,8 +120,11 @@ def test_mounts_with_any_id_mapping(bb, run_pbox, tmp_path):
         f"FROM {bb}\nRUN --mount=type=cache,target=/var/cache/x echo c >> /var/cache/x/f "
         "&& cat /var/cache/x/f | wc -l > /n\n"
         "RUN --mount=target=/src cat /src/data > /copied && ! touch /src/w 2>/dev/null\n"
-        "CMD cat /n /copied; ls /var\n")
-    run_pbox("build", "-t", "idm", str(ctx))
-    assert run_pbox("run", "--rm", "idm").stdout == "1\nbound\nspool\nwww\n"
+        "RUN --mount=type=secret,id=k,required wc -c < /run/secrets/k > /k-size\n"
+        "CMD cat /n /copied /k-size; ls /var; ls -d /run 2>&1; true\n")
+    (tmp_path / "k").write_text("12345")
+    run_pbox("build", "--secret", f"id=k,src={tmp_path / 'k'}", "-t", "idm", str(ctx))
+    assert run_pbox("run", "--rm", "idm").stdout == (
+        "1\nbound\n5\nspool\nwww\nls: /run: No such file or directory\n")
     cfg = json.loads(run_pbox("image", "inspect", "idm").stdout)[0]
     assert cfg["Id"].startswith("sha256:")
