@@ -61,6 +61,7 @@ class BuildOptions:
     network: str = ""
     secrets: dict = field(default_factory=dict)  # id -> ("file", path) | ("env", name)
     squash: bool = False
+    format: str = ""  # "", "oci" or "docker"
     ignore_text: str | None = None
     source_date_epoch: int | None = None
 
@@ -282,11 +283,26 @@ class Builder(RunSteps):
 
             squash(self, final, final.base_count)
         self._record(final)
+        if self.opts.format:
+            self._set_format(final.image_id)
         unused = sorted(k for k in self.opts.build_args
                         if k not in self.used_args and k not in PROXY_ARGS)
         if unused:
             self.out(f"[Warning] One or more build-args {unused} were not consumed")
         return final.image_id
+
+    def _set_format(self, image_id: str) -> None:
+        """`build --format docker|oci`: the manifest type `push` and `save` default to."""
+        from pbox.oci import mediatypes as mt
+        from pbox.storage.images import ImageStore
+
+        want = mt.DOCKER_MANIFEST if self.opts.format == "docker" else mt.OCI_MANIFEST
+        istore = ImageStore(self.store)
+        with self.store.gc_lock.shared():
+            rec = istore.get(image_id)
+            if rec.manifest_media_type != want:
+                rec.manifest_media_type = want
+                istore.put(rec)
 
     def _stage_ref(self, name: str, before: int):
         """The earlier stage ``name`` (a name or an index) refers to, or None."""

@@ -88,9 +88,11 @@ def _secrets(items) -> dict:
 @click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]),
               default="auto", help="Output style: the steps are always shown plainly; "
                                    "quiet is -q.")
+@click.option("--format", "fmt", type=click.Choice(["oci", "docker"]), default=None,
+              help="Manifest type a push of the image uses: oci (default) or docker (v2s2).")
 @click.pass_obj
 def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, quiet, labels,
-          network, secrets, iidfile, squash, platform, progress):
+          network, secrets, iidfile, squash, platform, progress, fmt):
     """Build an image from a Dockerfile and the context PATH ('-' reads a tar from stdin).
 
     Steps are cached: an unchanged step reuses the image it made before.  With
@@ -158,7 +160,7 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             tags=list(tags), build_args=_pairs(build_args, "--build-arg", os.environ),
             target=target, no_cache=no_cache, pull=pull,
             labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch,
-            secrets=_secrets(secrets), squash=squash)
+            secrets=_secrets(secrets), squash=squash, format=fmt or "")
 
         saved = []
         if quiet:  # the steps' own output too (errors are printed after the restore)

@@ -307,3 +307,22 @@ def test_copy_exclude(bb, run_pbox, tmp_path):
     assert run_pbox("run", "--rm", "excl").stdout.split() == [
         "/ctx", "/ctx/Dockerfile", "/ctx/b.md", "/ctx/sub", "/ctx/sub/c.txt", "/ctx/sub/d.md",
         "/glob", "/glob/a.txt", "/s", "/s/a.txt", "/s/keep", "/s/keep/k.txt"]
+
+
+def test_format_decides_the_pushed_manifest(bb, run_pbox, registry_plain, tmp_path):
+    import urllib.request
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {bb}\nENV FORMAT=1\n")
+    accept = ("application/vnd.docker.distribution.manifest.v2+json, "
+              "application/vnd.oci.image.manifest.v1+json")
+    for fmt, media in (("docker", "application/vnd.docker.distribution.manifest.v2+json"),
+                       ("oci", "application/vnd.oci.image.manifest.v1+json")):
+        ref = f"{registry_plain.host}/built/{fmt}:1"
+        run_pbox("build", "--format", fmt, "-t", ref, str(ctx))
+        run_pbox("push", ref)
+        req = urllib.request.Request(f"{registry_plain.url}/v2/built/{fmt}/manifests/1",
+                                     headers={"Accept": accept})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            assert json.loads(resp.read())["mediaType"] == media
