@@ -69,6 +69,22 @@ def test_gzip_concatenated_members_and_padding():
     assert c.decompress(io.BytesIO(blob), "gzip").read() == DATA
 
 
+def test_gzip_reads_return_at_most_size_and_end_once():
+    blob = gzip.compress(DATA[:5000]) + b"\0" * 3 + gzip.compress(DATA[5000:])
+    r = c.decompress(io.BytesIO(blob), "gzip")
+    sizes = [1, 4096, 1 << 20, 3]
+    out = []
+    for i in range(10**6):
+        n = sizes[i % len(sizes)]
+        chunk = r.read(n)
+        assert len(chunk) <= n
+        if not chunk:
+            break
+        out.append(chunk)
+    assert b"".join(out) == DATA
+    assert r.read(10) == b""
+
+
 def test_gzip_truncated():
     blob = gzip.compress(DATA)
     r = c.decompress(io.BytesIO(blob[: len(blob) // 2]), "gzip")
