@@ -782,3 +782,23 @@ def test_client_for_reads_auth_files(tmp_path, fake):
     with client_for(f"127.0.0.1:{fake.port}", config_dir=str(tmp_path)) as c:
         assert c.credentials.username == "alice"
         assert c.get_manifest("x/app", "v1")[0] == MANIFEST
+
+
+@pytest.mark.parametrize("host,loop", [
+    ("127.0.0.1", True), ("127.255.0.9:5000", True), ("[::1]:5000", True), ("::1", True),
+    ("localhost", True), ("reg.localhost:443", True),
+    ("128.0.0.1", False), ("10.0.0.1:5000", False), ("127.0.0.256", False),
+    ("127.000.0.1", False), ("127.0.1", False), ("127.example.com", False),
+    ("[fe80::1]:5000", False), ("example.com", False),
+])
+def test_is_loopback_without_and_with_ipaddress(host, loop):
+    import ipaddress
+
+    assert is_loopback(host) is loop
+    h = host.strip("[").split("]")[0] if host.startswith("[") else \
+        (host.rsplit(":", 1)[0] if host.count(":") == 1 else host)
+    try:
+        want = ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        want = h == "localhost" or h.endswith(".localhost")
+    assert loop is want
