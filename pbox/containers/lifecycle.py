@@ -527,7 +527,9 @@ def _container_gone(cs: ContainerStore, cid: str, st: dict) -> bool:
 def _wait_exit(cs: ContainerStore, cid: str, timeout: float | None) -> bool:
     """Wait until the owner has recorded the exit (or died); False on timeout."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    delay = 0.005
+    # The owner records an exit a few ms after the signal: look often at first
+    # (reading state.json is cheap), then back off.
+    delay = 0.001
     while True:
         st = cs.state(cid)
         if st.get("Status") not in ("running", "restarting", "stopping"):
@@ -535,7 +537,7 @@ def _wait_exit(cs: ContainerStore, cid: str, timeout: float | None) -> bool:
         if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        delay = min(delay * 1.5, 0.05)
 
 
 def kill(config: Config, cid: str, sig: int = signal.SIGKILL) -> None:

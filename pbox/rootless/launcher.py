@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import json
 import os
 import signal
@@ -722,6 +723,9 @@ def launch(
 
     holder = os.fork()
     if holder == 0:
+        # The children run briefly before an exec or a wait: a collection would touch
+        # (and so copy) every object shared with the parent, for nothing.
+        gc.disable()
         try:
             os.close(sync_r)
             os.close(go_w)
