@@ -24,13 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import ipaddress
 import os
 import re
 import time
 
-from pbox import humanize
 from pbox.errors import Conflict, NetworkNotFound, PboxError, RuntimeFailure, UsageError
 from pbox.storage.store import Store
 
@@ -39,14 +36,27 @@ PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
 # The implicit network of links (docker's default bridge); user networks take /24s of
 # USER_POOL that neither another network nor a route of the host uses.
 LINK_SUBNET = "10.88.0.0/16"
+LINK_GATEWAY = "10.88.0.1"
 USER_POOL = "10.89.0.0/16"
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 HOSTS_MARK = "# pbox network names"
 PASTA_IFNAME = "pasta0"  # pasta's interface in a container whose eth0 is a veth
+PREDEFINED_IDS = {
+    "bridge": "1d5479643d3136102f8dd8b9ac98dcfb321d3e37c6138b8e6e80da045f51efca",
+    "host": "5cd2626b63b3b95e5a5cd46e2342375eee160145c40a79e633c457d1de55dd0d",
+    "none": "b246f77a20f2ba484b66111cbd22a3aa8c58f04c0c021e0bd8488f3223085086",
+}
+
+
+def _now() -> str:
+    from pbox import humanize
+
+    return humanize.rfc3339(time.time())
 
 
 def predefined_id(name: str) -> str:
-    return hashlib.sha256(f"pbox-network-{name}".encode()).hexdigest()
+    # fixed ids (sha256 of "pbox-network-NAME"), written out: hashlib's import is slow
+    return PREDEFINED_IDS[name]
 
 
 # -- records ------------------------------------------------------------------------------
@@ -61,9 +71,8 @@ def _record_path(store: Store, name: str) -> str:
 
 
 def _link_record() -> dict:
-    net = ipaddress.ip_network(LINK_SUBNET)
     return {"Name": DEFAULT, "Id": predefined_id(DEFAULT), "Created": "", "Driver": "bridge",
-            "Subnet": str(net), "Gateway": str(net.network_address + 1), "Internal": True,
+            "Subnet": LINK_SUBNET, "Gateway": LINK_GATEWAY, "Internal": True,
             "Labels": {}, "Options": {}, "Names": False}
 
 
@@ -100,6 +109,8 @@ def is_user_network(mode: str) -> bool:
 
 
 def _host_routes() -> list:
+    import ipaddress
+
     out = []
     try:
         with open("/proc/net/route") as f:
@@ -118,6 +129,8 @@ def _host_routes() -> list:
 
 
 def _free_subnet(store: Store) -> str:
+    import ipaddress
+
     used = [ipaddress.ip_network(r["Subnet"]) for r in records(store)]
     used += _host_routes() + [ipaddress.ip_network(LINK_SUBNET)]
     for net in ipaddress.ip_network(USER_POOL).subnets(new_prefix=24):
@@ -131,6 +144,8 @@ def _free_subnet(store: Store) -> str:
 def create(store: Store, name: str, *, subnet: str = "", gateway: str = "",
            internal: bool = False, labels: dict | None = None, driver: str = "bridge",
            options: dict | None = None) -> dict:
+    import ipaddress
+
     if driver not in ("bridge", ""):
         raise UsageError(f"network driver {driver!r} is not supported (only bridge)")
     if not NAME_RE.match(name):
@@ -167,8 +182,8 @@ def create(store: Store, name: str, *, subnet: str = "", gateway: str = "",
                 raise UsageError(f"gateway {gateway} is not in subnet {net}")
         else:
             gw = net.network_address + 1
-        rec = {"Name": name, "Id": hashlib.sha256(os.urandom(32)).hexdigest(),
-               "Created": humanize.rfc3339(time.time()), "Driver": "bridge",
+        rec = {"Name": name, "Id": os.urandom(32).hex(),
+               "Created": _now(), "Driver": "bridge",
                "Subnet": str(net), "Gateway": str(gw), "Internal": bool(internal),
                "Labels": dict(labels or {}), "Options": dict(options or {}), "Names": True}
         store.write_json(_record_path(store, name), rec)
@@ -283,6 +298,8 @@ def _match(row: dict, key: str, value: str) -> bool:
 
 
 def inspect(store: Store, text: str) -> dict:
+    import ipaddress
+
     if text in PREDEFINED:
         rec = _link_record() if text == DEFAULT else {
             "Name": text, "Id": predefined_id(text), "Created": "",
@@ -400,6 +417,8 @@ def _stop_holder(st: dict) -> None:
 def _ensure_holder(store: Store, rec: dict, st: dict) -> None:
     """The bridge's namespace exists; a dead holder is replaced and the containers still
     running on the network are plugged into the new bridge with their addresses."""
+    import ipaddress
+
     from pbox.containers.records import proc_start_time
     from pbox.rootless import network as rnet
 
@@ -434,11 +453,15 @@ def holder_status(store: Store, rec: dict) -> str:
 def _mac(ip: str) -> str:
     """docker's MAC from the address: a restarted container that gets the same address
     keeps its MAC, so its peers' neighbour caches stay right."""
+    import ipaddress
+
     b = ipaddress.ip_address(ip).packed
     return "02:42:" + ":".join(f"{x:02x}" for x in b)
 
 
 def _allocate(rec: dict, st: dict, cid: str) -> str:
+    import ipaddress
+
     net = ipaddress.ip_network(rec["Subnet"])
     taken = {le["ip"] for c, le in st["leases"].items() if c != cid} | {rec["Gateway"]}
     for host in net.hosts():
@@ -469,6 +492,8 @@ def _names(cfg: dict, cid: str, aliases: list) -> list[str]:
 def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list) -> dict:
     """Plug the running container ``pid`` into the network (under its state lock) and
     rewrite the members' hosts files.  Returns inspect's endpoint settings."""
+    import ipaddress
+
     from pbox.containers.records import proc_start_time
     from pbox.rootless import network as rnet
 
@@ -483,7 +508,7 @@ def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list)
             lease = {"ip": ip, "mac": _mac(ip), "ifname": _free_ifname(pid),
                      "peer": "v" + cid[:8] + os.urandom(2).hex(), "pid": pid,
                      "pid_start": proc_start_time(pid),
-                     "endpoint": hashlib.sha256(os.urandom(32)).hexdigest()}
+                     "endpoint": os.urandom(32).hex()}
             rnet.plumb(pid, st["holder"], lease["ifname"], lease["peer"], ip, net.prefixlen,
                        lease["mac"])
         lease["names"] = _names(cfg, cid, aliases) if rec.get("Names", True) else []

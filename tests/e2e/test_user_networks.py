@@ -24,7 +24,7 @@ SERVER = "while true; do echo reply-from-$(hostname) | nc -l -p 7000; done"
 
 
 def _holders() -> list[int]:
-    """pbox-net holder processes of this user."""
+    """pbox-net holder processes of this user (of any test running now)."""
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -37,6 +37,19 @@ def _holders() -> list[int]:
             continue
         if argv0 == b"pbox-net" and st.st_uid == os.getuid():
             out.append(int(pid))
+    return out
+
+
+def _recorded_holders(pbox_root) -> set[int]:
+    """The holders this test's run root records (its networks' state files)."""
+    d = os.path.join(pbox_root.runroot, "networks")
+    out = set()
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(d, name)) as f:
+                pid = json.load(f).get("holder") or 0
+            if pid:
+                out.add(pid)
     return out
 
 
@@ -120,10 +133,12 @@ def test_tutorial_by_name_alias_hostname(bb, run_pbox):
         run_pbox("network", "rm", "app")
 
 
-def test_names_follow_start_stop_rm(bb, run_pbox):
+def test_names_follow_start_stop_rm(bb, run_pbox, pbox_root):
     run_pbox("network", "create", "follow")
     try:
         run_pbox("run", "-d", "--name", "early", "--network", "follow", bb, "sleep", "300")
+        (holder,) = _recorded_holders(pbox_root)
+        assert holder in _holders()
 
         def hosts():
             return run_pbox("exec", "early", "cat", "/etc/hosts").stdout
@@ -146,7 +161,7 @@ def test_names_follow_start_stop_rm(bb, run_pbox):
     finally:
         run_pbox("rm", "-f", "early", "late", check=False)
         run_pbox("network", "rm", "follow")
-    assert _holders() == []
+    assert holder not in _holders() and _recorded_holders(pbox_root) == set()
 
 
 def test_isolation_between_networks(bb, run_pbox):
@@ -268,11 +283,12 @@ def test_connect_disconnect_and_prune(bb, run_pbox):
         run_pbox("network", "rm", "-f", "first", "second")
 
 
-def test_killed_holder_is_recreated(bb, run_pbox):
+def test_killed_holder_is_recreated(bb, run_pbox, pbox_root):
     run_pbox("network", "create", "fragile")
     try:
         run_pbox("run", "-d", "--name", "keep", "--network", "fragile", bb, "sh", "-c", SERVER)
-        (holder,) = _holders()
+        (holder,) = _recorded_holders(pbox_root)
+        assert holder in _holders()
         os.kill(holder, 9)
         deadline = time.monotonic() + 10
         while holder in _holders() and time.monotonic() < deadline:
@@ -283,10 +299,12 @@ def test_killed_holder_is_recreated(bb, run_pbox):
         r = _ask(run_pbox, "fragile", bb, "keep")
         assert r.returncode == 0 and r.stdout.startswith("reply-from-")
         assert run_pbox("network", "inspect", "fragile").stderr == ""
+        (second,) = _recorded_holders(pbox_root)
+        assert second != holder and second in _holders()
     finally:
         run_pbox("rm", "-f", "keep", check=False)
         run_pbox("network", "rm", "fragile")
-    assert _holders() == []
+    assert second not in _holders() and _recorded_holders(pbox_root) == set()
 
 
 def _pastas() -> set[int]:
@@ -304,12 +322,15 @@ def _pastas() -> set[int]:
     return out
 
 
-def test_killed_pasta_is_reported(bb, run_pbox):
+def test_killed_pasta_is_reported(bb, run_pbox, pbox_root):
     run_pbox("network", "create", "lonely")
     try:
-        before = _pastas()
-        run_pbox("run", "-d", "--name", "victim", "--network", "lonely", bb, "sleep", "300")
-        (pasta,) = _pastas() - before
+        cid = run_pbox("run", "-d", "--name", "victim", "--network", "lonely", bb, "sleep",
+                       "300").stdout.strip()
+        # its pasta, as the container's state records it (other tests may run pastas too)
+        with open(os.path.join(pbox_root.root, "containers", cid, "state.json")) as f:
+            pasta = json.load(f)["NetworkSettings"]["HelperPid"]
+        assert pasta in _pastas()
         assert run_pbox("inspect", "victim").stderr == ""
         os.kill(pasta, 9)
         deadline = time.monotonic() + 10
@@ -324,7 +345,7 @@ def test_killed_pasta_is_reported(bb, run_pbox):
         run_pbox("network", "rm", "lonely")
 
 
-def test_twenty_containers_reach_each_other(bb, run_pbox):
+def test_twenty_containers_reach_each_other(bb, run_pbox, pbox_root):
     run_pbox("network", "create", "crowd")
     names = [f"c{i}" for i in range(1, 21)]
     try:
@@ -341,7 +362,7 @@ def test_twenty_containers_reach_each_other(bb, run_pbox):
     finally:
         run_pbox("rm", "-f", *names, check=False)
         run_pbox("network", "rm", "crowd")
-    assert _holders() == []
+    assert _recorded_holders(pbox_root) == set()
 
 
 def test_connect_a_default_network_container_keeps_it_across_restart(bb, run_pbox):
