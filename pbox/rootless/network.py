@@ -509,10 +509,19 @@ def spawn_holder(gateway: str, prefix: int) -> int:
     return int(text[1:])
 
 
+def start_time(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks (tells a reused pid), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return None if fields[0] == b"Z" else int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def holder_alive(pid: int, start: int | None) -> bool:
     """``pid`` is still our holder process (not a reused pid)."""
-    from pbox.containers.records import proc_start_time
-
     if not pid:
         return False
     try:
@@ -520,7 +529,7 @@ def holder_alive(pid: int, start: int | None) -> bool:
             argv0 = f.read().split(b"\0")[0]
     except OSError:
         return False
-    return argv0 == HOLDER_NAME.encode() and (start is None or proc_start_time(pid) == start)
+    return argv0 == HOLDER_NAME.encode() and (start is None or start_time(pid) == start)
 
 
 def same_user_namespace(pid: int) -> bool:
