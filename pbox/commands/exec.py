@@ -46,7 +46,7 @@ def exec_command(config, container, command, interactive, tty, detach, env, env_
 
 @click.command("attach", context_settings=CTX)
 @click.option("--no-stdin", is_flag=True,
-              help="Do not attach STDIN (pbox never does: see below).")
+              help="Do not attach STDIN.")
 @click.option("--sig-proxy", type=click.BOOL, default=True, is_flag=False, flag_value=True,
               metavar="[=BOOL]", help="Pass the signals pbox receives to the container "
                                       "(default true).")
@@ -57,9 +57,10 @@ def exec_command(config, container, command, interactive, tty, detach, env, env_
 def attach_command(config, container, no_stdin, sig_proxy, detach_keys):
     """Follow the output of a running CONTAINER until it exits; exit with its code.
 
-    Output from now on, stdout and stderr kept apart.  Stdin is not attached: pbox
-    runs detached containers with stdin on /dev/null (use 'pbox exec -it' to work
-    inside one).
+    Output from now on, stdout and stderr kept apart.  Our stdin goes to the
+    container's when it was created with -i (lines as typed: the terminal is not put
+    in raw mode); other containers have stdin on /dev/null (use 'pbox exec -it' to
+    work inside one).
     """
     from pbox.containers import execute, lifecycle
 

@@ -152,6 +152,26 @@ def exec_in_container(config: Config, name: str, o: ExecOptions) -> int:
 # -- attach -----------------------------------------------------------------------------------
 
 
+def _feed_stdin(sock) -> None:
+    """Copy our stdin to ``sock`` from a daemon thread until it ends (attach only
+    returns when the container exits, whatever stdin does)."""
+    import threading
+
+    def copy():
+        try:
+            while True:
+                data = os.read(0, 65536)
+                if not data:
+                    break
+                sock.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    threading.Thread(target=copy, name="attach-stdin", daemon=True).start()
+
+
 def attach(config: Config, name: str, emit: Callable[[str, bytes], None], *,
            sig_proxy: bool = True, notice: Callable[[str], None] | None = None,
            poll: float = 0.05) -> int:
@@ -173,8 +193,14 @@ def attach(config: Config, name: str, emit: Callable[[str, bytes], None], *,
     if st.get("Status") != "running":
         raise Conflict("You cannot attach to a stopped container, start it first")
     if cfg.get("Config", {}).get("OpenStdin") and notice is not None:
-        notice("stdin is not attached: pbox starts detached containers with stdin on "
-               "/dev/null; use 'pbox exec -i' to talk to a process in the container")
+        # The monitor of a -i container takes its stdin through a socket; one started
+        # without it (or by an older pbox) has stdin on /dev/null.
+        sock = lifecycle.connect_stdin(cs, cid)
+        if sock is None:
+            notice("stdin is not attached: the container's monitor takes no input; use "
+                   "'pbox exec -i' to talk to a process in the container")
+        else:
+            _feed_stdin(sock)
     path = cs.path(cid, "ctr.log")
     try:
         offset = os.path.getsize(path)

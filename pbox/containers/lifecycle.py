@@ -432,12 +432,20 @@ def _monitor(config: Config, cid: str, report_fd: int) -> int:
     restarts = cs.state(cid).get("RestartCount", 0)
     delay = 0.1
     reported = False
+    open_stdin = bool((cfg.get("Config") or {}).get("OpenStdin"))
     with cs.locked(cid, wait=False):
         log = LogWriter(cs.path(cid, "ctr.log"))
+        listener = _attach_listener(cs, cid) if open_stdin else None
         while True:
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
             err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            stdin = os.open(os.devnull, os.O_RDONLY)
+            stdin_w = -1
+            if open_stdin and not spec.process.tty:
+                # -i: the container's stdin is a pipe we keep open (docker's OpenStdin),
+                # fed by `attach` through the listener.
+                stdin, stdin_w = os.pipe2(os.O_CLOEXEC)
+            else:
+                stdin = os.open(os.devnull, os.O_RDONLY)
             master = None
             net = ContainerNetwork(cs, cid, cfg)
             try:
@@ -454,8 +462,11 @@ def _monitor(config: Config, cid: str, report_fd: int) -> int:
                 if not reported:
                     os.write(report_fd, f"E{e.exit_code} {e}".encode())
                     os.close(report_fd)
-                for fd in (out_r, out_w, err_r, err_w, stdin):
-                    os.close(fd)
+                for fd in (out_r, out_w, err_r, err_w, stdin, stdin_w):
+                    if fd >= 0:
+                        os.close(fd)
+                if listener is not None:
+                    _close_listener(cs, cid, listener)
                 if auto_remove:
                     break
                 return e.exit_code
@@ -477,7 +488,13 @@ def _monitor(config: Config, cid: str, report_fd: int) -> int:
                 os.close(out_r)
                 os.close(err_r)
                 sources = {master: ("stdout", None)}
-            _pump(sources, log)
+            if listener is not None:
+                _pump_attachable(sources, log, listener, master if master is not None
+                                 else stdin_w)
+            else:
+                _pump(sources, log)
+            if stdin_w >= 0:
+                os.close(stdin_w)
             log.flush()
             code = c.wait()
             net.detach()
@@ -497,10 +514,123 @@ def _monitor(config: Config, cid: str, report_fd: int) -> int:
                 _mark_exited(cs, cid, code)
                 break
         log.close()
+        if listener is not None:
+            _close_listener(cs, cid, listener)
     if auto_remove:
         with contextlib.suppress(PboxError):
             remove(config, cid, force=True, volumes=True)
     return 0
+
+
+ATTACH_SOCKET = "attach.sock"
+
+
+def _attach_listener(cs: ContainerStore, cid: str):
+    """The unix socket in the container's directory (0700, the user's) through which
+    `attach` feeds the stdin of a container created with -i."""
+    import socket
+
+    path = cs.path(cid, ATTACH_SOCKET)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    # Through the directory's fd: the full path may be longer than sun_path allows.
+    dfd = os.open(cs.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{dfd}/{ATTACH_SOCKET}")
+    finally:
+        os.close(dfd)
+    sock.listen(8)
+    sock.setblocking(False)
+    return sock
+
+
+def _close_listener(cs: ContainerStore, cid: str, listener) -> None:
+    listener.close()
+    with contextlib.suppress(OSError):
+        os.unlink(cs.path(cid, ATTACH_SOCKET))
+
+
+def connect_stdin(cs: ContainerStore, cid: str):
+    """A socket to the stdin of running container ``cid`` (see ``_attach_listener``),
+    or None when its monitor serves none (not created with -i)."""
+    import socket
+
+    try:
+        dfd = os.open(cs.path(cid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dfd}/{ATTACH_SOCKET}")
+    except OSError:
+        sock.close()
+        return None
+    finally:
+        os.close(dfd)
+    return sock
+
+
+def _pump_attachable(sources: dict, log: LogWriter, listener, target: int) -> None:
+    """``_pump`` for the monitor of a -i container: also accept `attach` clients on
+    ``listener`` and pass what they send to ``target`` (the container's stdin pipe, or
+    its pty master).  The writes never block, so a container that does not read its
+    stdin cannot stop its output from being logged; a client's end-of-file leaves the
+    container's stdin open (docker's StdinOnce=false)."""
+    open_fds = dict(sources)
+    clients: dict = {}
+    pending = bytearray()
+    os.set_blocking(target, False)
+    lfd = listener.fileno()
+    while open_fds:
+        rlist = list(open_fds) + [lfd] + (list(clients) if len(pending) < 65536 else [])
+        wlist = [target] if pending and target >= 0 else []
+        try:
+            ready, writable, _ = select.select(rlist, wlist, [])
+        except InterruptedError:
+            continue
+        if writable:
+            try:
+                del pending[:os.write(target, pending)]
+            except BlockingIOError:
+                pass
+            except OSError:  # the container closed its stdin
+                pending.clear()
+                target = -1
+        for fd in ready:
+            if fd == lfd:
+                with contextlib.suppress(OSError):
+                    conn, _ = listener.accept()
+                    conn.setblocking(False)
+                    clients[conn.fileno()] = conn
+            elif fd in clients:
+                try:
+                    data = clients[fd].recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    clients.pop(fd).close()
+                elif target >= 0:
+                    pending += data
+            elif fd in open_fds:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    if e.errno != errno.EIO:  # a pty whose other side closed
+                        raise
+                    data = b""
+                stream, _dest = open_fds[fd]
+                if not data:
+                    os.close(fd)
+                    del open_fds[fd]
+                    continue
+                log.write(stream, data)
+    for conn in clients.values():
+        conn.close()
 
 
 def _should_restart(policy: dict, code: int, restarts: int) -> bool:

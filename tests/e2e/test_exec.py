@@ -324,3 +324,42 @@ def test_attach_to_a_tty_container(bb, run_pbox, containers, pbox_env):
             p.wait()
     assert p.returncode == 4, err
     assert out.endswith(b"last\r\n")
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_attach_feeds_the_stdin_of_a_container_made_with_i(bb, run_pbox, containers, pbox_env,
+                                                           tty):
+    argv, env = pbox_env
+    name = "ex8t" if tty else "ex8"
+    containers.append(name)
+    run_pbox("run", "-d", "-i", *(["-t"] if tty else []), "--name", name, bb, "sh", "-c",
+             'read line; echo "got $line"; read more; echo "and $more"; exit 3')
+    # two attaches one after the other: the first one's end of input leaves the
+    # container's stdin open for the next
+    p1 = subprocess.Popen([*argv, "attach", name], env=env, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p1.stdin.write(b"hello\n")
+        p1.stdin.close()
+        line = p1.stdout.readline()
+        assert b"got hello" in line or b"got hello" in p1.stdout.readline()
+        p2 = subprocess.Popen([*argv, "attach", name], env=env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            p2.stdin.write(b"world\n")
+            p2.stdin.close()
+            out2, err2 = p2.stdout.read(), p2.stderr.read()
+            p2.wait(timeout=60)
+        finally:
+            if p2.poll() is None:
+                p2.kill()
+                p2.wait()
+        out1, err1 = p1.stdout.read(), p1.stderr.read()
+        p1.wait(timeout=60)
+    finally:
+        if p1.poll() is None:
+            p1.kill()
+            p1.wait()
+    assert p2.returncode == 3 and p1.returncode == 3, (err1, err2)
+    assert b"and world" in out2 and b"and world" in out1
+    assert b"stdin is not attached" not in err1 + err2
