@@ -561,14 +561,16 @@ def attach(store: Store, cid: str, pid: int) -> dict:
                 raise NetworkNotFound(f"network {name} not found") from None
             out[name] = _plug(store, rec, cid, cfg, pid, ep.get("Aliases") or [])
             done.append(rec)
-        if links(cfg):
+        # A link to a container on none of our networks goes through bridge, which
+        # both join.
+        apart = [t for t, _alias in links(cfg)
+                 if not any(_has_lease(store, r, t) for r in done)]
+        if apart:
+            for target in apart:
+                link_target(store, target, [])
             rec = _link_record()
-            for target, _alias in links(cfg):
-                if not any(_has_lease(store, r, target) for r in done + [rec]):
-                    link_target(store, target)
-            if not done:
-                out[DEFAULT] = _plug(store, rec, cid, cfg, pid, [])
-                done.append(rec)
+            out[DEFAULT] = _plug(store, rec, cid, cfg, pid, [])
+            done.append(rec)
     except BaseException:
         for rec in done:
             with contextlib.suppress(Exception):
@@ -599,9 +601,10 @@ def _running_pid(store: Store, cid: str, what: str) -> int:
     raise Conflict(what)
 
 
-def link_target(store: Store, target: str) -> str:
-    """The address at which a container linking to ``target`` reaches it: ``target``'s
-    lease on a network, ``bridge``'s (plugged in now) if it has none."""
+def link_target(store: Store, target: str, shared: list) -> str:
+    """The address at which a container on the user networks ``shared`` that links to
+    ``target`` reaches it: ``target``'s lease on one of them, else on ``bridge``
+    (plugged in now if needed)."""
     from pbox.containers.records import ContainerStore
 
     cs = ContainerStore(store)
@@ -609,7 +612,7 @@ def link_target(store: Store, target: str) -> str:
     name = cfg.get("Name", "").lstrip("/")
     pid = _running_pid(store, target, f"Cannot link to a non running container: /{name}")
     rec = _link_record()
-    for r in [rec] + [find(store, n) for n in endpoints(cfg) if _exists(store, n)]:
+    for r in [find(store, n) for n in shared if _exists(store, n)] + [rec]:
         lease = _read_state(store, r)["leases"].get(target)
         if lease and lease.get("pid") == pid:
             return lease["ip"]

@@ -377,7 +377,7 @@ def _user_networks(store: Store, cstore: ContainerStore, network: str, name: str
         tcfg = cstore.config(tid)
         tname = tcfg.get("Name", "").lstrip("/")
         try:
-            ip = networks.link_target(store, tid)
+            ip = networks.link_target(store, tid, list(endpoints))
         except Conflict:
             raise UsageError(f"Cannot link to a non running container: /{tname} AS "
                              f"/{name}/{alias}") from None

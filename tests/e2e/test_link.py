@@ -69,3 +69,26 @@ def test_link_errors(bb, run_pbox):
     finally:
         run_pbox("rm", "-f", "stopped")
     assert run_pbox("ps", "-aq").stdout == ""
+
+
+def test_link_to_a_container_on_a_user_network(bb, run_pbox):
+    """The target is on a user network, the linking container on the default one: both
+    meet on bridge; a linking container on the same user network reaches it there."""
+    run_pbox("network", "create", "backend")
+    try:
+        run_pbox("run", "-d", "--name", "db", "--network", "backend", bb, "sh", "-c",
+                 SERVER)
+        script = ("for i in $(seq 50); do nc store 6379 </dev/null && break; sleep 0.1; "
+                  "done; echo addr=$STORE_NAME")
+        r = run_pbox("run", "--rm", "--name", "app", "--link", "db:store", bb, "sh", "-c",
+                     script)
+        assert r.stdout == "reply-from-redis\naddr=/app/store\n"
+        r = run_pbox("run", "--rm", "--network", "backend", "--link", "db:store", bb, "sh",
+                     "-c", "nc store 6379 </dev/null; grep -w store /etc/hosts")
+        ip = json.loads(run_pbox("inspect", "db").stdout)[0][
+            "NetworkSettings"]["Networks"]["backend"]["IPAddress"]
+        assert r.stdout.splitlines()[0] == "reply-from-redis"
+        assert r.stdout.splitlines()[1].split()[0] == ip
+    finally:
+        run_pbox("rm", "-f", "db", check=False)
+        run_pbox("network", "rm", "backend")
