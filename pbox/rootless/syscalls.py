@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 # -- namespaces (linux/sched.h) ------------------------------------------------------------
 CLONE_NEWCGROUP = 0x02000000
@@ -205,9 +204,10 @@ def umount2(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    nr = _PIVOT_ROOT_NR.get(platform.machine())
+    machine = os.uname().machine  # what platform.machine() returns, without its imports
+    nr = _PIVOT_ROOT_NR.get(machine)
     if nr is None:
-        raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
+        raise OSError(38, f"pivot_root: unsupported architecture {machine}")
     ret = _libc.syscall(ctypes.c_long(nr), _fs(new_root), _fs(put_old))
     _check(ret, "pivot_root", new_root)
 
