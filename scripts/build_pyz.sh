@@ -96,6 +96,9 @@ text = text.replace('"@VERSION@"', '"%s"' % version)
 with open(dest, "w") as f:
     f.write(text)
 PYEOF
+# Its byte code too: zipimport takes __main__.pyc when it is for the running Python.
+$PY -m compileall -q -b --invalidation-mode unchecked-hash -d pbox.pyz "$stage/__main__.py" \
+    >/dev/null
 $PY - "$stage" "$OUT" <<'PYEOF'
 import os, sys, zipfile
 stage, out = sys.argv[1], sys.argv[2]

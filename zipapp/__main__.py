@@ -90,7 +90,8 @@ def unpack_payload(archive):
             for info in z.infolist():
                 rel = info.filename
                 parts = rel.split("/")
-                if (info.is_dir() or rel.startswith(NATIVE_PREFIX) or rel == "__main__.py"
+                if (info.is_dir() or rel.startswith(NATIVE_PREFIX)
+                        or rel in ("__main__.py", "__main__.pyc")
                         or rel.startswith("/") or ".." in parts or "" in parts):
                     continue
                 data = z.read(info)
