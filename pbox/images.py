@@ -655,6 +655,9 @@ def reset_store(config: Config) -> None:
             remove_tree(store.root)
     finally:
         if os.path.isdir(config.runroot):
+            from pbox.networks import stop_holders
+
+            stop_holders(config.runroot)
             pid = pause.pause_pid(config.runroot)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import time
@@ -822,3 +823,17 @@ def container_warnings(store: Store, cid: str) -> list[str]:
             if problem and cid in _read_state(store, find(store, name))["leases"]:
                 out.append(problem)
     return out
+
+
+def stop_holders(runroot: str) -> None:
+    """End every network's holder recorded under ``runroot`` (``system reset``, which
+    kills containers' owners before they could release their leases)."""
+    from pbox.rootless import network as rnet
+
+    d = os.path.join(runroot, "networks")
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        if name.endswith(".json"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(os.path.join(d, name)) as f:
+                    st = json.load(f)
+                rnet.stop_holder(st.get("holder") or 0, st.get("holder_start"))
