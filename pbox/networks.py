@@ -344,7 +344,7 @@ def endpoints(cfg: dict) -> dict:
 
 def links(cfg: dict) -> list[tuple[str, str]]:
     """(target container id, alias) of the container's ``--link``s."""
-    return [(x["Id"], x["Alias"]) for x in (cfg.get("HostConfig") or {}).get("PbLinks") or []]
+    return [(x["Id"], x["Alias"]) for x in cfg.get("LinkTargets") or []]
 
 
 def primary_internal(store: Store, cfg: dict) -> bool:

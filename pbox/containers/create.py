@@ -255,7 +255,6 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
                 "ExtraHosts": o.add_hosts or None,
                 "Links": [f"/{t}:/{name}/{a}" for t, a in
                           ((cstore.name_of(x["Id"]), x["Alias"]) for x in link_records)] or None,
-                "PbLinks": link_records or None,
                 "GroupAdd": o.group_add or None,
                 "SecurityOpt": o.security_opt or None,
                 "Tmpfs": {t: ",".join(topts) for t, topts in
@@ -264,6 +263,7 @@ def _create(config: Config, store: Store, o: opt.RunOptions, res) -> str:
             },
             "Mounts": mount_records,
             "NetworkingConfig": {"EndpointsConfig": endpoints},
+            "LinkTargets": link_records,  # --link: [{"Id", "Alias"}]
             "Spec": spec.to_dict(),
         }
         cstore.write_config(cid, record)
