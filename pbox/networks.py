@@ -354,8 +354,8 @@ def primary_internal(store: Store, cfg: dict) -> bool:
     return bool(find(store, mode).get("Internal"))
 
 
-def set_endpoint(store: Store, cid: str, name: str, aliases: list | None = None, *,
-                 remove_it: bool = False) -> None:
+def set_endpoint(store: Store, cid: str, name: str, aliases: list | None = None,
+                 ip: str = "", *, remove_it: bool = False) -> None:
     from pbox.containers.records import ContainerStore
 
     cs = ContainerStore(store)
@@ -366,6 +366,8 @@ def set_endpoint(store: Store, cid: str, name: str, aliases: list | None = None,
         eps.pop(name, None)
     else:
         eps[name] = {"Aliases": list(aliases or [])}
+        if ip:
+            eps[name]["IPAMConfig"] = {"IPv4Address": ip}
     nc["EndpointsConfig"] = eps
     cs.write_config(cid, cfg)
 
@@ -460,11 +462,31 @@ def _mac(ip: str) -> str:
     return "02:42:" + ":".join(f"{x:02x}" for x in b)
 
 
-def _allocate(rec: dict, st: dict, cid: str) -> str:
+def check_address(rec: dict, ip: str) -> str:
+    """``--ip``: an address of the network's subnet, not its gateway."""
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"invalid IPv4 address: {ip}")
+    net = ipaddress.ip_network(rec["Subnet"])
+    if addr not in net or addr in (net.network_address, net.broadcast_address) or \
+            str(addr) == rec["Gateway"]:
+        raise UsageError(f"invalid address {ip}: not a free host address of network "
+                         f"{rec['Name']} ({net}, gateway {rec['Gateway']})")
+    return str(addr)
+
+
+def _allocate(rec: dict, st: dict, cid: str, wanted: str = "") -> str:
     import ipaddress
 
     net = ipaddress.ip_network(rec["Subnet"])
     taken = {le["ip"] for c, le in st["leases"].items() if c != cid} | {rec["Gateway"]}
+    if wanted:
+        if wanted in taken:
+            raise Conflict(f"Address already in use: {wanted} on network {rec['Name']}")
+        return wanted
     for host in net.hosts():
         if str(host) not in taken:
             return str(host)
@@ -490,7 +512,8 @@ def _names(cfg: dict, cid: str, aliases: list) -> list[str]:
     return out
 
 
-def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list) -> dict:
+def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list,
+          wanted: str = "") -> dict:
     """Plug the running container ``pid`` into the network (under its state lock) and
     rewrite the members' hosts files.  Returns inspect's endpoint settings."""
     import ipaddress
@@ -505,7 +528,7 @@ def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list)
             lease = old
         else:
             _ensure_holder(store, rec, st)
-            ip = _allocate(rec, st, cid)
+            ip = _allocate(rec, st, cid, wanted)
             lease = {"ip": ip, "mac": _mac(ip), "ifname": _free_ifname(pid),
                      "peer": "v" + cid[:8] + os.urandom(2).hex(), "pid": pid,
                      "pid_start": proc_start_time(pid),
@@ -516,7 +539,8 @@ def _plug(store: Store, rec: dict, cid: str, cfg: dict, pid: int, aliases: list)
         lease["aliases"] = list(aliases)
         st["leases"][cid] = lease
         _rewrite_members(store, rec, st, {cid: cfg})
-    return {"IPAMConfig": None, "Links": None, "Aliases": list(aliases) or None,
+    return {"IPAMConfig": {"IPv4Address": wanted} if wanted else None, "Links": None,
+            "Aliases": list(aliases) or None,
             "NetworkID": rec["Id"], "EndpointID": lease["endpoint"], "Gateway": rec["Gateway"],
             "IPAddress": lease["ip"], "IPPrefixLen": net.prefixlen, "IPv6Gateway": "",
             "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": lease["mac"],
@@ -560,7 +584,8 @@ def attach(store: Store, cid: str, pid: int) -> dict:
                 rec = find(store, name)
             except NetworkNotFound:
                 raise NetworkNotFound(f"network {name} not found") from None
-            out[name] = _plug(store, rec, cid, cfg, pid, ep.get("Aliases") or [])
+            wanted = (ep.get("IPAMConfig") or {}).get("IPv4Address") or ""
+            out[name] = _plug(store, rec, cid, cfg, pid, ep.get("Aliases") or [], wanted)
             done.append(rec)
         # A link to a container on none of our networks goes through bridge, which
         # both join.
@@ -624,7 +649,7 @@ def _exists(store: Store, name: str) -> bool:
     return os.path.exists(_record_path(store, name))
 
 
-def connect(store: Store, net: str, cid: str, aliases: list) -> None:
+def connect(store: Store, net: str, cid: str, aliases: list, ip: str = "") -> None:
     rec = find(store, net)
     from pbox.containers.records import ContainerStore
 
@@ -639,11 +664,12 @@ def connect(store: Store, net: str, cid: str, aliases: list) -> None:
     if rec["Name"] in endpoints(cfg):
         raise Conflict(f"endpoint with name {cfg['Name'].lstrip('/')} already exists in "
                        f"network {rec['Name']}")
-    set_endpoint(store, cid, rec["Name"], aliases)
+    wanted = check_address(rec, ip) if ip else ""
+    set_endpoint(store, cid, rec["Name"], aliases, wanted)
     st = cs.state(cid)
     if st.get("Running"):
         try:
-            settings = _plug(store, rec, cid, cs.config(cid), st["Pid"], aliases)
+            settings = _plug(store, rec, cid, cs.config(cid), st["Pid"], aliases, wanted)
         except BaseException:
             set_endpoint(store, cid, rec["Name"], remove_it=True)
             raise

@@ -61,6 +61,8 @@ def run_options(f):
                           "of a user network."),
         click.option("--network-alias", multiple=True, metavar="ALIAS",
                      help="Add a name the container answers to on its user network."),
+        click.option("--ip", default="", metavar="IPV4",
+                     help="The container's address on its user network."),
         click.option("--link", multiple=True, metavar="NAME[:ALIAS]",
                      help="Add a link to another (running) container: ALIAS in "
                           "/etc/hosts and docker's link variables."),
@@ -119,7 +121,7 @@ def _options(image, command, kw, detach=False):
         restart=kw["restart"], platform=kw["platform"], memory=kw["memory"],
         cpus=kw["cpus"], pids_limit=kw["pids_limit"], shm_size=kw["shm_size"],
         publish=list(kw["publish"]), publish_all=kw["publish_all"], expose=list(kw["expose"]),
-        network_aliases=list(kw["network_alias"]), links=list(kw["link"]),
+        network_aliases=list(kw["network_alias"]), links=list(kw["link"]), ip=kw["ip"],
     )
 
 

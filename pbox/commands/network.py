@@ -172,14 +172,15 @@ def _container(config, text):
 @click.argument("network")
 @click.argument("container")
 @click.option("--alias", "aliases", multiple=True, help="Add a network-scoped alias.")
+@click.option("--ip", default="", metavar="IPV4", help="The container's address on it.")
 @click.pass_obj
-def connect(config, network, container, aliases):
+def connect(config, network, container, aliases, ip):
     """Connect a container to a network (at once when it is running)."""
     from pbox import networks
 
     _enter(config)
     store, cid = _container(config, container)
-    networks.connect(store, network, cid, list(aliases))
+    networks.connect(store, network, cid, list(aliases), ip)
 
 
 @click.command(context_settings=CTX)

@@ -364,9 +364,15 @@ def _user_networks(store: Store, cstore: ContainerStore, network: str, name: str
     if networks.is_user_network(network):
         rec = networks.find(store, network)
         endpoints[rec["Name"]] = {"Aliases": list(o.network_aliases)}
+        if o.ip:
+            endpoints[rec["Name"]]["IPAMConfig"] = {
+                "IPv4Address": networks.check_address(rec, o.ip)}
     elif o.network_aliases:
         raise UsageError("network-scoped alias is supported only for containers in user "
                          "defined networks")
+    elif o.ip:
+        raise UsageError("user specified IP address is supported on user defined "
+                         "networks only")
     if o.links and network in ("host", "none"):
         raise UsageError(f"conflicting options: {network} type networking can't be used "
                          f"with links")

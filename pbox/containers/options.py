@@ -64,6 +64,7 @@ class RunOptions:
     expose: list = field(default_factory=list)
     network_aliases: list = field(default_factory=list)
     links: list = field(default_factory=list)
+    ip: str = ""
     memory: str = ""
     cpus: str = ""
     pids_limit: int | None = None

@@ -381,3 +381,26 @@ def test_connect_a_default_network_container_keeps_it_across_restart(bb, run_pbo
     finally:
         run_pbox("rm", "-f", "plain", check=False)
         run_pbox("network", "rm", "late-join")
+
+
+def test_fixed_address(bb, run_pbox):
+    run_pbox("network", "create", "--subnet", "10.89.123.0/24", "fixed")
+    try:
+        run_pbox("run", "-d", "--name", "pinned", "--network", "fixed", "--ip", "10.89.123.50",
+                 bb, "sh", "-c", SERVER)
+        nets = json.loads(run_pbox("inspect", "pinned").stdout)[0]["NetworkSettings"]["Networks"]
+        assert nets["fixed"]["IPAddress"] == "10.89.123.50"
+        assert nets["fixed"]["IPAMConfig"] == {"IPv4Address": "10.89.123.50"}
+        r = _ask(run_pbox, "fixed", bb, "10.89.123.50")
+        assert r.returncode == 0 and r.stdout.startswith("reply-from-")
+        r = run_pbox("run", "--rm", "--network", "fixed", "--ip", "10.89.123.50", bb, "true",
+                     expect_rc=125)
+        assert "Address already in use" in r.stderr
+        r = run_pbox("run", "--rm", "--network", "fixed", "--ip", "10.89.124.5", bb, "true",
+                     expect_rc=125)
+        assert r.stderr.startswith("Error: invalid address 10.89.124.5")
+        r = run_pbox("run", "--rm", "--ip", "10.89.123.9", bb, "true", expect_rc=125)
+        assert "user defined networks" in r.stderr
+    finally:
+        run_pbox("rm", "-f", "pinned", check=False)
+        run_pbox("network", "rm", "fixed")
