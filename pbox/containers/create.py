@@ -14,8 +14,6 @@ from pbox.errors import Conflict, ImageNotFound, PboxError, UsageError
 from pbox.storage.images import ImageStore
 from pbox.storage.store import Store
 
-DEFAULT_STOP_TIMEOUT = 10
-
 
 def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
                        platform: str | None = None, report=None, notice=None):

@@ -696,7 +696,7 @@ def stop(config: Config, cid: str, timeout: float | None = None) -> None:
     if timeout is None:
         timeout = cfg["Config"].get("StopTimeout")
         if timeout is None:
-            from pbox.containers.create import DEFAULT_STOP_TIMEOUT
+            from pbox.containers.records import DEFAULT_STOP_TIMEOUT
 
             timeout = DEFAULT_STOP_TIMEOUT
     sig = parse_signal(cfg["Config"].get("StopSignal") or "SIGTERM")

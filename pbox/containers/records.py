@@ -25,6 +25,8 @@ from pbox.errors import Conflict, ContainerNotFound, UsageError
 from pbox.storage.store import Store
 
 NAMES = ".names"
+# docker stop's default wait before SIGKILL, in seconds (--stop-timeout changes it).
+DEFAULT_STOP_TIMEOUT = 10
 
 
 def new_id() -> str:
