@@ -22,12 +22,14 @@ thread; then steps 2-4 for all layers at once, in a few threads):
    push fills and pull may fill) -> ``Mounted from REPO``.
 4. Otherwise upload from the temp file (compressed again if it is gone) -> ``Pushed``.
 
-A layer pbox did not write itself (pulled) is serialised again; its tar bytes may
-differ from the original ones, hence its diff id.  The config's ``rootfs.diff_ids``
-must name what the pushed blobs decompress to, so in that case the pushed config is
-the stored one with those ids replaced (its digest, the pushed image's id, differs
-from the local id).  Layers written by pbox (build, commit) keep their diff ids and
-the stored config bytes are pushed unchanged.
+A pulled (or loaded) layer is written back byte for byte from its tar-split file
+(``storage/tarsplit``), so it keeps its diff id.  Without one (a store from before
+tar-split, or files changed since) it is serialised again; its tar bytes may differ
+from the original ones, hence its diff id.  The config's ``rootfs.diff_ids`` must name
+what the pushed blobs decompress to, so in that case the pushed config is the stored
+one with those ids replaced (its digest, the pushed image's id, differs from the local
+id).  Layers written by pbox (build, commit) keep their diff ids and the stored config
+bytes are pushed unchanged.
 
 Manifest format: ``--format`` wins; by default docker v2s2 when the image came as a
 docker v2s2 manifest, OCI otherwise (and always OCI for zstd layers, which docker
@@ -454,8 +456,12 @@ def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compress
             # uncompressed (save): the blob's digest is the diff id, hashed once
             tee = _HashTee(comp) if algo is not None else None
             try:
+                # a pulled or loaded layer: its original tar (same diff id) when its
+                # tar-split file is there and the files are unchanged
                 write_layer_tar(store.layer_diff(chain), tee or comp,
-                                owners="keep" if keep_owners else (0, 0))
+                                owners="keep" if keep_owners else (0, 0),
+                                split=store.layer_split(chain),
+                                diff_id=store.layer_info(chain).get("diff_id"))
             except BaseException:
                 try:
                     comp.close()
