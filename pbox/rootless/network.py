@@ -396,34 +396,15 @@ def _slirp_hostfwd(api: str, f: Forward) -> None:
 # with one bridge in it.  Each container on the network gets a veth pair: one end in
 # the container's namespace, the other enslaved to the bridge.  pbox runs in the shared
 # user namespace, which owns both namespaces, so it has CAP_NET_ADMIN in each; the
-# changes are made by a forked child that setns()es there (pbox itself could not come
-# back to the host's namespace, owned by the initial user namespace).
+# changes are netlink requests (pbox/rootless/netlink.py) made by a forked child that
+# setns()es there (pbox itself could not come back to the host's namespace, owned by
+# the initial user namespace).
 
 HOLDER_NAME = "pbox-net"
 BRIDGE = "pbox0"
 # Bridge traffic never leaves the host: a large MTU (as loopback's) is safe and saves
 # most of the per-packet cost of container-to-container transfers.
 BRIDGE_MTU = 65520
-
-
-def ip_program() -> str:
-    import shutil  # not at module level: it pulls in zlib, bz2, lzma
-
-    path = shutil.which("ip") or next(
-        (p for p in ("/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip") if os.access(p, os.X_OK)), None)
-    if path is None:
-        raise RuntimeFailure("user networks need the ip program: install the iproute2 "
-                             "package (e.g. apt-get install iproute2)")
-    return path
-
-
-def _ip_batch(ip: str, lines: list[str]) -> str:
-    """Run ``ip -batch -`` in the current network namespace; '' or its error text."""
-    r = subprocess.run([ip, "-batch", "-"], input="\n".join(lines) + "\n",
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode == 0:
-        return ""
-    return _clean(r.stderr) or f"ip exited with status {r.returncode}"
 
 
 def _in_child(work) -> None:
@@ -461,9 +442,8 @@ def spawn_holder(gateway: str, prefix: int) -> int:
     ``gateway/prefix``; returns its pid.  Not our child (double fork): it outlives us."""
     import shutil  # not at module level: it pulls in zlib, bz2, lzma
 
-    from pbox.rootless import syscalls
+    from pbox.rootless import netlink, syscalls
 
-    ip = ip_program()
     sleep = shutil.which("sleep") or "/bin/sleep"
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -474,12 +454,11 @@ def spawn_holder(gateway: str, prefix: int) -> int:
             if os.fork() != 0:
                 os._exit(0)
             syscalls.unshare(syscalls.CLONE_NEWNET)
-            err = _ip_batch(ip, [f"link add {BRIDGE} mtu {BRIDGE_MTU} type bridge",
-                                 f"addr add {gateway}/{prefix} dev {BRIDGE}",
-                                 f"link set {BRIDGE} up", "link set lo up"])
-            if err:
-                os.write(w, f"E{err}".encode())
-                os._exit(1)
+            with netlink.Route() as nl:
+                nl.add_bridge(BRIDGE, mtu=BRIDGE_MTU)
+                nl.add_address(BRIDGE, gateway, prefix)
+                nl.set_up(BRIDGE)
+                nl.set_up("lo")
             devnull = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(devnull, fd)
@@ -560,9 +539,8 @@ def plumb(ctr_pid: int, holder_pid: int, ifname: str, peer: str, address: str, p
           mac: str) -> None:
     """A veth pair: ``ifname`` (``address/prefix``, ``mac``) in the namespace of
     ``ctr_pid``, ``peer`` on the bridge of ``holder_pid``'s namespace."""
-    from pbox.rootless import syscalls
+    from pbox.rootless import netlink, syscalls
 
-    ip = ip_program()
     ctr_fd = os.open(f"/proc/{ctr_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         br_fd = os.open(f"/proc/{holder_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -571,17 +549,19 @@ def plumb(ctr_pid: int, holder_pid: int, ifname: str, peer: str, address: str, p
         raise RuntimeFailure("the network's holder process is gone")
 
     def work() -> str:
-        syscalls.setns(ctr_fd, syscalls.CLONE_NEWNET)
-        err = _ip_batch(ip, [
-            f"link add {ifname} mtu {BRIDGE_MTU} address {mac} type veth "
-            f"peer name {peer} mtu {BRIDGE_MTU} netns {holder_pid}",
-            f"addr add {address}/{prefix} dev {ifname}",
-            f"link set {ifname} up", "link set lo up"])
-        if err:
-            return f"cannot connect the container to the network: {err}"
-        syscalls.setns(br_fd, syscalls.CLONE_NEWNET)
-        err = _ip_batch(ip, [f"link set {peer} master {BRIDGE} up"])
-        return f"cannot connect the container to the network: {err}" if err else ""
+        try:
+            syscalls.setns(ctr_fd, syscalls.CLONE_NEWNET)
+            with netlink.Route() as nl:
+                nl.add_veth(ifname, peer, br_fd, mtu=BRIDGE_MTU, mac=mac)
+                nl.add_address(ifname, address, prefix)
+                nl.set_up(ifname)
+                nl.set_up("lo")
+            syscalls.setns(br_fd, syscalls.CLONE_NEWNET)
+            with netlink.Route() as nl:
+                nl.set_up(peer, master=BRIDGE)
+        except OSError as e:
+            return f"cannot connect the container to the network: {e.strerror or e}"
+        return ""
 
     try:
         _in_child(work)
@@ -592,9 +572,8 @@ def plumb(ctr_pid: int, holder_pid: int, ifname: str, peer: str, address: str, p
 
 def unplumb(ctr_pid: int, ifname: str) -> None:
     """Remove ``ifname`` (and so its veth peer) from the namespace of ``ctr_pid``."""
-    from pbox.rootless import syscalls
+    from pbox.rootless import netlink, syscalls
 
-    ip = ip_program()
     try:
         fd = os.open(f"/proc/{ctr_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -602,8 +581,9 @@ def unplumb(ctr_pid: int, ifname: str) -> None:
 
     def work() -> str:
         syscalls.setns(fd, syscalls.CLONE_NEWNET)
-        err = _ip_batch(ip, [f"link del {ifname}"])
-        return "" if not err or "Cannot find device" in err else err
+        with netlink.Route() as nl:
+            nl.delete(ifname)
+        return ""
 
     try:
         _in_child(work)
