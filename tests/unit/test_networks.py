@@ -82,3 +82,13 @@ def test_parse_link():
     assert networks.parse_link("/fan-redis-1:redis") == ("fan-redis-1", "redis")
     with pytest.raises(UsageError):
         networks.parse_link(":x")
+
+
+def test_netlink_attributes_are_padded():
+    from pbox.rootless import netlink
+
+    assert netlink._str(netlink.IFLA_IFNAME, "eth0") == b"\x09\x00\x03\x00eth0\x00\x00\x00\x00"
+    assert netlink._u32(netlink.IFLA_MTU, 1500) == b"\x08\x00\x04\x00\xdc\x05\x00\x00"
+    assert netlink._mac("02:42:0a:59:01:02") == bytes([2, 0x42, 10, 0x59, 1, 2])
+    nested = netlink._attr(netlink.IFLA_LINKINFO, netlink._str(netlink.IFLA_INFO_KIND, "veth"))
+    assert len(nested) % 4 == 0 and nested[:2] == (4 + 12).to_bytes(2, "little")
