@@ -192,20 +192,21 @@ def attach(config: Config, name: str, emit: Callable[[str, bytes], None], *,
                        "running")
     if st.get("Status") != "running":
         raise Conflict("You cannot attach to a stopped container, start it first")
+    path = cs.path(cid, "ctr.log")
+    try:
+        offset = os.path.getsize(path)
+    except FileNotFoundError:
+        offset = 0
     if cfg.get("Config", {}).get("OpenStdin") and notice is not None:
         # The monitor of a -i container takes its stdin through a socket; one started
-        # without it (or by an older pbox) has stdin on /dev/null.
+        # without it (or by an older pbox) has stdin on /dev/null.  Fed only now that
+        # the output we show starts here: what the input causes is part of it.
         sock = lifecycle.connect_stdin(cs, cid)
         if sock is None:
             notice("stdin is not attached: the container's monitor takes no input; use "
                    "'pbox exec -i' to talk to a process in the container")
         else:
             _feed_stdin(sock)
-    path = cs.path(cid, "ctr.log")
-    try:
-        offset = os.path.getsize(path)
-    except FileNotFoundError:
-        offset = 0
 
     def forward(signum, _frame):
         pid = cs.state(cid).get("Pid") if os.path.isdir(cs.path(cid)) else None
