@@ -93,12 +93,19 @@ def current_mapping() -> IdMapping:
         host_gid = gids[0].host if gids else gid
         mode = idmap.MODE_SINGLE if len(uids) == 1 and uids[0].size == 1 else idmap.MODE_SUBUID
         return IdMapping(mode, host_uid, host_gid, uids, gids, entered=True)
+    if uid == 0:
+        return idmap.mapping_for(uid, gid, None)  # host: no helper, no name needed
+    name = _user_name(uid)
+    # The helpers are looked for (shutil.which, which imports zlib, bz2 and lzma) only
+    # when there are ranges for them to map; without, the mapping is single anyway.
+    ranged = idmap.read_subid_ranges(name, uid, idmap.SUBUID_FILE) and \
+        idmap.read_subid_ranges(name, uid, idmap.SUBGID_FILE)
     return idmap.mapping_for(
         uid,
         gid,
-        _user_name(uid),
-        newuidmap=idmap.find_newidmap("newuidmap"),
-        newgidmap=idmap.find_newidmap("newgidmap"),
+        name,
+        newuidmap=idmap.find_newidmap("newuidmap") if ranged else None,
+        newgidmap=idmap.find_newidmap("newgidmap") if ranged else None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -352,3 +353,24 @@ def test_the_command_starts_with_default_signal_dispositions(bb, run_pbox):
         out = run_pbox("run", "--rm", *extra, bb, "grep", "-E", "^Sig(Ign|Blk)",
                        "/proc/self/status").stdout
         assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+
+
+def test_a_plain_run_imports_no_click_and_no_compression(bb, pbox_cmd, pbox_root, run_pbox):
+    # The first run makes the pause process; the next takes the short path of
+    # pbox.commands.fast (with a subuid range, or as root), which never loads click.
+    run_pbox("run", "--rm", "--network", "none", bb, "true")
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], "run", "--rm",
+                        "--network", "none", bb, "true"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert "pbox.containers.create" in modules  # the measurement saw the run
+    for heavy in ("zlib", "gzip", "zstandard", "requests", "urllib3", "pbox.oci.registry"):
+        assert heavy not in modules, heavy
+    if has_subuid():
+        assert "click" not in modules
