@@ -363,3 +363,13 @@ def test_attach_feeds_the_stdin_of_a_container_made_with_i(bb, run_pbox, contain
     assert p2.returncode == 3 and p1.returncode == 3, (err1, err2)
     assert b"and world" in out2 and b"and world" in out1
     assert b"stdin is not attached" not in err1 + err2
+
+
+def test_start_a_i_feeds_stdin(bb, run_pbox, containers):
+    containers.append("ex9")
+    run_pbox("create", "-i", "--name", "ex9", bb, "sh", "-c", 'read line; echo "got $line"; exit 2')
+    r = run_pbox("start", "-a", "-i", "ex9", input="hello\n", expect_rc=2)
+    assert r.stdout == "got hello\n"
+    # without -i the container's stdin is /dev/null: read fails at once
+    r = run_pbox("start", "-a", "ex9", input="again\n", expect_rc=2)
+    assert r.stdout == "got \n"
