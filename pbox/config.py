@@ -24,14 +24,31 @@ def _xdg(var: str, fallback: str, name: str) -> str:
     return getattr(platformdirs, name)("pbox", appauthor=False)
 
 
+def _user_uid() -> int:
+    """The uid pbox runs for: the user's own, also once the process is uid 0 of pbox's
+    user namespace (a command that joined it and then works out a default path must
+    still find the user's store, not root's)."""
+    uid = os.getuid()
+    if uid == 0 and os.environ.get("PBOX_USERNS") == "1":
+        try:
+            with open("/proc/self/uid_map") as f:
+                for line in f:
+                    inside, outside, _count = line.split()
+                    if inside == "0":
+                        return int(outside)
+        except (OSError, ValueError):
+            pass
+    return uid
+
+
 def _default_root() -> str:
-    if os.getuid() == 0:
+    if _user_uid() == 0:
         return "/var/lib/pbox"
     return _xdg("XDG_DATA_HOME", "~/.local/share", "user_data_dir")
 
 
 def _default_runroot() -> str:
-    uid = os.getuid()
+    uid = _user_uid()
     if uid == 0:
         return "/run/pbox"
     xdg = os.environ.get("XDG_RUNTIME_DIR")
@@ -41,7 +58,7 @@ def _default_runroot() -> str:
 
 
 def _default_config_dir() -> str:
-    if os.getuid() == 0:
+    if _user_uid() == 0:
         return "/etc/pbox"
     return _xdg("XDG_CONFIG_HOME", "~/.config", "user_config_dir")
 
