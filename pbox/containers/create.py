@@ -90,6 +90,7 @@ def create(config: Config, o: opt.RunOptions, *, report=None, notice=None,
     forward it to (``lifecycle.wait_forwarding`` unblocks them), instead of killing
     pbox and leaving the container behind.
     """
+    opt.check(o)
     store = Store.open(config.root, config.runroot)
     res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,
                              report=report, notice=notice)

@@ -135,6 +135,9 @@ def parse_labels(items: list[str]) -> dict[str, str]:
 def parse_volume(text: str) -> VolumeArg:
     """-v SRC:DST[:OPTS] | -v DST (anonymous) | -v NAME:DST."""
     parts = text.split(":")
+    if len(parts) > 1 and not all(parts):
+        raise UsageError(f"invalid volume specification: {text!r}: empty section between "
+                         f"colons")
     if len(parts) == 1:
         src, dst, opts = "", parts[0], []
     elif len(parts) == 2:
@@ -213,7 +216,62 @@ def parse_tmpfs(text: str) -> tuple[str, list[str]]:
     target, _, opts = text.partition(":")
     if not target.startswith("/"):
         raise UsageError(f"invalid --tmpfs {text!r}: the path must be absolute")
-    return target, [o for o in opts.split(",") if o]
+    options = [o for o in opts.split(",") if o]
+    for o in options:
+        key, _, value = o.partition("=")
+        if key in ("size", "nr_blocks", "nr_inodes") and not re.match(r"^\d+%$", value):
+            try:
+                parse_size(value)
+            except UsageError:
+                raise UsageError(f"invalid --tmpfs {text!r}: bad {key} {value!r}")
+    return target, options
+
+
+def check(o: RunOptions) -> None:
+    """Refuse a bad option value of `run`/`create` before an image is pulled or
+    anything is made, as docker's flag parsing does."""
+    parse_env(o.env)
+    parse_labels(o.labels)
+    parse_restart(o.restart)
+    if o.stop_signal:
+        parse_signal(o.stop_signal)
+    if o.workdir and not o.workdir.startswith("/"):
+        raise UsageError(f"the working directory {o.workdir!r} is invalid, it needs to be "
+                         f"an absolute path")
+    import ipaddress
+
+    for server in o.dns:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise UsageError(f"{server} is not an ip address")
+    for s in o.security_opt:
+        # docker: "no-new-privileges" alone, otherwise KEY=VALUE (or KEY:VALUE)
+        if s != "no-new-privileges" and "=" not in s and ":" not in s:
+            raise UsageError(f"invalid --security-opt: {s!r}")
+    if o.memory:
+        try:
+            parse_size(o.memory)
+        except UsageError as e:
+            raise UsageError(f"invalid argument {o.memory!r} for --memory: {e}")
+    if o.cpus:
+        try:
+            cpus = float(o.cpus)
+        except ValueError:
+            cpus = 0.0
+        if not cpus > 0:
+            raise UsageError(f"invalid argument {o.cpus!r} for --cpus: a number of CPUs "
+                             f"greater than 0")
+    if o.platform:
+        from pbox.oci import platform as plat
+
+        plat.parse(o.platform)
+    for v in o.volumes:
+        parse_volume(v)
+    for m in o.mounts:
+        parse_mount(m)
+    for t in o.tmpfs:
+        parse_tmpfs(t)
 
 
 def parse_restart(text: str) -> dict:
