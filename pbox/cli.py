@@ -163,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         die(f"{e.format_message()}{hint}")
     except click.exceptions.Exit as e:
         raise SystemExit(e.exit_code)
-    except click.Abort:
+    except click.Abort as e:
+        if isinstance(e.__context__, EOFError):
+            # a prompt met the end of stdin (a script without -f): nothing was done
+            die("no answer to the confirmation prompt on stdin (use -f to skip it)")
         raise SystemExit(130)
     except click.ClickException as e:
         die(e.format_message())

@@ -175,6 +175,12 @@ def rmi(config, image_names, force, no_prune):
 @click.pass_obj
 def prune(config, all_images, force, filters):
     """Remove unused images."""
+    if filters:
+        # docker's filters (until, label) are not kept: accepting one and ignoring it
+        # would remove more than the user asked for
+        from pbox.errors import UsageError
+
+        raise UsageError(f"--filter is not supported by image prune: {filters[0]!r}")
     from pbox import images
 
     if not force:

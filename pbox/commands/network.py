@@ -146,6 +146,12 @@ def rm(config, names, force):
 @click.pass_obj
 def prune(config, force, filters):
     """Remove all networks no container refers to."""
+    if filters:
+        # docker's filters (until, label) are not kept: accepting one and ignoring it
+        # would remove more than the user asked for
+        from pbox.errors import UsageError
+
+        raise UsageError(f"--filter is not supported by network prune: {filters[0]!r}")
     from pbox import networks
 
     if not force:
