@@ -611,7 +611,8 @@ def import_image(config: Config, source: str, repository: str | None = None, *,
     if not is_url and "://" in source:
         raise UsageError(f"{source}: only http and https URLs can be imported")
     if not is_url and source != "-" and not os.path.isfile(source):
-        raise UsageError(f"{source}: no such file")
+        raise UsageError(f"{source}: " + ("is a directory (import takes a tar archive)"
+                                          if os.path.isdir(source) else "no such file"))
     keep_owners = imgs.enter_userns(config, notice)
     store = imgs.open_store(config)
     store.clean_temp()

@@ -90,7 +90,7 @@ def load(config_dir: str) -> RegistriesConf | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e}")
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}")
     return from_dict(parse_toml(text, path), path)
 
 

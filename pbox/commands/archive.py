@@ -34,8 +34,16 @@ def save(config, output, fmt, images):
         import os
 
         tmp = f"{output}.{os.getpid()}.partial"
+        if os.path.isdir(output):
+            raise UsageError(f"{output} is a directory (use --format oci-dir to write an "
+                             f"OCI layout there)")
         try:
-            with open(tmp, "wb") as f:
+            f = open(tmp, "wb")  # noqa: SIM115 (closed by the with below)
+        except OSError as e:
+            # name the user's file, not our temp file next to it
+            raise UsageError(f"cannot write {output}: {e.strerror}")
+        try:
+            with f:
                 archive.save(config, list(images), f, fmt, notice=notice_once(config))
             os.replace(tmp, output)
         except BaseException:

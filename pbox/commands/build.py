@@ -152,8 +152,11 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
             try:
                 with open(name, encoding="utf-8") as f:
                     text = f.read()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            except (FileNotFoundError, NotADirectoryError):
                 raise BuildError(f"the Dockerfile {name} cannot be read: no such file",
+                                 exit_code=1)
+            except OSError as e:
+                raise BuildError(f"the Dockerfile {name} cannot be read: {e.strerror}",
                                  exit_code=1)
         opts = executor.BuildOptions(
             context=path, dockerfile_text=text, dockerfile_name=os.path.basename(name),
