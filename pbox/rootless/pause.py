@@ -148,7 +148,12 @@ def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> 
     pid = pause_pid(runroot)
     if pid is not None and _join(pid):
         return userns.current_mapping()
-    os.makedirs(runroot, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(runroot, mode=0o700, exist_ok=True)
+    except OSError as e:
+        why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
+        raise RuntimeFailure(f"cannot use the run root {runroot} (--runroot, "
+                             f"PBOX_RUNROOT): {why}")
     lock_fd = os.open(os.path.join(runroot, "pause.lock"),
                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
