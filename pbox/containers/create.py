@@ -337,6 +337,9 @@ def _network(o: opt.RunOptions) -> tuple[str, list[str]]:
     name = rnet.parse_mode(mode)[0]
     if name == "container":
         return mode, []
+    if name in ("host", "none") and mode != name:
+        # refused now, not only when the container starts
+        raise UsageError(f"network {mode!r} not found: {name} takes no options")
     if networks.is_user_network(mode):
         # outbound traffic (and so DNS) goes through pasta, as on the default network
         rnet.binary(rnet.PASTA)
