@@ -14,7 +14,8 @@ into ``write`` calls, so the same layer always gets the same digest:
 * a block whose sample (a few slices spread over the block, deflated at level 1)
   does not shrink is stored (level 0) instead: random or already-compressed data costs
   a copy instead of a full deflate search (zlib spends ~60 ms per MiB failing to
-  compress random bytes).
+  compress random bytes).  Stored blocks are made in the writing thread (a copy is
+  not worth a hand-off to the pool); only blocks worth deflating go to the pool.
 * the header is fixed (no name, mtime 0, OS "unix" as zlib writes it), the trailer is
   the CRC-32 and length of all the input.
 """
@@ -49,6 +50,10 @@ def deflate_block(block: bytes, level: int, last: bool) -> bytes:
     """Raw deflate of one block, byte-aligned at its end (final when ``last``)."""
     if level != 0 and incompressible(block):
         level = 0
+    return _deflate(block, level, last)
+
+
+def _deflate(block: bytes, level: int, last: bool) -> bytes:
     c = zlib.compressobj(level, zlib.DEFLATED, -15)
     return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
@@ -91,16 +96,32 @@ class ParallelGzipWriter(io.RawIOBase):
     def _submit(self, block: bytes, last: bool) -> None:
         self._crc = zlib.crc32(block, self._crc)
         self._size += len(block)
-        if self._threads <= 1:
-            self._out.write(deflate_block(block, self._level, last))
+        level = self._level
+        if level != 0 and incompressible(block):
+            level = 0
+        if self._threads <= 1 or level == 0:
+            # a stored block is a copy: no thread hand-off for it
+            data = _deflate(block, level, last)
+            if not self._pending:
+                self._out.write(data)
+                return
+            self._pending.append(data)  # after the blocks still in the pool
+            self._drain()
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pgzip")
-        self._pending.append(self._pool.submit(deflate_block, block, self._level, last))
-        while len(self._pending) > 2 * self._threads:
-            self._out.write(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(_deflate, block, level, last))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the finished blocks at the head; wait when too many are pending (the
+        memory held is bounded by a few blocks)."""
+        pending = self._pending
+        while pending and (len(pending) > 2 * self._threads or isinstance(pending[0], bytes)
+                           or pending[0].done()):
+            self._out.write(_result(pending.popleft()))
 
     def close(self) -> None:
         if self.closed:
@@ -109,7 +130,7 @@ class ParallelGzipWriter(io.RawIOBase):
             self._submit(bytes(self._buf), last=True)
             self._buf = bytearray()
             while self._pending:
-                self._out.write(self._pending.popleft().result())
+                self._out.write(_result(self._pending.popleft()))
             self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
         finally:
             self._shutdown()
@@ -125,3 +146,8 @@ class ParallelGzipWriter(io.RawIOBase):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _result(item) -> bytes:
+    """A pending block: bytes made in line, or a future of the pool."""
+    return item if isinstance(item, bytes) else item.result()

@@ -43,7 +43,10 @@ def test_round_trip_through_gunzip(size):
 
 
 def test_same_bytes_whatever_the_threads_and_the_write_sizes():
-    data = text(2 * pgzip.BLOCK) + noise(pgzip.BLOCK + 999)
+    # deflated (pool) and stored (in line) blocks interleaved: the order must hold
+    data = text(2 * pgzip.BLOCK) + noise(pgzip.BLOCK + 999) + text(pgzip.BLOCK, seed=3) + \
+        noise(pgzip.BLOCK, seed=4) + text(pgzip.BLOCK // 2, seed=5)
+    assert gzip.decompress(compress(data, 2, 300_001)) == data
     blobs = {compress(data, threads, piece)
              for threads, piece in ((1, 4096), (2, 1_000_000), (4, 123_457), (3, len(data)))}
     assert len(blobs) == 1
@@ -69,3 +72,39 @@ def test_header_has_no_name_and_no_time():
     blob = compress(b"hello", 1, 5)
     assert blob[:10] == pgzip.HEADER
     assert blob[4:8] == b"\0\0\0\0"
+
+
+def test_pending_blocks_stay_few_behind_a_slow_block(monkeypatch):
+    # a deflated block that is slow, then many stored ones: the writer waits for the
+    # slow one rather than keeping every stored block in memory
+    import threading
+
+    gate, waiting = threading.Event(), threading.Event()
+    real_deflate, real_result = pgzip._deflate, pgzip._result
+    seen = []
+
+    def slow(block, level, last):
+        if level:
+            gate.wait(60)
+        return real_deflate(block, level, last)
+
+    def result(item):
+        if not isinstance(item, bytes) and not item.done():
+            seen.append(len(w._pending) + 1)  # the item was popped already
+            waiting.set()
+        return real_result(item)
+
+    monkeypatch.setattr(pgzip, "_deflate", slow)
+    monkeypatch.setattr(pgzip, "_result", result)
+    out = io.BytesIO()
+    w = pgzip.ParallelGzipWriter(out, 6, threads=2)
+    w.write(text(pgzip.BLOCK))
+    rnd = noise(8 * pgzip.BLOCK)
+    feeder = threading.Thread(target=w.write, args=(rnd,))
+    feeder.start()
+    assert waiting.wait(60)  # the feeder blocks on the slow block...
+    assert seen[0] <= 2 * 2 + 1  # ...with only a few blocks held
+    gate.set()
+    feeder.join(60)
+    w.close()
+    assert gzip.decompress(out.getvalue()) == text(pgzip.BLOCK) + rnd
