@@ -661,7 +661,14 @@ def reset_store(config: Config) -> None:
             pid = pause.pause_pid(config.runroot)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-            remove_tree(config.runroot)
+            # Only what pbox keeps there: --runroot may name a directory of the user's
+            # own (--runroot ~, PBOX_RUNROOT=/tmp) that reset must not empty.
+            ours = {"pause.pid", "pause.pid.tmp", "pause.lock", "networks", "notices"}
+            entries = set(os.listdir(config.runroot))
+            for name in entries & ours:
+                remove_tree(os.path.join(config.runroot, name))
+            if entries <= ours:
+                remove_tree(config.runroot)
 
 
 def _kill_all_containers(store: Store) -> None:

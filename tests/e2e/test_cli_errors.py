@@ -450,3 +450,20 @@ def test_default_store_after_joining_the_namespace(scene, run_pbox, tmp_path):
     assert not problems(r, 125, f"cannot connect to 127.0.0.1:{port}"), r.describe()
     assert os.path.isdir(tmp_path / "xdg" / "pbox")
 
+
+
+def test_reset_keeps_what_is_not_pboxs(bb, run_pbox, tmp_path):
+    """`system reset` with a --runroot naming a directory of the user's own removes what
+    pbox put there, not the user's files; a --root that is not a store is left alone."""
+    runroot = tmp_path / "mine"
+    runroot.mkdir()
+    (runroot / "keep").write_text("precious\n")
+    run_pbox("--runroot", str(runroot), "run", "--rm", bb, "true")
+    run_pbox("--runroot", str(runroot), "system", "reset", "-f")
+    assert os.listdir(runroot) == ["keep"]
+    notstore = tmp_path / "notstore"
+    notstore.mkdir()
+    (notstore / "version").write_text("1.2.3\n")
+    r = run_pbox("--root", str(notstore), "system", "reset", "-f", check=False)
+    assert not problems(r, 125, "damaged"), r.describe()
+    assert sorted(os.listdir(notstore)) == ["version"]
