@@ -530,9 +530,12 @@ def remove_images(config: Config, names: list[str], *, force: bool = False) -> R
         result.reclaimed = _gc_layers(store, istore)
         store.clean_temp(grace=0)
     if errors:
-        if len(errors) == 1:
-            raise errors[0]
-        raise PboxError("\n".join(str(e) for e in errors))
+        # one "Error: " line per name that failed, as docker; what was removed
+        # before travels along for the CLI to print
+        err = errors[0] if len(errors) == 1 else \
+            PboxError("\nError: ".join(str(e) for e in errors))
+        err.partial = result
+        raise err
     return result
 
 

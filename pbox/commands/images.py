@@ -159,8 +159,19 @@ def tag(config, source, target):
 def rmi(config, image_names, force, no_prune):
     """Remove one or more images."""
     from pbox import images
+    from pbox.errors import PboxError
 
-    result = images.remove_images(config, list(image_names), force=force)
+    try:
+        result = images.remove_images(config, list(image_names), force=force)
+    except PboxError as e:
+        result = getattr(e, "partial", None)
+        if result is not None:
+            _print_removed(result)
+        raise
+    _print_removed(result)
+
+
+def _print_removed(result) -> None:
     for n in result.untagged:
         click.echo(f"Untagged: {n}")
     for i in result.deleted:

@@ -467,3 +467,14 @@ def test_reset_keeps_what_is_not_pboxs(bb, run_pbox, tmp_path):
     r = run_pbox("--root", str(notstore), "system", "reset", "-f", check=False)
     assert not problems(r, 125, "damaged"), r.describe()
     assert sorted(os.listdir(notstore)) == ["version"]
+
+
+def test_rmi_of_several_names_reports_each(bb, run_pbox):
+    """What was removed is printed, then one Error line per name that failed."""
+    run_pbox("tag", bb, "extra:1")
+    r = run_pbox("rmi", "extra:1", "nosuch", "UPPER", check=False)
+    assert r.returncode == 125 and "Traceback" not in r.output, r.describe()
+    assert r.stdout == "Untagged: extra:1\n", r.describe()
+    assert r.stderr.splitlines() == ["Error: No such image: nosuch",
+                                     "Error: invalid reference format: 'UPPER'"], r.describe()
+    assert run_pbox("images", "-q", bb).stdout.strip()
