@@ -67,7 +67,7 @@ def run_inspect(config, names, fmt, kinds=("image",)):
     if missing:
         # docker's exit code for inspect of an unknown name is 1, not 125
         what = "object" if len(kinds) > 1 else kinds[0]
-        raise NotFound("\n".join(f"No such {what}: {m}" for m in missing), exit_code=1)
+        raise NotFound("\nError: ".join(f"No such {what}: {m}" for m in missing), exit_code=1)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

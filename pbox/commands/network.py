@@ -110,7 +110,7 @@ def inspect(config, names, fmt):
     if objs or not fmt:
         emit_json(objs, fmt)
     if missing:
-        raise NotFound("\n".join(f"network {m} not found" for m in missing), exit_code=1)
+        raise NotFound("\nError: ".join(f"network {m} not found" for m in missing), exit_code=1)
 
 
 @click.command(context_settings=CTX)

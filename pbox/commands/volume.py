@@ -99,7 +99,7 @@ def inspect(config, names, fmt):
     if objs or not fmt:
         emit_json(objs, fmt)  # docker prints `[]` when nothing was found
     if missing:
-        raise NotFound("\n".join(f"No such volume: {m}" for m in missing), exit_code=1)
+        raise NotFound("\nError: ".join(f"No such volume: {m}" for m in missing), exit_code=1)
 
 
 @click.command(context_settings=CTX)

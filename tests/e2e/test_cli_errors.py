@@ -478,3 +478,32 @@ def test_rmi_of_several_names_reports_each(bb, run_pbox):
     assert r.stderr.splitlines() == ["Error: No such image: nosuch",
                                      "Error: invalid reference format: 'UPPER'"], r.describe()
     assert run_pbox("images", "-q", bb).stdout.strip()
+
+
+def test_login_with_an_unusable_config_dir(registry_basic, run_pbox, tmp_path):
+    """The credentials cannot be saved: one Error line naming where, not a traceback."""
+    reg = registry_basic
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for config_dir in (str(afile), NOPERM) if CAN_DENY else (str(afile),):
+        r = run_pbox("login", "-u", reg.username, "--password-stdin", reg.host,
+                     input=reg.password + "\n", env={"PBOX_CONFIG_DIR": config_dir},
+                     check=False)
+        assert not problems(r, 125, config_dir), r.describe()
+        assert reg.password not in r.output
+        assert "Login Succeeded" not in r.stdout
+    r = run_pbox("logout", reg.host, env={"PBOX_CONFIG_DIR": str(afile)}, check=False)
+    assert not problems(r, 125), r.describe()
+
+
+def test_inspect_of_several_unknown_names(scene, run_pbox):
+    """One Error line per name, as docker."""
+    for cmd, what in ((["inspect"], "No such object: "), (["volume", "inspect"], "No such volume: "),
+                      (["container", "inspect"], "No such container: ")):
+        r = run_pbox(*cmd, "nosuch1", "nosuch2", check=False)
+        assert r.returncode == 1, r.describe()
+        assert r.stderr.splitlines() == [f"Error: {what}nosuch1", f"Error: {what}nosuch2"], \
+            r.describe()
+    r = run_pbox("network", "inspect", "nosuch1", "nosuch2", check=False)
+    assert r.stderr.splitlines() == ["Error: network nosuch1 not found",
+                                     "Error: network nosuch2 not found"], r.describe()
