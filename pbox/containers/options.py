@@ -235,6 +235,8 @@ def check(o: RunOptions) -> None:
     parse_restart(o.restart)
     if o.stop_signal:
         parse_signal(o.stop_signal)
+    if o.hostname and len(o.hostname.encode()) > 64:
+        raise UsageError(f"invalid hostname {o.hostname!r}: longer than 64 bytes")
     if o.workdir and not o.workdir.startswith("/"):
         raise UsageError(f"the working directory {o.workdir!r} is invalid, it needs to be "
                          f"an absolute path")
@@ -334,4 +336,8 @@ def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise UsageError(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                          f"are allowed")
+    if len(name.lstrip("/")) > 255:
+        # the name is a file name in the store
+        raise UsageError(f"Invalid container name ({name[:20]}...): longer than 255 "
+                         f"characters")
     return name.lstrip("/")

@@ -247,6 +247,8 @@ RUN_FLAGS = [
     (["--env-file", "{dir}"], "Is a directory"),
     (["--name", "running"], "already in use"),
     (["--network", "host:x"], "host:x"),
+    (["--name", "a" * 256], "longer than 255"),
+    (["--hostname", "h" * 65], "longer than 64"),
 ]
 
 
