@@ -20,12 +20,24 @@ def _descendants_with(marker: str) -> list[int]:
         try:
             if os.stat(f"/proc/{p}").st_uid != os.getuid() and os.getuid() != 0:
                 pass
+            with open(f"/proc/{p}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue  # exited, not yet reaped by its (new) parent
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 if marker.encode() in f.read():
                     out.append(int(p))
         except OSError:
             continue
     return out
+
+
+def _gone(marker: str, timeout: float = 10.0) -> bool:
+    """Whether the processes with ``marker`` end (an owner exits just after it recorded
+    the container's exit, which is when rm and reset return)."""
+    deadline = time.monotonic() + timeout
+    while _descendants_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _descendants_with(marker) == []
 
 
 def _mounts_under(path: str) -> list[str]:
@@ -49,8 +61,7 @@ def test_nothing_left_after_rm_and_rm_flag(bb, run_pbox, pbox_root):
     # the monitor and the container's holder name the container in their command line
     assert _descendants_with(cid)
     run_pbox("rm", "-f", "lk")
-    time.sleep(0.2)
-    assert _descendants_with(cid) == []
+    assert _gone(cid)
     assert _mounts_under(pbox_root.root) == []
     assert os.listdir(os.path.join(pbox_root.root, "containers")) in ([], [".names"])
     assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
@@ -135,8 +146,7 @@ def test_system_reset_ends_containers_and_the_pause_process(bb, run_pbox, pbox_r
         pause_pid = int(f.read())
     assert _descendants_with(cid)
     run_pbox("system", "reset", "-f")
-    time.sleep(0.2)
-    assert _descendants_with(cid) == []
+    assert _gone(cid)
     assert not _descendants_with("pbox-pause") or pause_pid not in _descendants_with("pbox-pause")
     assert not os.path.exists(pbox_root.root)
 
