@@ -629,6 +629,9 @@ def import_image(config: Config, source: str, repository: str | None = None, *,
                 else:
                     with open(source, "rb") as src:
                         shutil.copyfileobj(src, f, 1 << 20)
+                if not f.tell():
+                    # (a script that forgot the pipe would get an image of nothing)
+                    raise UsageError(f"{source}: not a tar archive: empty file")
             with open(raw_entry.path, "rb") as f:
                 tar = compression.decompress_auto(f)
                 stats = extract_layer(tar, os.path.join(layer.path, "diff"),

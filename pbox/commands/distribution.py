@@ -47,6 +47,8 @@ def login(config, registry, username, password, password_stdin, authfile, get_lo
             password = password[:-1]
         if password.endswith("\r"):
             password = password[:-1]
+        if not password:
+            raise click.UsageError("no password on stdin (--password-stdin)")
     elif password is not None:
         click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
                    err=True)

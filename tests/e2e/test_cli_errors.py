@@ -347,6 +347,7 @@ def test_image_and_archive_commands(scene, run_pbox):
         (["import", "{nope}"], 125, "no such file"),
         (["import", "{dir}"], 125, "is a directory"),
         (["import", "{dir}/Dockerfile"], 125),
+        (["import", "-", "empty:1"], 125, "empty file"),  # stdin is empty
         (["import", "-c", "BOGUS", "{dir}/Dockerfile"], 125, "BOGUS"),
         (["build", "-f", "nope", "{dir}"], 1, "cannot be read"),
         (["build", "-f", "{dir}", "{dir}"], 1, "Is a directory"),
@@ -402,6 +403,7 @@ def test_registry_errors(scene, run_pbox):
         (["search", "127.0.0.1:{port}/x"], 125, "127.0.0.1:{port}"),
         (["login", "127.0.0.1:{port}"], 125, "non TTY"),
         (["logout", "127.0.0.1:{port}"], 125, "not logged in"),
+        (["login", "-u", "a", "--password-stdin", "127.0.0.1:{port}"], 125, "no password"),
     ]
     sweep(run_pbox, cases, port=port, **scene)
     r = run_pbox("login", "-u", "a", "--password-stdin", f"127.0.0.1:{port}", input="pw\n",
