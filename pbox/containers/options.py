@@ -235,6 +235,10 @@ def check(o: RunOptions) -> None:
     parse_restart(o.restart)
     if o.stop_signal:
         parse_signal(o.stop_signal)
+    for part in (o.user or "").split(":", 1):
+        if part.isdigit() and int(part) > 0xFFFFFFFE:
+            raise UsageError(f"invalid --user {o.user!r}: uids and gids must be in range "
+                             f"0-{0xFFFFFFFE}")
     if o.hostname and len(o.hostname.encode()) > 64:
         raise UsageError(f"invalid hostname {o.hostname!r}: longer than 64 bytes")
     if o.workdir and not o.workdir.startswith("/"):
@@ -261,7 +265,7 @@ def check(o: RunOptions) -> None:
             cpus = float(o.cpus)
         except ValueError:
             cpus = 0.0
-        if not cpus > 0:
+        if not 0 < cpus < float("inf"):
             raise UsageError(f"invalid argument {o.cpus!r} for --cpus: a number of CPUs "
                              f"greater than 0")
     if o.platform:
@@ -326,7 +330,10 @@ def parse_size(text: str) -> int:
     if not m:
         raise UsageError(f"invalid size: {text!r}")
     mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-    return int(float(m.group(1)) * mult[m.group(2).lower()])
+    try:
+        return int(float(m.group(1)) * mult[m.group(2).lower()])
+    except OverflowError:
+        raise UsageError(f"invalid size: {text!r}: too large")
 
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")

@@ -250,6 +250,11 @@ RUN_FLAGS = [
     (["--network", "host:x"], "host:x"),
     (["--name", "a" * 256], "longer than 255"),
     (["--hostname", "h" * 65], "longer than 64"),
+    (["--shm-size", "9" * 400 + "g"], "invalid size"),
+    (["--memory", "9" * 400], "invalid size"),
+    (["--tmpfs", "/x:size=" + "9" * 400 + "g"], "bad size"),
+    (["--cpus", "inf"], "--cpus"),
+    (["-u", "9" * 20], "uids and gids"),
 ]
 
 
