@@ -50,32 +50,11 @@ def is_tty(stream=None) -> bool:
 
 
 def notice_once(config=None):
-    """A callback library code calls for one-time notices (printed to stderr).
+    """A callback library code calls for one-time notices (printed to stderr); see
+    ``pbox.commands.fast.notice_once``, which the short path of `run` uses too."""
+    from pbox.commands.fast import notice_once as impl
 
-    With a config, a notice is shown once per boot and run root (a marker under
-    ``<runroot>/notices/``), not on every command."""
-    seen: set[str] = set()
-
-    def notice(msg: str) -> None:
-        if msg in seen:
-            return
-        seen.add(msg)
-        if config is not None:
-            import hashlib
-            import os
-
-            d = os.path.join(config.runroot, "notices")
-            marker = os.path.join(d, hashlib.sha256(msg.encode()).hexdigest()[:16])
-            if os.path.exists(marker):
-                return
-            try:
-                os.makedirs(d, mode=0o700, exist_ok=True)
-                open(marker, "w").close()
-            except OSError:
-                pass
-        click.echo(f"WARN: {msg}", err=True)
-
-    return notice
+    return impl(config)
 
 
 class PullProgress:

@@ -162,15 +162,34 @@ def _config(globals_: dict):
     return config
 
 
-def _enter(config) -> None:
-    """Join the user's namespace as ``lifecycle.enter`` would, but only where that
-    can print no notice (real root, or the pause process is there)."""
-    if os.getuid() == 0 or os.environ.get("PBOX_USERNS"):
-        return
-    from pbox.rootless import pause
+def notice_once(config=None):
+    """A callback library code calls for one-time notices (printed to stderr).
 
-    if not pause.join_existing(config.runroot):
-        raise _Fallback()
+    With a config, a notice is shown once per boot and run root (a marker under
+    ``<runroot>/notices/``), not on every command."""
+    seen: set[str] = set()
+
+    def notice(msg: str) -> None:
+        if msg in seen:
+            return
+        seen.add(msg)
+        if config is not None:
+            import hashlib
+
+            d = os.path.join(config.runroot, "notices")
+            marker = os.path.join(d, hashlib.sha256(msg.encode()).hexdigest()[:16])
+            if os.path.exists(marker):
+                return
+            try:
+                os.makedirs(d, mode=0o700, exist_ok=True)
+                open(marker, "w").close()
+            except OSError:
+                pass
+        sys.stdout.flush()
+        sys.stderr.write(f"WARN: {msg}\n")
+        sys.stderr.flush()
+
+    return notice
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -251,25 +270,21 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
     from pbox.containers import lifecycle
     from pbox.containers.options import RunOptions
 
-    _enter(config)
+    notice = notice_once(config)
+    lifecycle.enter(config, notice)
     o = RunOptions(**prepared)
 
     def report(event, **info):
         raise _Fallback()  # the image must be pulled: progress output is the CLI's
 
-    cid = cr.create(config, o, report=report, notice=_notice,
+    cid = cr.create(config, o, report=report, notice=notice,
                     hold_signals=() if o.detach else lifecycle.FORWARDED)
     if o.detach:
-        lifecycle.start_detached(config, cid, _notice)
+        lifecycle.start_detached(config, cid, notice)
         sys.stdout.write(cid + "\n")
         return 0
     return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
-                                    notice=_notice)
-
-
-def _notice(msg: str) -> None:
-    # Not reached on this path (no single-id namespace here); kept for the signature.
-    sys.stderr.write(f"WARN: {msg}\n")
+                                    notice=notice)
 
 
 # -- stop, rm, start ----------------------------------------------------------------------
@@ -361,7 +376,7 @@ def _stop(args, *, parse_only=False, config=None, prepared=None):
 
     opts, names = prepared
     timeout = int(opts["timeout"]) if "timeout" in opts else None
-    _enter(config)
+    lifecycle.enter(config)
     return _each(config, names, lambda cid: lifecycle.stop(config, cid, timeout))
 
 
@@ -372,7 +387,7 @@ def _rm(args, *, parse_only=False, config=None, prepared=None):
     from pbox.containers import lifecycle
 
     opts, names = prepared
-    _enter(config)
+    lifecycle.enter(config)
     return _each(config, names, lambda cid: lifecycle.remove(
         config, cid, force=opts.get("force", False), volumes=opts.get("volumes", False)))
 
@@ -382,7 +397,7 @@ def _start(args, *, parse_only=False, config=None, prepared=None):
         return _parse_names(args, {}, {})  # -a / -i attach: the CLI's
     from pbox.containers import lifecycle
 
-    _enter(config)
+    lifecycle.enter(config)
     return _each(config, prepared[1], lambda cid: lifecycle.start(config, cid))
 
 
