@@ -250,6 +250,9 @@ def resolve_user(user: str, uid: int, gid: int, extra_gids: list[int]):
         entry = next((p for p in passwd if len(p) >= 7 and p[2] == str(uid)), None)
         if entry is not None:
             name, home = entry[0], entry[5] or "/"
+    if max(uid, gid) > 0xFFFFFFFE:
+        raise _ChildError(KIND_SETUP, f"invalid user {user!r}: uids and gids must be in "
+                          f"range 0-{0xFFFFFFFE}", EXIT_SETUP)
     sup = []
     if name is not None:
         for grp in groups:

@@ -299,6 +299,7 @@ def test_container_commands(scene, run_pbox):
         (["exec", "-d", "running", "nosuchbinary"], 127, "nosuchbinary"),
         (["exec", "running", "/etc/passwd"], 126, "/etc/passwd"),
         (["exec", "-u", "nosuchuser", "running", "true"], 125, "nosuchuser"),
+        (["exec", "-u", "9" * 20, "running", "true"], 125, "uids and gids"),
         (["exec", "-w", "relative", "running", "true"], 125, "absolute"),
         (["exec", "-e", "=x", "running", "true"], 125, "invalid environment variable"),
         (["attach", "stopped"], 125, "stopped container"),
