@@ -218,9 +218,9 @@ def newidmap_args(program: str, pid: int, ranges: tuple[IdRange, ...]) -> list[s
 
 def find_newidmap(program: str, path: str | None = None) -> str | None:
     """The helper's path when it exists and can work: setuid root, or with file caps."""
-    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+    from pbox.rootless.progs import which
 
-    found = shutil.which(program, path=path)
+    found = which(program, path)
     if not found:
         return None
     try:

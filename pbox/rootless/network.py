@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -120,9 +119,9 @@ def parse_mode(network: str) -> tuple[str, dict]:
 
 
 def binary(mode: str) -> str:
-    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+    from pbox.rootless.progs import which
 
-    path = shutil.which(mode)
+    path = which(mode)
     if path is None:
         raise RuntimeFailure(f"network {mode!r} needs the {mode} program, which is not "
                              f"installed: install the {PACKAGES[mode]} package "
@@ -253,19 +252,21 @@ def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int,
     host_ns = host_nameservers()
     dns_forward = PASTA_DNS_FORWARD if PASTA_DNS_FORWARD in container_nameservers(
         PASTA, host_ns) else ""
-    with tempfile.TemporaryDirectory(prefix="pbox-pasta-") as tmp:
+    with _private_dir("pbox-pasta-") as tmp:
         pidfile = os.path.join(tmp, "pid")
         args = pasta_args(forwards, netns=f"/proc/self/fd/{nsfd}", pidfile=pidfile,
                           dns_forward=dns_forward, runas=f"{os.geteuid()}:{os.getegid()}",
                           userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "",
                           ns_ifname=ns_ifname)
-        with tempfile.TemporaryFile() as err:
-            # pasta forks into the background once set up; its exit status says how that
-            # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
-            rc = _spawn_wait([path, *args], err.fileno(),
-                             tuple(f for f in (nsfd, userfd) if f >= 0))
-            err.seek(0)
-            text = _clean(err.read().decode(errors="replace"))
+        # pasta forks into the background once set up; its exit status says how that
+        # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
+        err = os.memfd_create("pasta-stderr", os.MFD_CLOEXEC)
+        try:
+            rc = _spawn_wait([path, *args], err, tuple(f for f in (nsfd, userfd) if f >= 0))
+            os.lseek(err, 0, os.SEEK_SET)
+            text = _clean(os.read(err, 65536).decode(errors="replace"))
+        finally:
+            os.close(err)
         if rc != 0:
             raise RuntimeFailure(f"pasta failed to set up the network (exit status {rc})"
                                  + (f": {text}" if text else ""))
@@ -298,6 +299,28 @@ def _spawn_wait(argv: list[str], out: int, pass_fds: tuple) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
+@contextlib.contextmanager
+def _private_dir(prefix: str):
+    """A new 0700 directory under $TMPDIR, removed with what is in it (one level), made
+    without the tempfile module (its imports cost ~9 ms on every run)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(base, f"{prefix}{os.getpid()}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield path
+    finally:
+        for name in os.listdir(path):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(path, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 def _clean(text: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip() and "syslog" not in ln]
     return "; ".join(lines)
@@ -307,6 +330,8 @@ def _attach_slirp(path: str, nsfd: int, forwards: list[Forward], options: dict,
                   userfd: int) -> Helper:
     exit_r, exit_w = os.pipe2(os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    import tempfile  # not at module level: it pulls in shutil, random and zlib
+
     tmp = tempfile.mkdtemp(prefix="pbox-slirp-")
     api = os.path.join(tmp, "api.sock")
     args = [path, "--configure", "--mtu=65520", f"--exit-fd={exit_r}",
@@ -440,11 +465,10 @@ def _in_child(work) -> None:
 def spawn_holder(gateway: str, prefix: int) -> int:
     """Start a holder process in a new network namespace with the bridge up at
     ``gateway/prefix``; returns its pid.  Not our child (double fork): it outlives us."""
-    import shutil  # not at module level: it pulls in zlib, bz2, lzma
-
     from pbox.rootless import netlink, syscalls
+    from pbox.rootless.progs import which
 
-    sleep = shutil.which("sleep") or "/bin/sleep"
+    sleep = which("sleep") or "/bin/sleep"
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

@@ -63,9 +63,9 @@ def _join(pid: int) -> bool:
 
 def _spawn(mapping: idmap.IdMapping) -> int:
     """Start the pause process in a new user namespace mapped by ``mapping``."""
-    import shutil  # not at module level: it pulls in zlib, bz2, lzma
+    from pbox.rootless.progs import which
 
-    sleep = shutil.which("sleep") or "/bin/sleep"
+    sleep = which("sleep") or "/bin/sleep"
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()

@@ -355,22 +355,26 @@ def test_the_command_starts_with_default_signal_dispositions(bb, run_pbox):
         assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
 
 
-def test_a_plain_run_imports_no_click_and_no_compression(bb, pbox_cmd, pbox_root, run_pbox):
+@pytest.mark.parametrize("network", ["none", "default"])
+def test_a_plain_run_imports_no_click_and_no_compression(bb, pbox_cmd, pbox_root, run_pbox,
+                                                         network):
     # The first run makes the pause process (with subuid ranges); the next takes the
-    # short path of pbox.commands.fast, which never loads click.
-    run_pbox("run", "--rm", "--network", "none", bb, "true")
+    # short path of pbox.commands.fast, which never loads click.  The default network
+    # (pasta) looks for its program and makes a temp dir without shutil or tempfile.
+    run_pbox("run", "--rm", "--network", network, bb, "true")
     env = pbox_root.env_with(None)
     if pbox_cmd[1:2] == ["-m"]:
         env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))))
     r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], "run", "--rm",
-                        "--network", "none", bb, "true"], env=env, capture_output=True,
+                        "--network", network, bb, "true"], env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
                if line.startswith("import time:")}
     assert "pbox.containers.create" in modules  # the measurement saw the run
-    heavy = ["gzip", "zstandard", "requests", "urllib3", "pbox.oci.registry"]
+    heavy = ["gzip", "zstandard", "requests", "urllib3", "pbox.oci.registry", "shutil",
+             "tempfile"]
     if pbox_cmd[1:2] == ["-m"]:
         heavy.append("zlib")  # (a .pyz needs it: zipimport inflates the archive with it)
     for name in heavy:
