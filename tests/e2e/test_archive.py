@@ -18,6 +18,7 @@ import subprocess
 import tarfile
 import tempfile
 
+import harness
 import pytest
 from harness import run_command
 
@@ -25,10 +26,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def skopeo(*args: str) -> bytes:
-    exe = shutil.which("skopeo")
-    if exe is None:
-        pytest.skip("skopeo is not installed")
-    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+    return harness.skopeo(*args)
 
 
 def image_facts(run_pbox, name: str) -> tuple[str, list[str]]:

@@ -7,14 +7,14 @@ import shutil
 import subprocess
 
 import pytest
-from harness import storeview
+from harness import skopeo_env, storeview
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed")
 
 
 def _skopeo(*args):
     return subprocess.run(["skopeo", *args], check=True, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=skopeo_env())
 
 
 @pytest.mark.parametrize("fmt", ["oci", "v2s2"])

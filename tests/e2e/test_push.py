@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 
+import harness
 import pytest
 from harness import storeview
 
@@ -44,10 +44,7 @@ def final_digest(output: str, tag: str) -> tuple[str, int]:
 
 
 def skopeo(*args: str) -> bytes:
-    exe = shutil.which("skopeo")
-    if exe is None:
-        pytest.skip("skopeo is not installed")
-    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+    return harness.skopeo(*args)
 
 
 def creds_args(reg) -> list[str]:

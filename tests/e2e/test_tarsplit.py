@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import time
 
+import harness
 import pytest
 from harness.images import REPO_PREFIX, LayerSpec, RegistryClient, build_image, busybox_layer
 
@@ -213,11 +214,8 @@ def test_failed_extraction_leaves_no_split_file(tmp_path):
 # -- through the CLI ------------------------------------------------------------------------
 
 
-def _skopeo(*args) -> bytes:
-    exe = shutil.which("skopeo")
-    if exe is None:
-        pytest.skip("skopeo is not installed")
-    return subprocess.run([exe, *args], check=True, capture_output=True, timeout=120).stdout
+def _skopeo(*args: str) -> bytes:
+    return harness.skopeo(*args)
 
 
 def _decompress(blob: bytes) -> bytes:

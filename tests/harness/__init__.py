@@ -143,3 +143,37 @@ def has_subuid() -> bool:
 
 __all__ = ["CommandFailed", "CommandResult", "PboxRoot", "format_result", "has_subuid",
            "run_command"]
+
+
+_SKOPEO_RUNTIME_DIR: str | None = None
+
+
+def skopeo_env() -> dict[str, str]:
+    """The environment skopeo runs with: a private XDG_RUNTIME_DIR, so it never reads
+    or creates the machine's /run/containers (which a root podman may own, unreadable)."""
+    global _SKOPEO_RUNTIME_DIR
+    if _SKOPEO_RUNTIME_DIR is None:
+        import tempfile
+
+        _SKOPEO_RUNTIME_DIR = tempfile.mkdtemp(prefix="skopeo-run-")
+    env = dict(os.environ)
+    env["XDG_RUNTIME_DIR"] = _SKOPEO_RUNTIME_DIR
+    return env
+
+
+def skopeo(*args: str, text: bool = False):
+    """Run skopeo and return its stdout (bytes, or str with ``text``); skips the test
+    when skopeo is not installed, fails it with the output on a non-zero exit."""
+    import shutil
+
+    import pytest
+
+    exe = shutil.which("skopeo")
+    if exe is None:
+        pytest.skip("skopeo is not installed")
+    proc = subprocess.run([exe, *args], capture_output=True, text=text, timeout=120,
+                          env=skopeo_env())
+    if proc.returncode != 0:
+        pytest.fail(f"$ skopeo {shlex.join(args)}\nexit {proc.returncode}\n"
+                    f"{proc.stdout}{proc.stderr}")
+    return proc.stdout

@@ -14,7 +14,7 @@ import tarfile
 
 import pytest
 import requests
-from harness import CommandFailed, run_command
+from harness import CommandFailed, run_command, skopeo_env
 from harness.images import (
     DOCKER_CONFIG,
     DOCKER_LAYER,
@@ -57,7 +57,8 @@ def skopeo(registry: Registry, *args: str, check: bool = True,
         opts.append(f"--creds={creds}")
     cmd, rest = args[0], list(args[1:])
     argv = [SKOPEO, "--insecure-policy", cmd, *opts, *rest]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env=skopeo_env())
     if check and proc.returncode != 0:
         pytest.fail(f"$ {' '.join(argv)}\nexit {proc.returncode}\n{proc.stdout}{proc.stderr}")
     return proc
@@ -385,7 +386,7 @@ def _copy(reg: Registry, ref: str, dest) -> None:
     if reg.creds:
         argv.append(f"--src-creds={reg.creds}")
     argv += [f"docker://{ref}", f"oci:{dest}"]
-    result = run_command(argv, timeout=120, echo=False)
+    result = run_command(argv, timeout=120, echo=False, env=skopeo_env())
     assert result.returncode == 0
 
 
@@ -406,7 +407,7 @@ def test_blob_corruption_changes_what_the_registry_serves(registry_factory, tmp_
     assert "sha256:" + hashlib.sha256(served).hexdigest() != digest
     copy = subprocess.run([SKOPEO, "--insecure-policy", "copy", "--src-tls-verify=false",
                            f"docker://{img.reference}", f"oci:{tmp_path / 'out'}"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=skopeo_env())
     assert copy.returncode != 0 and "digest" in copy.stderr.lower()
 
     reg.corrupt_blob(digest, data=original)  # put it back, then the subtle kind
