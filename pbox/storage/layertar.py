@@ -35,7 +35,7 @@ import os
 import stat
 
 from pbox.errors import StoreError
-from pbox.storage.extract import INTERNAL_XATTR_PREFIXES, OPAQUE_MARKER, WHITEOUT_PREFIX
+from pbox.storage.whiteout import INTERNAL_XATTR_PREFIXES, OPAQUE_MARKER, WHITEOUT_PREFIX
 
 log = logging.getLogger(__name__)
 

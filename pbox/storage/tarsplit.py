@@ -40,7 +40,8 @@ import stat
 import zlib
 
 from pbox.errors import StoreError
-from pbox.storage import extract as ex
+from pbox.storage import tarread as ex
+from pbox.storage.whiteout import WHITEOUT_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class Recorder:
             parts = ex.split_name(entry.name)
         except ex.LayerError as e:
             raise _Unusable(str(e))
-        if not parts or parts[-1].startswith(ex.WHITEOUT_PREFIX):
+        if not parts or parts[-1].startswith(WHITEOUT_PREFIX):
             return None
         return b"/".join(parts)
 

@@ -12,8 +12,8 @@ import os
 import stat
 
 from pbox.storage import layertar
-from pbox.storage.extract import INTERNAL_XATTR_PREFIXES
 from pbox.storage.layerview import _name_key
+from pbox.storage.whiteout import INTERNAL_XATTR_PREFIXES
 
 log = logging.getLogger(__name__)
 

@@ -8,18 +8,17 @@ import tarfile
 import pytest
 
 from pbox.errors import UnsupportedFormat
-from pbox.storage import extract, layertar
-from pbox.storage.extract import (
-    OPAQUE_MARKER,
+from pbox.storage import layertar, tarread
+from pbox.storage.layertar import encode_header, pax_record
+from pbox.storage.tarread import (
     LayerError,
     UnsafeLayer,
     parse_header,
     parse_number,
     parse_pax,
     split_name,
-    whiteout_target,
 )
-from pbox.storage.layertar import encode_header, pax_record
+from pbox.storage.whiteout import OPAQUE_MARKER, whiteout_target
 
 # -- numbers
 
@@ -76,8 +75,8 @@ def test_parse_pax_rejects_bad_records(data):
 
 
 def test_apply_pax_fields():
-    entry = extract.TarEntry(name=b"short", type=b"0")
-    extract.apply_pax(
+    entry = tarread.TarEntry(name=b"short", type=b"0")
+    tarread.apply_pax(
         entry,
         {
             "path": b"long/name",
@@ -100,7 +99,7 @@ def test_apply_pax_fields():
 
 def test_apply_pax_refuses_sparse():
     with pytest.raises(LayerError, match="sparse"):
-        extract.apply_pax(extract.TarEntry(name=b"a", type=b"0"), {"GNU.sparse.map": b"0,1"})
+        tarread.apply_pax(tarread.TarEntry(name=b"a", type=b"0"), {"GNU.sparse.map": b"0,1"})
 
 
 # -- names
@@ -213,9 +212,9 @@ class Dribble(io.RawIOBase):
 
 
 def _entries(data: bytes, chunk: int):
-    reader = extract._Reader(Dribble(data, chunk))
+    reader = tarread.TarReader(Dribble(data, chunk))
     out = []
-    for entry in extract.iter_entries(reader):
+    for entry in tarread.iter_entries(reader):
         payload = reader.read_exact(entry.size) if entry.type in (b"0", b"\0") else b""
         entry.data_consumed = True
         out.append((entry, payload))
