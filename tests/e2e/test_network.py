@@ -127,6 +127,18 @@ def test_default_network_has_interface_and_resolver(bb, run_pbox):
     assert "nameserver 10.0.2.3" in out and "default via 10.0.2.2" in out
 
 
+def test_helpers_end_after_run_rm_without_ports(bb, run_pbox):
+    # Without published ports pbox signals its pasta and does not wait for it to go (the
+    # kernel's teardown of its tap device takes tens of ms): it must still go.
+    before = set(_helpers_of(""))
+    for net in ("pasta", "slirp4netns"):
+        run_pbox("run", "--rm", "--network", net, bb, "true")
+    deadline = time.monotonic() + 10
+    while set(_helpers_of("")) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not set(_helpers_of("")) - before
+
+
 def test_network_none_and_host(bb, run_pbox):
     out = run_pbox("run", "--rm", "--network", "none", bb, "ls", "/sys/class/net").stdout
     assert out.split() == ["lo"]
