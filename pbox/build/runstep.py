@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 
+from pbox.build.imagetree import resolve_in_image
 from pbox.errors import BuildError
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -83,13 +84,11 @@ class RunSteps:
                 istore.remove(image_id)
 
     def _run_in_container(self, st, inst, text: str, env: list, mounts) -> None:
-        from pbox.build.executor import _resolve_in_image
         from pbox.containers import create as cr
         from pbox.containers import lifecycle
         from pbox.containers import options as opt
-        from pbox.containers.fsops import _container_fs, add_layer, layertar
+        from pbox.containers.fsops import _container_fs, layertar
         from pbox.containers.records import ContainerStore
-        from pbox.storage.layerview import LayerView
 
         o = opt.RunOptions(image=st.image_id, command=self._run_command(inst, st),
                            entrypoint="", env=env + mounts.env, pull="never",
@@ -98,10 +97,10 @@ class RunSteps:
                            # an init as PID 1: ^C (forwarded) ends the step's command
                            init=True,
                            user=st.cfg.get("User") or "", workdir=st.cfg.get("WorkingDir") or "")
-        lower = LayerView([self.store.layer_diff(c) for c in reversed(st.layers)])
+        lower = self._view(st.layers)
         stubs = []
         for t in mounts.stubs:  # where the runtime made them: through the image's links
-            parts = _resolve_in_image(lower, [p for p in t.split("/") if p])
+            parts = resolve_in_image(lower, [p for p in t.split("/") if p])
             stubs.extend("/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1))
         cid = cr.create(self.config, o, notice=self.notice)
         try:
@@ -111,7 +110,6 @@ class RunSteps:
                 raise BuildError(f"exit status {code}", exit_code=1)
             cs = ContainerStore(self.store)
             fs = _container_fs(cs, cid)
-            parent_diff = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
 
             def write_tar(f):
                 if os.path.isdir(fs.upper):
@@ -119,11 +117,7 @@ class RunSteps:
                 else:
                     f.write(bytes(1024))
 
-            with self.store.gc_lock.shared():
-                diff_ids, layers, empty = add_layer(self.store, parent_diff, st.layers,
-                                                    write_tar, fs.lowers, self.keep_owners,
-                                                    mtime_clamp=self.epoch, notice=self.notice,
-                                                    stubs=stubs)
+            diff_ids, layers, empty = self._add_layer(st, write_tar, fs.lowers, stubs=stubs)
         finally:
             lifecycle.remove(self.config, cid, force=True, volumes=True)
         entry = {"created_by": text, "comment": "buildkit.dockerfile.v0"}

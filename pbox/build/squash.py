@@ -21,14 +21,14 @@ def squash(builder, st, base_count: int) -> None:
     if len(st.layers) - base_count < 2:
         return  # nothing to merge
     old_id = st.image_id
-    diff_ids = list((st.image.get("rootfs") or {}).get("diff_ids") or [])
+    diff_ids = st.diff_ids()
     base_layers = st.layers[:base_count]
-    base_lowers = [store.layer_diff(c) for c in reversed(base_layers)]
+    base_lowers = builder._lowers(base_layers)
     entry = store.temp("build")
     try:
         tree = os.path.join(entry.path, "tree")
         os.makedirs(entry.path)
-        copy_layers([store.layer_diff(c) for c in reversed(st.layers)], tree)
+        copy_layers(builder._lowers(st.layers), tree)
         changes = _tree_changes(tree, LayerView(base_lowers))
         with store.gc_lock.shared():
             new_diff, layers, empty = add_layer(

@@ -1,4 +1,5 @@
-"""`build` and `builder prune`: flag glue over :mod:`pbox.build.executor`."""
+"""`build` and `builder prune`: flag glue over :mod:`pbox.build.executor` and
+:mod:`pbox.build.cache`."""
 
 from __future__ import annotations
 
@@ -215,9 +216,9 @@ def builder():
 def builder_prune(config, force, all_):
     """Remove the build cache records, the step images and layers only they kept, and
     the RUN --mount=type=cache directories."""
-    from pbox.build import executor
+    from pbox.build.cache import prune_cache
     from pbox.humanize import human_size
 
-    records, freed = executor.prune_cache(config)
+    records, freed = prune_cache(config)
     click.echo(f"Deleted build cache records: {records}")
     click.echo(f"Total reclaimed space: {human_size(freed)}")
