@@ -8,7 +8,6 @@ docker's exit codes.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import click
@@ -131,8 +130,9 @@ def cli(ctx, root, runroot, storage_driver, log_level):
 
     config = Config.from_env(root=root, runroot=runroot, log_level=log_level,
                              storage_driver=storage_driver)
-    level = getattr(logging, config.log_level.upper(), logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s[%(name)s] %(message)s")
+    from pbox.commands.fast import configure_logging
+
+    configure_logging(config.log_level)
     ctx.obj = config
 
 

@@ -7,16 +7,11 @@ import sys
 
 import click
 
-from pbox.commands._util import emit_rows, notice_once
+from pbox.commands._util import notice_once
 
 CTX = {"help_option_names": ["--help"], "ignore_unknown_options": False}
 # Options end at the image name: what follows is the container's command (docker's rule).
 RUN_CTX = {**CTX, "allow_interspersed_args": False}
-
-PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
-              "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
-              "State": "STATE", "Status": "STATUS", "Names": "NAMES", "Size": "SIZE",
-              "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS"}
 
 
 def run_options(f):
@@ -318,20 +313,11 @@ def rename(config, container, new_name):
 @click.pass_obj
 def ps(config, all_containers, quiet, latest, last, size, no_trunc, filters, fmt):
     """List containers."""
-    from pbox.containers.records import ContainerStore
-    from pbox.containers.views import ps_rows
-    from pbox.storage.store import Store
+    from pbox.commands import listing
 
-    store = Store(config.root, config.runroot)
-    if latest:
-        last = 1
-    rows = ps_rows(ContainerStore(store), all_containers=all_containers, filters=filters,
-                   last=last, size=size, trunc=not no_trunc)
-    cols = "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t" \
-           "{{.Names}}"
-    if size:
-        cols += "\t{{.Size}}"
-    emit_rows(rows, fmt, "table " + cols, PS_HEADERS, quiet_field="ID", quiet=quiet)
+    listing.write(listing.ps_text(config, all_containers=all_containers, quiet=quiet,
+                                  latest=latest, last=last, size=size, no_trunc=no_trunc,
+                                  filters=filters, fmt=fmt))
 
 
 @click.command(context_settings=CTX)

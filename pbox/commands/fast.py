@@ -1,13 +1,14 @@
 """The program's entry: the hottest container commands without click.
 
 Importing click and building the command tree costs ~20 ms of every pbox start, a
-quarter of a whole `run --rm ... true`.  `run`, `stop`, `rm` and `start` given only
-options this small parser knows completely take a short path here; anything else (an
+quarter of a whole `run --rm ... true` and half of `images`.  `run`, `stop`, `rm`,
+`start`, `images` (`image ls`) and `ps` (`container ls`) given only options this
+small parser knows completely take a short path here; anything else (an
 option it does not know, --help, a value it cannot check, an image that must be
 pulled first) goes to the click CLI, which parses the arguments again from the start,
 so errors and help texts stay click's.  Both paths end in the same library calls;
 tests/unit/test_fastcli.py checks that they parse every accepted argument list to the
-same options.
+same options (and `images` and `ps` print through ``pbox.commands.listing`` on both).
 
 This module is also the one place that turns exceptions into ``Error: ...`` and
 docker's exit codes (``report_error``); ``pbox.cli`` adds click's own exceptions.
@@ -22,7 +23,8 @@ import sys
 # by finalizers, no threads): run as the program, they end with os._exit once their
 # output is flushed, which saves the ~10 ms of tearing down every imported module on
 # each container start, stop and removal.
-QUICK_EXIT = frozenset(("run", "create", "start", "stop", "kill", "rm", "restart", "wait"))
+QUICK_EXIT = frozenset(("run", "create", "start", "stop", "kill", "rm", "restart", "wait",
+                        "images", "ps"))
 
 _GLOBAL = {"--root": "root", "--runroot": "runroot", "--storage-driver": "storage_driver",
            "--log-level": "log_level"}
@@ -135,15 +137,19 @@ def _try_fast(globals_: dict, args: list[str]) -> int | None:
     """Run a hot command here; its exit code, or None for the click CLI."""
     if not args:
         return None
-    fn = {"run": _run, "stop": _stop, "rm": _rm, "start": _start}.get(args[0])
+    fn = _COMMANDS.get(args[0])
+    rest = args[1:]
+    if fn is None and len(args) > 1:
+        fn = _GROUP_COMMANDS.get((args[0], args[1]))
+        rest = args[2:]
     if fn is None:
         return None
-    prepared = fn(args[1:], parse_only=True)
+    prepared = fn(rest, parse_only=True)
     if prepared is None:
         return None
     config = _config(globals_)
     try:
-        return fn(args[1:], config=config, prepared=prepared)
+        return fn(rest, config=config, prepared=prepared)
     except _Fallback:
         return None
     except BaseException as e:
@@ -152,14 +158,60 @@ def _try_fast(globals_: dict, args: list[str]) -> int | None:
 
 
 def _config(globals_: dict):
-    import logging
-
     from pbox.config import Config
 
     config = Config.from_env(**globals_)
-    level = getattr(logging, config.log_level.upper(), logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s[%(name)s] %(message)s")
+    configure_logging(config.log_level)
     return config
+
+
+def configure_logging(level: str) -> None:
+    """Log records of ``level`` and above to stderr as ``LEVEL[logger] message``.
+
+    At the default level nothing is logged unless something goes wrong, and `images`
+    or `ps` import no module that logs: there `logging` (~5 ms) is not imported here
+    but configured as it is first imported, by whichever module needs it."""
+    if "logging" in sys.modules or level.lower() != "warning":
+        _basic_config(sys.modules.get("logging") or __import__("logging"), level)
+    elif not any(isinstance(f, _ConfigureLogging) for f in sys.meta_path):
+        sys.meta_path.insert(0, _ConfigureLogging(level))
+
+
+def _basic_config(logging, level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.WARNING),
+                        format="%(levelname)s[%(name)s] %(message)s")
+
+
+class _ConfigureLogging:
+    """An import-system finder that finds nothing itself: when `logging` is first
+    imported it lets the next finders find it and configures the module as soon as
+    it has run.  It removes itself on that first import."""
+
+    def __init__(self, level: str):
+        self.level = level
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "logging":
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or isinstance(loader, type):
+            return spec  # not the stdlib's source package: left as it is
+        run = loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            _basic_config(module, self.level)
+
+        loader.exec_module = exec_module  # this module's own loader object
+        return spec
 
 
 def notice_once(config=None):
@@ -291,8 +343,28 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
 
 
 def _parse_names(args: list[str], flags: dict, values: dict) -> tuple[dict, list] | None:
-    """Options anywhere among the names (click's default), flags combinable."""
+    """Options anywhere among the names (click's default), flags combinable; at least
+    one name."""
+    parsed = _parse_args(args, flags, values)
+    if parsed is None or not parsed[1]:
+        return None
+    return parsed
+
+
+def _parse_args(args: list[str], flags: dict, values: dict,
+                lists: tuple = ()) -> tuple[dict, list] | None:
+    """(options, positional arguments) as click parses them: options anywhere, short
+    flags combinable, ``--`` ends the options.  ``flags`` and ``values`` map option
+    names to fields; a field in ``lists`` collects every value (a repeatable option),
+    any other keeps the last.  None for anything else (click then parses it)."""
     opts: dict = {}
+
+    def put(field, value):
+        if field in lists:
+            opts.setdefault(field, []).append(value)
+        else:
+            opts[field] = value
+
     names: list[str] = []
     i = 0
     while i < len(args):
@@ -314,7 +386,7 @@ def _parse_names(args: list[str], flags: dict, values: dict) -> tuple[dict, list
                         return None
                     value = args[i + 1]
                     i += 1
-                opts[values[name]] = value
+                put(values[name], value)
             else:
                 return None
             i += 1
@@ -326,7 +398,7 @@ def _parse_names(args: list[str], flags: dict, values: dict) -> tuple[dict, list
                     return None
                 value = args[i + 1]
                 i += 1
-            opts[values[a[:2]]] = value
+            put(values[a[:2]], value)
             i += 1
             continue
         for ch in a[1:]:
@@ -334,8 +406,6 @@ def _parse_names(args: list[str], flags: dict, values: dict) -> tuple[dict, list
                 return None
             opts[flags["-" + ch]] = True
         i += 1
-    if not names:
-        return None
     return opts, names
 
 
@@ -401,6 +471,56 @@ def _start(args, *, parse_only=False, config=None, prepared=None):
     return _each(config, prepared[1], lambda cid: lifecycle.start(config, cid))
 
 
+# -- images, ps ---------------------------------------------------------------------------
+
+# option -> the keyword of pbox.commands.listing's function (click's parameter names)
+IMAGES_FLAGS = {"-a": "all_images", "--all": "all_images", "-q": "quiet", "--quiet": "quiet",
+                "--digests": "digests", "--no-trunc": "no_trunc"}
+IMAGES_VALUES = {"-f": "filters", "--filter": "filters", "--format": "fmt"}
+PS_FLAGS = {"-a": "all_containers", "--all": "all_containers", "-q": "quiet",
+            "--quiet": "quiet", "-l": "latest", "--latest": "latest", "-s": "size",
+            "--size": "size", "--no-trunc": "no_trunc"}
+PS_VALUES = {"-n": "last", "--last": "last", "-f": "filters", "--filter": "filters",
+             "--format": "fmt"}
+
+
+def _images(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        parsed = _parse_args(args, IMAGES_FLAGS, IMAGES_VALUES, ("filters",))
+        if parsed is None or len(parsed[1]) > 1:
+            return None  # a second name: click's usage error
+        return parsed
+    from pbox.commands import listing
+
+    opts, names = prepared
+    listing.write(listing.images_text(config, names[0] if names else None, **opts))
+    return 0
+
+
+def _ps(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        parsed = _parse_args(args, PS_FLAGS, PS_VALUES, ("filters",))
+        if parsed is None or parsed[1]:
+            return None
+        last = parsed[0].get("last")
+        if last is not None:
+            if not last.isdigit():
+                return None  # click's int parsing and its error
+            parsed[0]["last"] = int(last)
+        return parsed
+    from pbox.commands import listing
+
+    listing.write(listing.ps_text(config, **prepared[0]))
+    return 0
+
+
+_COMMANDS = {"run": _run, "stop": _stop, "rm": _rm, "start": _start, "images": _images,
+             "ps": _ps}
+_GROUP_COMMANDS = {("image", "ls"): _images, ("image", "list"): _images,
+                   ("container", "ls"): _ps, ("container", "list"): _ps,
+                   ("container", "ps"): _ps}
+
+
 # -- errors -------------------------------------------------------------------------------
 
 
@@ -412,16 +532,15 @@ def die(message: str, code: int = 125) -> None:
 
 
 def report_error(e: BaseException, *, debug: bool) -> None:
-    """Turn an exception into ``Error: ...`` and docker's exit code (SystemExit)."""
-    import logging
-
+    """Turn an exception into ``Error: ...`` and docker's exit code (SystemExit).
+    With ``debug``, the traceback is logged first."""
     from pbox.errors import PboxError
 
     if isinstance(e, SystemExit):
         raise e
     if isinstance(e, PboxError):
         if debug:
-            logging.getLogger("pbox").debug("error detail", exc_info=e)
+            _log_detail("error detail", e)
         die(str(e), e.exit_code)
     if isinstance(e, KeyboardInterrupt):
         sys.stderr.write("\n")
@@ -432,9 +551,16 @@ def report_error(e: BaseException, *, debug: bool) -> None:
         raise SystemExit(0)
     if isinstance(e, OSError):
         if debug:
-            logging.getLogger("pbox").debug("error detail", exc_info=e)
+            _log_detail("error detail", e)
         die(f"{e.strerror or e}" + (f": {e.filename}" if getattr(e, "filename", None) else ""))
     # a bug of ours: still one line, detail with --log-level debug
-    logging.getLogger("pbox").debug("internal error", exc_info=e)
+    if debug:
+        _log_detail("internal error", e)
     die(f"internal error: {type(e).__name__}: {e} (run with --log-level debug for "
         f"the detail)")
+
+
+def _log_detail(what: str, e: BaseException) -> None:
+    import logging
+
+    logging.getLogger("pbox").debug(what, exc_info=e)

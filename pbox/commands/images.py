@@ -6,11 +6,6 @@ import click
 
 from pbox.commands._util import PullProgress, emit_rows, notice_once
 
-IMAGE_HEADERS = {
-    "Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID", "CreatedSince": "CREATED",
-    "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST",
-}
-
 
 def tls_options(f):
     f = click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
@@ -57,22 +52,6 @@ def pull(config, image, quiet, platform, all_tags, tls_verify, cert_dir, creds):
     click.echo(ref.string())
 
 
-def _image_rows(config, all_images, filters, name):
-    from pbox import humanize, imageinfo, images
-    from pbox.storage.images import ImageStore
-
-    store = images.open_store(config, create=False)
-    rows = imageinfo.list_images(ImageStore(store), all_images=all_images, filters=filters,
-                                 name=name)
-    for r in rows:
-        r["CreatedSince"] = humanize.since(r["Created"])
-        r["CreatedAt"] = humanize.local_time(r["Created"])
-        r["Size"] = humanize.human_size(r["Size"])
-        r.pop("record", None)
-        r.pop("Created", None)
-    return rows
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("repository", required=False)
 @click.option("-a", "--all", "all_images", is_flag=True, help="Show all images.")
@@ -87,23 +66,11 @@ def _image_rows(config, all_images, filters, name):
 @click.pass_obj
 def images(config, repository, all_images, quiet, digests, no_trunc, filters, fmt):
     """List images."""
-    rows = _image_rows(config, all_images, filters, repository)
-    for r in rows:
-        if not no_trunc:
-            r["ID"] = r["ID"].partition(":")[2][:12]
-    if quiet:
-        seen = []
-        for r in rows:
-            if r["ID"] not in seen:
-                seen.append(r["ID"])
-        for i in seen:
-            click.echo(i)
-        return
-    cols = "{{.Repository}}\t{{.Tag}}\t"
-    if digests:
-        cols += "{{.Digest}}\t"
-    cols += "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-    emit_rows(rows, fmt, "table " + cols, IMAGE_HEADERS)
+    from pbox.commands import listing
+
+    listing.write(listing.images_text(config, repository, all_images=all_images, quiet=quiet,
+                                      digests=digests, no_trunc=no_trunc, filters=filters,
+                                      fmt=fmt))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -169,3 +169,98 @@ def test_help_everywhere_and_bad_usage(run_pbox):
         assert r.returncode == 125, cmd
         assert r.stderr.startswith("Error: ") and word in r.stderr, cmd
         assert "Traceback" not in r.stderr
+
+
+def _both_paths(run_pbox, root, *args):
+    """``args`` through the short path (`pbox --root R ...`) and through click
+    (`pbox --root=R ...`, a form the short path leaves to click): their results, and
+    whether each imported click.  Listings say "Up N seconds": a pair that differs
+    is run again, three times at most, in case a second passed between the two."""
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    for _ in range(4):
+        fast = run_pbox("--root", root, *args, env=env, check=False)
+        slow = run_pbox(f"--root={root}", *args, env=env, check=False)
+        if (fast.stdout, fast.returncode) == (slow.stdout, slow.returncode):
+            break
+    return fast, slow
+
+
+def _seconds_apart(a: str, b: str) -> bool:
+    """The two outputs differ only in a count of seconds (and the columns' padding)."""
+    def norm(s):
+        return re.sub(r"\s+", " ", re.sub(r"\b\d+ seconds\b", "N seconds", s))
+    return a != b and norm(a) == norm(b)
+
+
+def _imported(stderr: str, module: str) -> bool:
+    return any(line.startswith("import time:") and line.split("|")[-1].strip() == module
+               for line in stderr.splitlines())
+
+
+def _messages(stderr: str) -> str:
+    return "".join(line + "\n" for line in stderr.splitlines()
+                   if not line.startswith("import time:"))
+
+
+def test_images_and_ps_print_the_same_without_click(registry_plain, test_images, run_pbox,
+                                                     pbox_root):
+    imgs = test_images(registry_plain)
+    bb = imgs.busybox
+    run_pbox("pull", "-q", bb.reference)
+    run_pbox("pull", "-q", imgs.layers.reference)
+    run_pbox("pull", "-q", imgs.uncompressed.by_digest)  # dangling, with a digest
+    run_pbox("tag", bb.reference, "me/app:1")
+    run_pbox("tag", bb.reference, "me/app:2")
+    run_pbox("tag", imgs.layers.reference, "localhost:5000/other")
+    run_pbox("create", "--name", "made", "-l", "role=web", bb.reference, "true")
+    run_pbox("run", "--name", "ran", bb.reference, "sh", "-c", "exit 3", expect_rc=3)
+    run_pbox("commit", "ran")  # dangling, without a digest
+    run_pbox("run", "-d", "--name", "up", bb.reference, "sleep", "60")
+    root = pbox_root.root
+    try:
+        cases = [
+            ["images"], ["images", "-a"], ["images", "-q"], ["images", "-aq", "--no-trunc"],
+            ["images", "--digests"], ["images", "--no-trunc", "--digests"],
+            ["images", "-f", "dangling=true"], ["images", "--filter=dangling=false", "-q"],
+            ["images", "-f", "reference=me/*", "--filter", "reference=*other"],
+            ["images", "-f", "label=org.opencontainers.image.title"],
+            ["images", "-f", f"before={bb.reference}"], ["images", "-f", "since=me/app:1"],
+            ["images", "--format", "json"],
+            ["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}} {{.Digest}}"],
+            ["images", "--format", "table {{.ID}}\\t{{.Size}}\\t{{.CreatedAt}}"],
+            ["images", "me/app"], ["images", "me/app:2", "-q"], ["images", "nothing/here"],
+            ["image", "ls"], ["image", "list", "-a", "--digests"],
+            ["ps"], ["ps", "-a"], ["ps", "-aq"], ["ps", "-a", "--no-trunc"], ["ps", "-as"],
+            ["ps", "-l"], ["ps", "-n", "2", "-q"], ["ps", "-a", "-f", "status=exited"],
+            ["ps", "-a", "--filter", "label=role=web", "--filter", "name=ma"],
+            ["ps", "-a", "--format", "json"], ["ps", "-a", "--format", "{{.Names}} {{.State}}"],
+            ["container", "ls", "-a"], ["container", "ps", "-q"],
+            # errors: the same message and exit code
+            ["images", "-f", "nonsense=1"], ["images", "--format", "{{.Nope"],
+            ["images", "-f", "before=no/such:image"], ["ps", "-f", "status=sleepy"],
+        ]
+        for args in cases:
+            fast, slow = _both_paths(run_pbox, root, *args)
+            assert not _imported(fast.stderr, "click"), args
+            if not any(a.startswith(("before=", "since=")) for a in args):
+                # (those resolve a name through pbox.images, which logs)
+                assert not _imported(fast.stderr, "logging"), args
+            assert _imported(slow.stderr, "click"), args
+            if not _seconds_apart(fast.stdout, slow.stdout):  # a busy machine, four times
+                assert fast.stdout == slow.stdout, args
+            assert fast.returncode == slow.returncode, args
+            assert _messages(fast.stderr) == _messages(slow.stderr), args
+            if args[-1] in ("nonsense=1", "{{.Nope", "before=no/such:image", "status=sleepy"):
+                assert fast.returncode == 125 and _messages(fast.stderr).startswith("Error: ")
+            else:
+                assert fast.returncode == 0, (args, fast.stderr)
+        # the store really holds what the cases are about
+        out = run_pbox("images", "-a").stdout
+        assert out.count("<none>") >= 3 and "me/app" in out and "localhost:5000/other" in out
+        assert run_pbox("ps", "-q").stdout.count("\n") == 1
+        assert run_pbox("ps", "-aq").stdout.count("\n") == 3
+        # options the short path does not take still work, through click
+        r = run_pbox("images", "--help")
+        assert "Usage:" in r.stdout
+    finally:
+        run_pbox("rm", "-f", "up", check=False)

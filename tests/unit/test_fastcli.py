@@ -105,3 +105,107 @@ def test_global_options():
     assert fast._split_globals(["--log-level", "loud", "run"]) is None
     assert fast._split_globals(["--root=/r", "run"]) is None
     assert fast._split_globals(["--version"]) is None
+
+
+def _listing_defaults(fn) -> dict:
+    import inspect
+
+    return {n: p.default for n, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+IMAGES_ARGS = [
+    [], ["-a"], ["-q"], ["-aq", "--no-trunc"], ["--digests", "--all", "--quiet"],
+    ["-f", "dangling=true"], ["--filter", "reference=a*", "-fdangling=false", "--filter=label=x"],
+    ["--format", "json"], ["--format={{.ID}}", "--format", "table {{.Tag}}"],
+    ["busybox"], ["-q", "busybox:1", "--no-trunc"], ["--", "-q"], ["-f", "-q"],
+]
+IMAGES_CLICK_ONLY = [
+    ["--help"], ["-h"], ["a", "b"], ["-x"], ["--all=1"], ["--format"], ["-f"], ["-qf", "x=y"],
+    ["--tree"],
+]
+
+
+@pytest.mark.parametrize("args", IMAGES_ARGS, ids=lambda a: " ".join(a) or "(nothing)")
+def test_images_parses_as_click_does(args):
+    from pbox.commands import images as icmds
+    from pbox.commands import listing
+
+    parsed = fast._images(args, parse_only=True)
+    assert parsed is not None
+    opts, names = parsed
+    got = {**_listing_defaults(listing.images_text), **opts,
+           "repository": names[0] if names else None}
+    p = dict(icmds.images.make_context("images", list(args)).params)
+    p["filters"] = list(p["filters"])
+    got["filters"] = list(got["filters"])
+    assert got == p
+
+
+@pytest.mark.parametrize("args", IMAGES_CLICK_ONLY, ids=" ".join)
+def test_images_leaves_to_click(args):
+    assert fast._images(args, parse_only=True) is None
+
+
+PS_ARGS = [
+    [], ["-a"], ["-aq"], ["-l", "--no-trunc"], ["-n", "2"], ["--last=0", "-s"],
+    ["--size", "--latest", "--all", "--quiet"], ["-f", "status=exited", "--filter=name=x"],
+    ["--format", "{{.Names}}"], ["-n3", "--format=json", "-fid=abc"],
+]
+PS_CLICK_ONLY = [
+    ["--help"], ["-h"], ["x"], ["-n", "x"], ["-n", "-1"], ["-n"], ["--bogus"], ["-an", "1"],
+    ["--", "x"],
+]
+
+
+@pytest.mark.parametrize("args", PS_ARGS, ids=lambda a: " ".join(a) or "(nothing)")
+def test_ps_parses_as_click_does(args):
+    from pbox.commands import listing
+
+    parsed = fast._ps(args, parse_only=True)
+    assert parsed is not None
+    opts, names = parsed
+    assert names == []
+    got = {**_listing_defaults(listing.ps_text), **opts}
+    got["filters"] = list(got["filters"])
+    p = dict(cmds.ps.make_context("ps", list(args)).params)
+    p["filters"] = list(p["filters"])
+    assert got == p
+
+
+@pytest.mark.parametrize("args", PS_CLICK_ONLY, ids=" ".join)
+def test_ps_leaves_to_click(args):
+    assert fast._ps(args, parse_only=True) is None
+
+
+def test_every_listing_option_is_one_of_clicks():
+    from pbox.commands import images as icmds
+
+    for cmd, flags, values in ((icmds.images, fast.IMAGES_FLAGS, fast.IMAGES_VALUES),
+                               (cmds.ps, fast.PS_FLAGS, fast.PS_VALUES)):
+        by_opt = {o: p for p in cmd.params for o in p.opts}
+        for name, field in {**flags, **values}.items():
+            assert name in by_opt, name
+            assert by_opt[name].name == field, name
+            assert bool(getattr(by_opt[name], "is_flag", False)) == (name in flags), name
+
+
+def test_group_forms_take_the_short_path():
+    assert fast._GROUP_COMMANDS[("image", "ls")] is fast._images
+    assert fast._GROUP_COMMANDS[("container", "ls")] is fast._ps
+
+
+def test_logging_configured_on_first_import():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from pbox.commands import fast; fast.configure_logging('warning'); "
+            "assert 'logging' not in sys.modules; import logging; "
+            "logging.getLogger('pbox.x').warning('hi'); "
+            "assert not any(isinstance(f, fast._ConfigureLogging) for f in sys.meta_path)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "WARNING[pbox.x] hi\n"
