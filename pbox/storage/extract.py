@@ -387,10 +387,7 @@ class _Extractor:
             try:
                 tst = os.stat(tname, dir_fd=tdir, follow_symlinks=False)
             except FileNotFoundError:
-                raise LayerError(
-                    f"layer entry {show_name(entry.name)!r}: hardlink target "
-                    f"{show_name(entry.linkname)!r} is not in the layer"
-                )
+                raise _no_link_target(entry)
             if stat.S_ISDIR(tst.st_mode):
                 raise self._unsafe("is a hardlink to a directory")
 
@@ -402,10 +399,7 @@ class _Extractor:
                 self._create(parent_fd, name, parts, make)
             except FileNotFoundError:
                 # the entry being replaced contained the target
-                raise LayerError(
-                    f"layer entry {show_name(entry.name)!r}: hardlink target "
-                    f"{show_name(entry.linkname)!r} is not in the layer"
-                )
+                raise _no_link_target(entry)
         finally:
             os.close(tdir)
 
@@ -486,6 +480,13 @@ class _Extractor:
     @staticmethod
     def _open_existing_component(parent_fd: int, parts: tuple) -> int:
         return os.open(parts[-1], DIR_FLAGS, dir_fd=parent_fd)
+
+
+def _no_link_target(entry: TarEntry) -> LayerError:
+    return LayerError(
+        f"layer entry {show_name(entry.name)!r}: hardlink target "
+        f"{show_name(entry.linkname)!r} is not in the layer"
+    )
 
 
 def _in_initial_userns() -> bool:
