@@ -4,7 +4,6 @@ if/with/range, break/continue)."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 
 class _ParseError(Exception):
@@ -29,6 +28,11 @@ _TOKEN_RE = re.compile(
     |(?P<op>:=|[=|(),])""",
     re.X,
 )
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; Any is only an annotation
+if TYPE_CHECKING:
+    from typing import Any
+
 _KEYWORDS = {"if", "else", "end", "range", "with", "break", "continue", "define", "template",
              "block"}  # fmt: skip
 
