@@ -2,9 +2,9 @@
 
 ``RegistryClient`` adds the transfers to ``pbox.oci.regsession.RegistrySession``, which
 settles the scheme, TLS and authentication and sends one request with its retries (the
-protocol notes about those are there).  ``requests`` is imported inside the methods
-that talk to a registry, so importing this module costs nothing for commands that never
-reach one.
+protocol notes about those are there).  The HTTP client (``pbox.oci.transport``) is
+imported inside the methods that talk to a registry, so importing this module costs
+nothing for commands that never reach one.
 """
 
 from __future__ import annotations
@@ -453,7 +453,7 @@ def _next_link(link: str | None) -> str | None:
 
 
 class _LimitedBody:
-    """A file-like upload body of exactly ``size`` bytes, for requests to stream."""
+    """A file-like upload body of exactly ``size`` bytes, streamed by the transport."""
 
     def __init__(self, f: BinaryIO, size: int, what: str):
         self._f = f
@@ -515,7 +515,7 @@ class _BlobStream(io.RawIOBase):
             if length and length.isdigit() and "Content-Encoding" not in resp.headers:
                 self._total = int(length)
         self._resp = resp
-        self._raw = resp.raw
+        self._raw = resp
 
     def _resume(self, err: BaseException) -> None:
         what = self._c._what(self._repo, self._digest)
@@ -544,8 +544,8 @@ class _BlobStream(io.RawIOBase):
             return b""
         while True:
             try:
-                data = self._raw.read(size, decode_content=True)
-            except Exception as e:  # urllib3 ProtocolError, ReadTimeoutError, OSError...
+                data = self._raw.read(size)
+            except Exception as e:  # transport errors: reset, timeout, body cut short...
                 if not _is_transport_error(e):
                     raise
                 self._resume(e)
@@ -583,10 +583,9 @@ class _BlobStream(io.RawIOBase):
 
 
 def _is_transport_error(e: BaseException) -> bool:
-    import requests
-    import urllib3.exceptions as ue
+    from pbox.oci.transport import TransportError
 
-    return isinstance(e, (ue.HTTPError, requests.exceptions.RequestException, OSError, EOFError))
+    return isinstance(e, (TransportError, OSError, EOFError))
 
 
 def _content_range_start(value: str | None) -> int | None:

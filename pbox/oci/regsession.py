@@ -2,9 +2,9 @@
 
 ``RegistrySession`` is the part of the registry client that is about reaching a
 registry and being let in; ``pbox.oci.registry.RegistryClient`` (manifests, blobs,
-uploads, the catalog) builds on it.  ``requests`` is imported inside the methods that
-talk to a registry, so importing this module costs nothing for commands that never
-reach one.
+uploads, the catalog) builds on it.  HTTP goes through ``pbox.oci.transport`` (the
+standard library's ``http.client``), imported inside the methods that talk to a
+registry, so importing this module costs nothing for commands that never reach one.
 
 Protocol notes (what a reader of this code needs to know):
 
@@ -69,30 +69,6 @@ def redact_url(url: str) -> str:
             pairs.append((k, v))
         query = urlencode(pairs)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-class _RedactingFilter(logging.Filter):
-    """Redacts token-like query parameters in urllib3's request log lines (a blob GET is
-    often redirected to storage with a signed URL)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-            isinstance(a, str) and "?" in a for a in record.args
-        ):
-            record.args = tuple(
-                redact_url(a) if isinstance(a, str) and "?" in a else a for a in record.args
-            )
-        return True
-
-
-_FILTER_INSTALLED = False
-
-
-def _install_log_filter() -> None:
-    global _FILTER_INSTALLED
-    if not _FILTER_INSTALLED:
-        logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
-        _FILTER_INSTALLED = True
 
 
 def is_loopback(host: str) -> bool:
@@ -179,8 +155,8 @@ _CONTEXTS_LOCK = threading.Lock()
 
 
 def _ssl_context(verify: bool, files: TLSFiles):
-    """An SSL context trusting the system's CAs, certifi's and ``files.cas``; cached, as
-    loading the system store takes tens of milliseconds."""
+    """An SSL context trusting the system's CAs (certifi's when there are none) and
+    ``files.cas``; cached, as loading the system store takes tens of milliseconds."""
     import ssl
 
     key = (verify, tuple(files.cas), tuple(files.client_pairs))
@@ -190,12 +166,14 @@ def _ssl_context(verify: bool, files: TLSFiles):
             return ctx
         if verify:
             ctx = ssl.create_default_context()
-            try:
-                import certifi
+            if not ctx.cert_store_stats().get("x509_ca") and not _has_ca_dir():
+                # no system store found: certifi's bundle, when it is installed
+                try:
+                    import certifi
 
-                ctx.load_verify_locations(cafile=certifi.where())
-            except (ImportError, OSError):  # the system store is enough
-                pass
+                    ctx.load_verify_locations(cafile=certifi.where())
+                except (ImportError, OSError):
+                    pass
             for ca in files.cas:
                 try:
                     ctx.load_verify_locations(cafile=ca)
@@ -214,6 +192,18 @@ def _ssl_context(verify: bool, files: TLSFiles):
             log.debug("using client certificate %s", cert)
         _CONTEXTS[key] = ctx
         return ctx
+
+
+def _has_ca_dir() -> bool:
+    """Whether OpenSSL's default CA directory holds certificates (loaded on demand, so
+    not counted by ``cert_store_stats``)."""
+    import ssl
+
+    d = ssl.get_default_verify_paths().capath
+    try:
+        return bool(d) and any(True for _ in os.scandir(d))
+    except OSError:
+        return False
 
 
 def _error_body(resp) -> tuple[str | None, str]:
@@ -307,48 +297,14 @@ class RegistrySession:
         return cert_dirs(self.registry, self.config_dir)
 
     def _make_session(self):
-        import requests
-        from requests.adapters import HTTPAdapter
+        from pbox.oci.transport import Session
 
-        _install_log_filter()
-        if not self.tls_verify:
-            import warnings
+        def context():
+            # the CA bundles take tens of milliseconds to load: only for https, once
+            return _ssl_context(self.tls_verify, find_tls_files(self._tls_dirs()))
 
-            from urllib3.exceptions import InsecureRequestWarning
-
-            # the user asked for it; urllib3 would warn on every request
-            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
-        client = self
-
-        class _Adapter(HTTPAdapter):
-            """The https adapter: its SSL context (system CAs, certifi's bundle, the
-            certs.d files: tens of milliseconds to load) is made on its first request,
-            so a plain-HTTP registry never pays for it."""
-
-            _tls_ready = False
-
-            def init_poolmanager(self, *args, **kwargs):
-                self._pool_args = (args, kwargs)
-                return super().init_poolmanager(*args, **kwargs)
-
-            def send(self, request, *args, **kwargs):
-                if not self._tls_ready:
-                    with client._lock:
-                        if not self._tls_ready:
-                            ctx = _ssl_context(client.tls_verify,
-                                               find_tls_files(client._tls_dirs()))
-                            pargs, pkw = self._pool_args
-                            super().init_poolmanager(*pargs, **dict(pkw, ssl_context=ctx))
-                            self._tls_ready = True
-                return super().send(request, *args, **kwargs)
-
-        s = requests.Session()
-        s.mount("https://", _Adapter(pool_maxsize=16))
-        s.mount("http://", HTTPAdapter(pool_maxsize=16))
-        s.verify = self.tls_verify
-        s.trust_env = True  # proxies from the environment, as docker and podman honour them
-        s.headers["User-Agent"] = self.user_agent
-        return s
+        return Session(ssl_context=context, user_agent=self.user_agent,
+                       timeout=(min(30.0, self.timeout), self.timeout), redact=redact_url)
 
     @property
     def session(self):
@@ -378,10 +334,10 @@ class RegistrySession:
         time.sleep(delay)
 
     def _transport_error(self, e: Exception, url: str) -> RegistryError:
-        import requests
+        from pbox.oci import transport
 
         where = self.registry
-        if isinstance(e, requests.exceptions.SSLError):
+        if isinstance(e, transport.TLSError):
             hint = ", ".join(self._tls_dirs()[:1])
             return RegistryError(
                 f"TLS handshake with {where} failed: {_short(e)}; if the registry uses a "
@@ -389,7 +345,7 @@ class RegistrySession:
                 f"(or use --tls-verify=false)",
                 temporary=False,
             )
-        if isinstance(e, requests.exceptions.Timeout):
+        if isinstance(e, transport.Timeout):
             return RegistryError(f"{where}: timed out ({redact_url(url)})", temporary=True)
         return RegistryError(f"cannot connect to {where}: {_short(e)}", temporary=True)
 
@@ -403,7 +359,7 @@ class RegistrySession:
         stream: bool = False,
         allow_redirects: bool = True,
     ):
-        import requests
+        from pbox.oci.transport import TransportError
 
         try:
             resp = self.session.request(
@@ -412,12 +368,9 @@ class RegistrySession:
                 headers=headers,
                 data=data,
                 stream=stream,
-                timeout=(min(30.0, self.timeout), self.timeout),
                 allow_redirects=allow_redirects,
-                # explicitly: requests lets $REQUESTS_CA_BUNDLE override a session's False
-                verify=self.tls_verify,
             )
-        except requests.exceptions.RequestException as e:
+        except TransportError as e:
             log.debug("%s %s -> %s", method, redact_url(url), _short(e))
             raise
         log.debug("%s %s -> %d", method, redact_url(url), resp.status_code)
@@ -430,7 +383,7 @@ class RegistrySession:
         with self._ping_lock:
             if self._base is not None:
                 return self._challenge
-            import requests
+            from pbox.oci.transport import TransportError
 
             https = f"https://{self.host}"
             if is_loopback(self.host) and self.tls_verify:
@@ -443,14 +396,14 @@ class RegistrySession:
                     return self._settle(resp, f"http://{self.host}")
             try:
                 resp = self._ping_once(https)
-            except requests.exceptions.RequestException as e:
+            except TransportError as e:
                 if not self.allow_http:
                     raise self._transport_error(e, https + "/v2/")
                 first = e
                 http = f"http://{self.host}"
                 try:
                     resp = self._ping_once(http)
-                except requests.exceptions.RequestException:
+                except TransportError:
                     raise self._transport_error(first, https + "/v2/")
                 if resp.status_code not in (200, 401):
                     # not a registry speaking plain HTTP (e.g. a TLS port answering 400)
@@ -464,11 +417,11 @@ class RegistrySession:
 
     def _try_plain(self, base: str):
         """The ping response of a plain-HTTP registry at ``base``, or None."""
-        import requests
+        from pbox.oci.transport import TransportError
 
         try:
             resp = self._ping_once(base)
-        except requests.exceptions.RequestException:
+        except TransportError:
             return None
         is_registry = resp.status_code == 200 and \
             resp.headers.get("Docker-Distribution-Api-Version") or \
@@ -496,11 +449,11 @@ class RegistrySession:
             try:
                 resp = self._send("GET", base + "/v2/", headers={})
             except Exception as e:
-                import requests
+                from pbox.oci import transport
 
                 if (
-                    isinstance(e, requests.exceptions.ConnectionError)
-                    and not isinstance(e, requests.exceptions.SSLError)
+                    isinstance(e, transport.ConnectError)
+                    and not isinstance(e, transport.TLSError)
                     and _is_reset(e)
                     and attempt < self.retries
                 ):
@@ -538,7 +491,7 @@ class RegistrySession:
             return None
 
     def _fetch_token(self, ch: Challenge, scopes: Sequence[str], what: str) -> _Token:
-        import requests
+        from pbox.oci import transport
 
         if not ch.realm:
             raise AuthError(f"{self.registry} asked for a bearer token but named no realm")
@@ -568,8 +521,8 @@ class RegistrySession:
                     if creds is not None:
                         h["Authorization"] = _basic_header(creds)
                     resp = self._send("GET", url, headers=h)
-            except requests.exceptions.RequestException as e:
-                if attempt < self.retries and not isinstance(e, requests.exceptions.SSLError):
+            except transport.TransportError as e:
+                if attempt < self.retries and not isinstance(e, transport.TLSError):
                     self._sleep(attempt)
                     attempt += 1
                     continue
@@ -668,7 +621,7 @@ class RegistrySession:
         ``data`` may be bytes, a callable making a fresh body for each attempt, or a
         file (then the request is not retried).  Sets ``resp.pbox_anonymous``.
         """
-        import requests
+        from pbox.oci import transport
 
         self.ping()
         if not url.startswith(("http://", "https://")):
@@ -686,11 +639,11 @@ class RegistrySession:
             body = data() if callable(data) else data
             try:
                 resp = self._send(method, url, headers=h, data=body, stream=stream)
-            except requests.exceptions.RequestException as e:
+            except transport.TransportError as e:
                 if (
                     retry
                     and attempt < self.retries
-                    and not isinstance(e, requests.exceptions.SSLError)
+                    and not isinstance(e, transport.TLSError)
                 ):
                     self._sleep(attempt)
                     attempt += 1
@@ -814,7 +767,7 @@ def _basic_header(creds: Credentials) -> str:
 
 
 def _short(e: BaseException) -> str:
-    """A one-line reason from a requests/urllib3 exception chain, without URLs."""
+    """A one-line reason from a transport exception chain, without URLs."""
     import ssl
 
     reason: BaseException = e
@@ -849,5 +802,12 @@ def _short(e: BaseException) -> str:
 
 
 def _is_reset(e: BaseException) -> bool:
-    text = repr(e).lower()
+    texts = []
+    cur: BaseException | None = e
+    for _ in range(8):
+        if cur is None:
+            break
+        texts.append(repr(cur).lower())
+        cur = cur.__cause__ or cur.__context__
+    text = " ".join(texts)
     return "reset" in text or "remotedisconnected" in text or "aborted" in text

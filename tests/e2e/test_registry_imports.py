@@ -1,0 +1,47 @@
+"""`pbox pull`, `push` and `login` reach a registry without importing requests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+# what `requests` would bring along; the registry client uses http.client
+HEAVY = ["requests", "urllib3", "idna", "charset_normalizer", "certifi"]
+
+
+def _imported(pbox_cmd, pbox_root, *args, input=None) -> set[str]:
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], *args], env=env,
+                       input=input, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("mode", ["tls", "token"])
+def test_pull_push_login_import_no_requests(request, mode, test_images, pbox_cmd, pbox_root):
+    reg = request.getfixturevalue(f"registry_{mode}")
+    img = test_images(reg).busybox
+    flags = []
+    if reg.ca_path:
+        flags += ["--cert-dir", reg.cert_dir]
+    creds = ["--creds", f"{reg.username}:{reg.password}"] if reg.username else []
+    pulled = _imported(pbox_cmd, pbox_root, "pull", *flags, *creds, img.reference)
+    assert "pbox.oci.transport" in pulled  # the measurement saw the registry client
+    target = f"{reg.host}/imports-{mode}/busybox:pushed"
+    _imported(pbox_cmd, pbox_root, "tag", img.reference, target)
+    pushed = _imported(pbox_cmd, pbox_root, "push", *flags, *creds, target)
+    assert "pbox.oci.transport" in pushed
+    seen = [pulled, pushed]
+    if reg.username:
+        seen.append(_imported(pbox_cmd, pbox_root, "login", *flags, "-u", reg.username,
+                              "--password-stdin", reg.host, input=reg.password + "\n"))
+        assert "pbox.oci.transport" in seen[-1]
+    for modules in seen:
+        for name in HEAVY:
+            assert name not in modules, name

@@ -1,0 +1,255 @@
+"""pbox.oci.transport against real HTTP servers on 127.0.0.1 (threads of this process)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from harness.registry import make_ca, make_server_cert
+
+from pbox.errors import RegistryError
+from pbox.oci import transport
+from pbox.oci.regsession import RegistrySession
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        srv = self.server
+        body = self._body()
+        srv.seen.append((self.command, self.path, dict(self.headers), body,
+                         self.client_address[1]))
+        if self.path.startswith("/redirect"):
+            target = self.path.split("?to=", 1)[1]
+            self.send_response(307)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.close_connection = True
+            return
+        if self.path == "/close":
+            reply = b"bye"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            self.wfile.flush()
+            self.close_connection = True  # without saying so: the next request finds it closed
+            return
+        reply = b'{"len": %d}' % len(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.send_header("X-Mixed-Case", "yes")
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_PUT = do_POST = do_PATCH = _handle
+
+
+@pytest.fixture
+def server():
+    servers = []
+
+    def start(tls_context=None):
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
+        srv.seen = []
+        if tls_context is not None:
+            srv.socket = tls_context.wrap_socket(srv.socket, server_side=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def session():
+    return transport.Session(ssl_context=ssl.create_default_context, user_agent="t/1")
+
+
+def url(srv, path="/", host="127.0.0.1"):
+    return f"http://{host}:{srv.server_address[1]}{path}"
+
+
+def test_keep_alive_reuses_one_connection(server):
+    srv = server()
+    with session() as s:
+        for _ in range(3):
+            r = s.request("GET", url(srv, "/a"))
+            assert r.status_code == 200 and r.json() == {"len": 0}
+            assert r.headers.get("x-mixed-case") == "yes" and "X-MIXED-CASE" in r.headers
+        # a streamed body read to its end gives the connection back too
+        r = s.request("GET", url(srv, "/b"), stream=True)
+        assert b"".join(r.iter_content(3)) == b'{"len": 0}'
+        r.close()
+        s.request("GET", url(srv, "/c"))
+        assert s.connections_made == 1
+    assert len({port for *_, port in srv.seen}) == 1
+    assert srv.seen[0][2]["User-Agent"] == "t/1"
+
+
+def test_a_closed_idle_connection_is_replaced(server):
+    srv = server()
+    with session() as s:
+        assert s.request("GET", url(srv, "/close")).content == b"bye"
+        assert s.request("GET", url(srv, "/after")).status_code == 200
+        assert s.connections_made == 2
+    assert [p for _, p, *_ in srv.seen] == ["/close", "/after"]
+
+
+def test_redirect_keeps_authorization_on_the_same_host_only(server):
+    a, b = server(), server()
+    auth = {"Authorization": "Bearer SECRET"}
+    with session() as s:
+        r = s.request("GET", url(a, "/redirect?to=/same"), headers=auth)
+        assert r.status_code == 200 and r.url == url(a, "/same")
+        r = s.request("GET", url(a, "/redirect?to=" + url(b, "/other-port")), headers=auth)
+        assert r.status_code == 200
+        r = s.request("GET", url(a, "/redirect?to=" + url(a, "/other-host", host="localhost")),
+                      headers=auth)
+        assert r.status_code == 200
+        # not followed when asked so
+        r = s.request("GET", url(a, "/redirect?to=/same"), headers=auth, allow_redirects=False)
+        assert r.status_code == 307
+    sent = {p: h.get("Authorization") for _, p, h, *_ in a.seen + b.seen}
+    assert sent["/same"] == "Bearer SECRET"
+    assert sent["/other-port"] is None
+    assert sent["/other-host"] is None
+
+
+def test_redirect_resends_a_bytes_body(server):
+    srv = server()
+    with session() as s:
+        r = s.request("PUT", url(srv, "/redirect?to=/put"), data=b"12345")
+        assert r.json() == {"len": 5}
+
+
+def test_streamed_uploads(server):
+    srv = server()
+    data = bytes(range(256)) * 4000
+
+    def gen():
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    class Sized:
+        """A file object that knows its length (like the registry client's upload body)."""
+
+        def __init__(self):
+            self._f = io.BytesIO(data)
+
+        def __len__(self):
+            return len(data)
+
+        def read(self, n=-1):
+            return self._f.read(n)
+
+    with session() as s:
+        assert s.request("PATCH", url(srv, "/gen"), data=gen()).json() == {"len": len(data)}
+        assert s.request("PUT", url(srv, "/file"), data=io.BytesIO(data)).json() == {
+            "len": len(data)}
+        assert s.request("PUT", url(srv, "/sized"), data=Sized()).json() == {"len": len(data)}
+        assert s.request("POST", url(srv, "/form"), data={"a": "1 2", "b": "x"}).status_code == 200
+    got = {p: (h, body) for _, p, h, body, _ in srv.seen}
+    for path in ("/gen", "/file"):
+        assert got[path][0].get("Transfer-Encoding") == "chunked"
+        assert got[path][1] == data
+    assert got["/sized"][0].get("Content-Length") == str(len(data))
+    assert "Transfer-Encoding" not in got["/sized"][0]
+    assert got["/sized"][1] == data
+    assert got["/form"][1] == b"a=1+2&b=x"
+    assert got["/form"][0]["Content-Type"] == "application/x-www-form-urlencoded"
+
+
+def test_a_body_cut_short_is_an_error(server):
+    srv = server()
+    with session() as s:
+        r = s.request("GET", url(srv, "/short"), stream=True)
+        assert r.read(10) == b"x" * 10
+        with pytest.raises(transport.TransportError):
+            r.read(10)
+        with pytest.raises(transport.TransportError):
+            s.request("GET", url(srv, "/short"))
+
+
+def test_connection_refused_message():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with RegistrySession(f"127.0.0.1:{port}", retries=0) as c, \
+            pytest.raises(RegistryError) as e:
+        c.ping()
+    assert str(e.value) == f"cannot connect to 127.0.0.1:{port}: connection refused"
+
+
+def test_tls_verify_failure_message(server, tmp_path):
+    ca = make_ca(str(tmp_path / "ca"))
+    cert, key = make_server_cert(str(tmp_path / "ca"), ca)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = server(ctx)
+    host = f"127.0.0.1:{srv.server_address[1]}"
+    with RegistrySession(host, config_dir=str(tmp_path / "cfg"), retries=0) as c, \
+            pytest.raises(RegistryError) as e:
+        c.ping()
+    msg = str(e.value)
+    assert msg.startswith(f"TLS handshake with {host} failed: certificate verify failed"), msg
+    assert str(tmp_path / "cfg" / "certs.d" / host) in msg
+    # the CA in certs.d: trusted, and the answer comes over TLS
+    d = tmp_path / "cfg" / "certs.d" / host
+    d.mkdir(parents=True)
+    with open(ca[0], "rb") as f:
+        (d / "ca.crt").write_bytes(f.read())
+    with RegistrySession(host, config_dir=str(tmp_path / "cfg"), retries=0) as c:
+        for _ in range(2):
+            r = c._send("GET", f"https://{host}/tls", headers={})
+            assert r.json() == {"len": 0}
+        assert c.session.connections_made == 1  # TLS connections are kept alive too
+    assert [p for _, p, *_ in srv.seen] == ["/tls", "/tls"]
+
+
+def test_proxy_from_the_environment(server, monkeypatch):
+    proxy, target = server(), server()
+    monkeypatch.setenv("HTTP_PROXY", f"http://u:p@127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with session() as s:
+        s.request("GET", url(target, "/via-proxy"))
+    assert [p for _, p, *_ in proxy.seen] == [url(target, "/via-proxy")]
+    assert proxy.seen[0][2]["Proxy-Authorization"] == "Basic dTpw"
+    monkeypatch.setenv("NO_PROXY", "example.com,127.0.0.1")
+    with session() as s:
+        s.request("GET", url(target, "/direct"))
+    assert [p for _, p, *_ in target.seen] == ["/direct"]
