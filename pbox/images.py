@@ -195,6 +195,26 @@ def _resolve_with_conf(config: Config, conf, text: str, opts: PullOptions, repor
                         f"({', '.join(conf.search)})" + (f": {last}" if last else ""))
 
 
+def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
+                       platform: str | None = None, report=None, notice=None):
+    """docker's --pull missing|always|never for `run`, `create` and build's FROM."""
+    from pbox.errors import UsageError
+
+    istore = ImageStore(store)
+    if policy not in ("missing", "always", "never", "newer"):
+        raise UsageError(f"invalid --pull policy {policy!r}: missing, always or never")
+    if policy != "always":
+        try:
+            return resolve(istore, name)
+        except ImageNotFound:
+            if policy == "never":
+                raise
+            if report is not None:
+                report("missing-locally", name=name)
+    pull(config, name, PullOptions(platform=platform), report=report, notice=notice)
+    return resolve(istore, name)
+
+
 def pull(config: Config, text: str, opts: PullOptions | None = None, report=None,
          notice=None) -> PullResult:
     """Download ``text`` into the store: manifest (through an index by platform),

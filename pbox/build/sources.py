@@ -28,7 +28,6 @@ import os
 import posixpath
 import re
 import shutil
-from email.utils import parsedate_to_datetime
 
 from pbox.errors import BuildError
 
@@ -217,6 +216,8 @@ def fetch(url: str, dest_dir: str, checksum: str | None = None) -> FetchedFile:
     mtime = None
     if last:
         try:
+            from email.utils import parsedate_to_datetime  # ~13 ms: only for URLs
+
             mtime = int(parsedate_to_datetime(last).timestamp())
         except (TypeError, ValueError, IndexError, OverflowError):
             mtime = None

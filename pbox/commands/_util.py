@@ -133,3 +133,16 @@ class PullProgress:
         self.drawn = 0 if not self.tty else self.drawn
         if self.tty:
             self.order, self.lines, self.drawn = [], {}, 0
+
+
+def pull_report():
+    """Progress of an implicit pull (run, create, build's FROM) goes to stderr, as
+    docker's does."""
+    progress = PullProgress(out=sys.stderr)
+
+    def report(event, **info):
+        if event == "missing-locally":
+            click.echo(f"Unable to find image '{info['name']}' locally", err=True)
+            return
+        progress(event, **info)
+    return report

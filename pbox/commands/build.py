@@ -104,7 +104,7 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
 
     from pbox.build import executor
     from pbox.build.context import extract_context_tar
-    from pbox.commands.containers import _pull_report
+    from pbox.commands._util import pull_report
     from pbox.containers import lifecycle
     from pbox.errors import BuildError, UsageError
     from pbox.oci import reference as refs
@@ -178,7 +178,7 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
         try:
             out = (lambda s: None) if quiet else (lambda s: click.echo(s))
             builder = executor.Builder(config, opts, out, notice=notice,
-                                       report=None if quiet else _pull_report())
+                                       report=None if quiet else pull_report())
             image_id = builder.run()
             names = executor.tag_image(config, image_id, list(tags))
         finally:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pbox.commands._util import notice_once
+from pbox.commands._util import notice_once, pull_report
 
 CTX = {"help_option_names": ["--help"], "ignore_unknown_options": False}
 # Options end at the image name: what follows is the container's command (docker's rule).
@@ -120,20 +120,6 @@ def _options(image, command, kw, detach=False):
     )
 
 
-def _pull_report():
-    """Progress of an implicit pull goes to stderr, as docker's does."""
-    from pbox.commands._util import PullProgress
-
-    progress = PullProgress(out=sys.stderr)
-
-    def report(event, **info):
-        if event == "missing-locally":
-            click.echo(f"Unable to find image '{info['name']}' locally", err=True)
-            return
-        progress(event, **info)
-    return report
-
-
 @click.command(context_settings=RUN_CTX)
 @run_options
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; print the id.")
@@ -150,7 +136,7 @@ def run(config, image, command, detach, **kw):
     o = _options(image, command, kw, detach)
     if detach and o.rm and o.restart not in ("", "no"):
         raise click.UsageError("conflicting options: --restart and --rm")
-    cid = cr.create(config, o, report=_pull_report(), notice=notice,
+    cid = cr.create(config, o, report=pull_report(), notice=notice,
                     hold_signals=() if detach else lifecycle.FORWARDED)
     if detach:
         lifecycle.start_detached(config, cid, notice)
@@ -172,7 +158,7 @@ def create(config, image, command, **kw):
 
     notice = notice_once(config)
     lifecycle.enter(config, notice)
-    cid = cr.create(config, _options(image, command, kw), report=_pull_report(),
+    cid = cr.create(config, _options(image, command, kw), report=pull_report(),
                     notice=notice)
     click.echo(cid)
 

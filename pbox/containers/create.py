@@ -15,27 +15,6 @@ from pbox.storage.images import ImageStore
 from pbox.storage.store import Store
 
 
-def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
-                       platform: str | None = None, report=None, notice=None):
-    """docker's --pull missing|always|never for `run`/`create`."""
-    from pbox import images
-
-    istore = ImageStore(store)
-    if policy not in ("missing", "always", "never", "newer"):
-        raise UsageError(f"invalid --pull policy {policy!r}: missing, always or never")
-    if policy != "always":
-        try:
-            return images.resolve(istore, name)
-        except ImageNotFound:
-            if policy == "never":
-                raise
-            if report is not None:
-                report("missing-locally", name=name)
-    images.pull(config, name, images.PullOptions(platform=platform), report=report,
-                notice=notice)
-    return images.resolve(istore, name)
-
-
 def _default_hosts(hostname: str, extra: list[tuple[str, str]]) -> str:
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     for name, ip in extra:
@@ -91,6 +70,8 @@ def create(config: Config, o: opt.RunOptions, *, report=None, notice=None,
     pbox and leaving the container behind.
     """
     opt.check(o)
+    from pbox.images import find_or_pull_image
+
     store = Store.open(config.root, config.runroot)
     res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,
                              report=report, notice=notice)

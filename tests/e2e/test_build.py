@@ -318,3 +318,29 @@ def test_interrupted_build_leaves_the_store_clean(bb, run_pbox, pbox_cmd, pbox_r
     assert len(run_pbox("images", "-q").stdout.split()) == 1
     (ctx / "Dockerfile").write_text(f"FROM {bb}\nRUN echo again\n")
     assert "again" in run_pbox("build", str(ctx)).stdout
+
+
+def test_a_fully_cached_build_loads_no_container_or_url_code(bb, run_pbox, pbox_cmd, pbox_root,
+                                                            tmp_path):
+    # What a cached step needs is the cache index and the image store: creating
+    # containers, writing images and parsing HTTP dates are for steps that run.
+    import os
+    import subprocess
+
+    ctx = _write(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {bb}\nRUN echo hi > /hi\nCOPY f /f\n", "f": "data\n"})
+    first = _id(run_pbox, ctx)
+    env = pbox_root.env_with(None)
+    if pbox_cmd[1:2] == ["-m"]:
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], "build", "-q",
+                        str(ctx)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == first
+    modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert "pbox.build.executor" in modules  # the measurement saw the build
+    for name in ("pbox.containers.create", "pbox.containers.fsops", "email.utils",
+                 "pbox.commands.containers"):
+        assert name not in modules, name
