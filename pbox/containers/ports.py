@@ -14,20 +14,49 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
-from dataclasses import dataclass
 
 from pbox.errors import PboxError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 PROTOCOLS = ("tcp", "udp")
 
 
-@dataclass(frozen=True)
 class PortBinding:
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""  # "" = every address
-    host_port: int = 0  # 0 = a free port picked at start
+    """One published port; immutable, compared and hashed by value.  (A plain class,
+    not a frozen dataclass: `ps` would import ``dataclasses`` and ``inspect`` for it.)"""
+
+    def __init__(self, container_port: int, protocol: str = "tcp", host_ip: str = "",
+                 host_port: int = 0):
+        set_ = object.__setattr__
+        set_(self, "container_port", container_port)
+        set_(self, "protocol", protocol)
+        set_(self, "host_ip", host_ip)  # "" = every address
+        set_(self, "host_port", host_port)  # 0 = a free port picked at start
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple:
+        return (self.container_port, self.protocol, self.host_ip, self.host_port)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"PortBinding(container_port={self.container_port!r}, "
+                f"protocol={self.protocol!r}, host_ip={self.host_ip!r}, "
+                f"host_port={self.host_port!r})")
 
     @property
     def key(self) -> str:
@@ -89,6 +118,8 @@ def parse_publish(text: str) -> list[PortBinding]:
     else:
         raise UsageError(f"invalid publish spec {text!r}: [ip:][hostPort:]containerPort[/proto]")
     if ip:
+        import socket  # (~2 ms: not for `ps`, which only prints bindings)
+
         try:
             socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
         except OSError:
@@ -203,6 +234,8 @@ def port_lines(ports: dict | None, which: str = "") -> list[str]:
 
 
 def _bind(b: PortBinding, port: int) -> socket.socket:
+    import socket
+
     family = socket.AF_INET6 if ":" in b.host_ip else socket.AF_INET
     kind = socket.SOCK_STREAM if b.protocol == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(family, kind)

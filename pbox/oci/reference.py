@@ -19,7 +19,6 @@ only if it contains a ``.`` or a ``:`` or is ``localhost``; otherwise the regist
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 
 from pbox.errors import InvalidReference
 
@@ -53,19 +52,48 @@ _IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 _INVALID = "invalid reference format"
 
 
-@dataclass(frozen=True)
 class Reference:
-    """A fully normalised image reference.
+    """A fully normalised image reference; immutable, compared and hashed by value.
 
     ``registry`` is the domain as the user knows it (``docker.io``, ``127.0.0.1:5000``),
     ``repository`` the path in it (``library/busybox``), ``tag`` and ``digest`` may each
-    be ``None`` (``parse`` adds ``latest`` when both are missing).
+    be ``None`` (``parse`` adds ``latest`` when both are missing).  (A plain class, not
+    a frozen dataclass: `images` would import ``dataclasses`` and ``inspect`` for it.)
     """
 
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
+    def __init__(self, registry: str, repository: str, tag: str | None = None,
+                 digest: str | None = None):
+        set_ = object.__setattr__
+        set_(self, "registry", registry)
+        set_(self, "repository", repository)
+        set_(self, "tag", tag)
+        set_(self, "digest", digest)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple:
+        return (self.registry, self.repository, self.tag, self.digest)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Reference(registry={self.registry!r}, repository={self.repository!r}, "
+                f"tag={self.tag!r}, digest={self.digest!r})")
+
+    def _with(self, **changes) -> Reference:
+        return Reference(changes.get("registry", self.registry),
+                         changes.get("repository", self.repository),
+                         changes.get("tag", self.tag), changes.get("digest", self.digest))
 
     # -- names ------------------------------------------------------------------
     @property
@@ -117,17 +145,17 @@ class Reference:
         """The same repository with ``tag`` and no digest."""
         if not _TAG_RE.match(tag):
             raise InvalidReference(f"{_INVALID}: invalid tag {tag!r}")
-        return replace(self, tag=tag, digest=None)
+        return self._with(tag=tag, digest=None)
 
     def with_digest(self, digest: str, *, keep_tag: bool = False) -> Reference:
         """The same repository pinned to ``digest`` (``name@digest``)."""
         from pbox.oci.digest import parse as parse_digest
 
         parse_digest(digest)
-        return replace(self, tag=self.tag if keep_tag else None, digest=digest)
+        return self._with(tag=self.tag if keep_tag else None, digest=digest)
 
     def without_tag_or_digest(self) -> Reference:
-        return replace(self, tag=None, digest=None)
+        return self._with(tag=None, digest=None)
 
 
 def split_domain(name: str) -> tuple[str, str]:

@@ -12,26 +12,49 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
 
 from pbox.errors import ImageNotFound, UsageError
 from pbox.storage.store import Store
 
 
-@dataclass
 class ImageRecord:
-    id: str
-    layers: list = field(default_factory=list)  # chain ids, bottom first
-    diff_ids: list = field(default_factory=list)
-    manifest_digest: str = ""
-    manifest_media_type: str = ""
-    created: str = ""
-    size: int = 0
-    added: float = 0.0
+    """One image in the store, as ``images/<id>.json`` keeps it.  (A plain class, not
+    a dataclass: `images` would import ``dataclasses`` and ``inspect`` for it.)"""
+
+    FIELDS = ("id", "layers", "diff_ids", "manifest_digest", "manifest_media_type", "created",
+              "size", "added")
+
+    def __init__(self, id: str, layers: list | None = None, diff_ids: list | None = None,
+                 manifest_digest: str = "", manifest_media_type: str = "", created: str = "",
+                 size: int = 0, added: float = 0.0):
+        self.id = id
+        self.layers = [] if layers is None else layers  # chain ids, bottom first
+        self.diff_ids = [] if diff_ids is None else diff_ids
+        self.manifest_digest = manifest_digest
+        self.manifest_media_type = manifest_media_type
+        self.created = created
+        self.size = size
+        self.added = added
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return ("ImageRecord(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS)
+                + ")")
+
+    def to_dict(self) -> dict:
+        """The record as JSON keeps it (lists copied, as ``dataclasses.asdict`` did)."""
+        return {f: (list(v) if isinstance(v, list) else v)
+                for f in self.FIELDS for v in (getattr(self, f),)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageRecord:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in d.items() if k in cls.FIELDS}
         return cls(**known)
 
 
@@ -48,7 +71,7 @@ class ImageStore:
         if not record.added:
             record.added = time.time()
         self.store.ensure()
-        self.store.write_json(self._path(record.id), asdict(record))
+        self.store.write_json(self._path(record.id), record.to_dict())
 
     def get(self, image_id: str) -> ImageRecord:
         d = self.store.read_json(self._path(image_id))
