@@ -8,6 +8,7 @@ store is a miss.  ``builder prune`` forgets it all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import os
 from pbox.config import Config
 
 CACHE_FILE = "build-cache.json"
+FILE_SUMS = "build-filesums.json"  # context file digests (pbox.build.context.FileSums)
 
 
 class BuildCache:
@@ -60,6 +62,8 @@ def prune_cache(config: Config) -> tuple[int, int]:
         with store.meta_lock.exclusive():
             count = len(cache.load())
             store.write_json(cache.path, {})
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(store.root, FILE_SUMS))
         freed = _gc_layers(store, ImageStore(store))
     from pbox.build.mounts import prune_cache_mounts
 

@@ -19,10 +19,50 @@ import tarfile
 from pbox.errors import BuildError, UsageError
 
 
+class FileSums:
+    """Content digests of context files, remembered across builds by what the kernel
+    says of the file (device, inode, size, mtime and ctime in ns: any write changes the
+    ctime, which no user can set back), so an unchanged large file is not read again to
+    find a COPY step's cache key.  A cache: a lost or damaged file only costs a read."""
+
+    MIN_SIZE = 64 << 10  # smaller files are cheaper to read than to look up
+    MAX_ENTRIES = 4096
+
+    def __init__(self, path: str, store):
+        self.path = path
+        self.store = store
+        self.sums: dict | None = None
+        self.dirty = False
+
+    @staticmethod
+    def key(st) -> str:
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+    def get(self, st) -> str | None:
+        if self.sums is None:
+            loaded = self.store.read_json(self.path, {})
+            self.sums = loaded if isinstance(loaded, dict) else {}
+        value = self.sums.get(self.key(st))
+        return value if isinstance(value, str) else None
+
+    def put(self, st, digest: str) -> None:
+        assert self.sums is not None
+        self.sums[self.key(st)] = digest
+        while len(self.sums) > self.MAX_ENTRIES:
+            del self.sums[next(iter(self.sums))]
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty:
+            self.store.write_json(self.path, self.sums)
+            self.dirty = False
+
+
 class Context:
     def __init__(self, root: str, ignore=None):
         self.root = root
         self.ignore = ignore
+        self.sums: FileSums | None = None
 
     @classmethod
     def open(cls, root: str, ignore_text: str | None = None) -> Context:
@@ -119,11 +159,33 @@ class Context:
                 if stat.S_ISLNK(st.st_mode):
                     h.update(os.fsencode(os.readlink(host)))
                 elif stat.S_ISREG(st.st_mode):
-                    with open(host, "rb") as f:
-                        for block in iter(lambda: f.read(1 << 20), b""):
-                            h.update(block)
+                    h.update(self._file_digest(host, st))
                 h.update(b"\0")
+        if self.sums is not None:
+            self.sums.save()
         return "sha256:" + h.hexdigest()
+
+    def _file_digest(self, host: str, st) -> bytes:
+        sums = self.sums if st.st_size >= FileSums.MIN_SIZE else None
+        known = sums.get(st) if sums is not None else None
+        if known is not None:
+            return known.encode()
+        fh = hashlib.sha256()
+        with open(host, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                fh.update(block)
+        if sums is not None and self.key_still(host, st):
+            sums.put(st, fh.hexdigest())
+        return fh.hexdigest().encode()
+
+    @staticmethod
+    def key_still(host: str, st) -> bool:
+        """The file was not written while it was read (else its digest is not the one
+        of the state ``st`` describes)."""
+        try:
+            return FileSums.key(os.lstat(host)) == FileSums.key(st)
+        except OSError:
+            return False
 
 
 def extract_context_tar(stream, dest: str) -> None:

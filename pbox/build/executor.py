@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 from pbox.build import metadata
-from pbox.build.cache import BuildCache, cache_key
+from pbox.build.cache import FILE_SUMS, BuildCache, cache_key
 from pbox.build.copystep import CopySteps
 from pbox.build.metadata import MetaSteps
 from pbox.build.runstep import RunSteps
@@ -178,7 +178,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
 
     def run(self) -> str:
         from pbox.build import dockerfile as dfm
-        from pbox.build.context import Context
+        from pbox.build.context import Context, FileSums
         from pbox.images import enter_userns, open_store
 
         try:
@@ -192,6 +192,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         self.store = open_store(self.config)
         self.cache = BuildCache(self.store)
         self.ctx = Context.open(self.opts.context, self.opts.ignore_text)
+        self.ctx.sums = FileSums(os.path.join(self.store.root, FILE_SUMS), self.store)
         self.df = df
         # meta args: for FROM lines and for stages that redeclare them
         # BuildKit's automatic platform args: for FROM lines, and in a stage that declares them

@@ -344,3 +344,25 @@ def test_a_fully_cached_build_loads_no_container_or_url_code(bb, run_pbox, pbox_
     for name in ("pbox.containers.create", "pbox.containers.fsops", "email.utils",
                  "pbox.commands.containers"):
         assert name not in modules, name
+
+
+def test_copy_cache_sees_a_large_file_rewritten_with_same_size_and_mtime(bb, run_pbox,
+                                                                         tmp_path):
+    # Large context files' digests are remembered by inode, size, mtime and ctime: a
+    # rewrite that keeps the size and puts the mtime back still changes the ctime.
+    import os
+
+    big = b"a" * (256 << 10)
+    ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nCOPY big /big\n", "big": big})
+    path = ctx / "big"
+    st = os.stat(path)
+    first = _id(run_pbox, ctx)
+    assert _id(run_pbox, ctx) == first  # cached
+    path.write_bytes(b"b" * len(big))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = _id(run_pbox, ctx)
+    assert second != first
+    out = run_pbox("run", "--rm", second, "head", "-c", "3", "/big").stdout
+    assert out == "bbb"
+    assert run_pbox("builder", "prune", "-f").returncode == 0
+    assert _id(run_pbox, ctx) != first
