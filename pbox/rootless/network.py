@@ -474,6 +474,7 @@ def spawn_holder(gateway: str, prefix: int) -> int:
     """Start a holder process in a new network namespace with the bridge up at
     ``gateway/prefix``; returns its pid.  Not our child (double fork): it outlives us."""
     from pbox.rootless import netlink, syscalls
+    from pbox.rootless.pause import quiet_holder
     from pbox.rootless.progs import which
 
     sleep = which("sleep") or "/bin/sleep"
@@ -491,12 +492,7 @@ def spawn_holder(gateway: str, prefix: int) -> int:
                 nl.add_address(BRIDGE, gateway, prefix)
                 nl.set_up(BRIDGE)
                 nl.set_up("lo")
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.chdir("/")
-            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
-                signal.signal(sig, signal.SIG_IGN)
+            quiet_holder()
             os.write(w, f"K{os.getpid()}".encode())
             os.execv(sleep, [HOLDER_NAME, "infinity"])
         except BaseException as e:  # noqa: BLE001

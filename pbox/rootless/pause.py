@@ -61,6 +61,18 @@ def _join(pid: int) -> bool:
     return True
 
 
+def quiet_holder() -> None:
+    """In a holder process (this pause process, a network's bridge holder) before it
+    execs ``sleep infinity``: stdio on /dev/null, cwd /, and deaf to the signals a
+    terminal or a stray ``kill`` sends; only SIGKILL ends it."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.chdir("/")
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _spawn(mapping: idmap.IdMapping) -> int:
     """Start the pause process in a new user namespace mapped by ``mapping``."""
     from pbox.rootless.progs import which
@@ -78,12 +90,7 @@ def _spawn(mapping: idmap.IdMapping) -> int:
             os.write(ready_w, b"U")
             if os.read(go_r, 1) != b"K":  # the parent has written our id maps
                 os._exit(1)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.chdir("/")
-            for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM, signal.SIGQUIT):
-                signal.signal(sig, signal.SIG_IGN)
+            quiet_holder()
             os.execv(sleep, [PAUSE_NAME.decode(), "infinity"])
         finally:
             os._exit(1)

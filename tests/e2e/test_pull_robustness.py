@@ -19,7 +19,7 @@ import subprocess
 import time
 
 import pytest
-from harness import storeview
+from harness import pause_processes, storeview
 from harness.images import REPO_PREFIX, LayerSpec, RegistryClient, build_image, busybox_layer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,26 +114,6 @@ def living(session: int, marker: str) -> list[str]:
             continue
         if sid == session or marker in cmdline:
             found.append(f"{name} [{state}] {cmdline.strip()}")
-    return found
-
-
-def pause_processes(runroot: str) -> list[int]:
-    """Live ``pbox-pause`` processes (the holders of the user's namespace, see
-    ``pbox.rootless.pause``) that were started for ``runroot``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0] != b"pbox-pause":
-                    continue
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except OSError:
-            continue
-        if f"PBOX_RUNROOT={runroot}".encode() in environ:
-            found.append(int(name))
     return found
 
 

@@ -177,3 +177,23 @@ def skopeo(*args: str, text: bool = False):
         pytest.fail(f"$ skopeo {shlex.join(args)}\nexit {proc.returncode}\n"
                     f"{proc.stdout}{proc.stderr}")
     return proc.stdout
+
+
+def pause_processes(runroot: str) -> list[int]:
+    """Live ``pbox-pause`` processes (the holders of the user's namespace, see
+    ``pbox.rootless.pause``) that were started for ``runroot``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] != b"pbox-pause":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"PBOX_RUNROOT={runroot}".encode() in environ:
+            found.append(int(name))
+    return found

@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from harness import pause_processes
 
 import pbox
 from pbox.rootless import idmap, userns
@@ -307,25 +308,6 @@ def test_join_userns_of_a_running_process(tmp_path):
         holder.communicate(timeout=60)
 
 
-def _pause_pids(runroot: str) -> list[int]:
-    """pbox-pause processes (not zombies) started with PBOX_RUNROOT=runroot."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if f.read().split(b"\0")[0] != b"pbox-pause":
-                    continue
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if f"PBOX_RUNROOT={runroot}".encode() in env:
-            found.append(int(name))
-    return found
-
-
 @needs_subuid
 def test_concurrent_first_commands_share_one_pause_namespace(tmp_path):
     # The pause pid is published only once the process is really pbox-pause (exec'd):
@@ -348,9 +330,9 @@ def test_concurrent_first_commands_share_one_pause_namespace(tmp_path):
             outs.append(out.strip())
         assert len(set(outs)) == 1, outs
         assert outs[0] != os.readlink("/proc/self/ns/user")
-        assert len(_pause_pids(runroot)) == 1
+        assert len(pause_processes(runroot)) == 1
     finally:
-        for pid in _pause_pids(runroot):
+        for pid in pause_processes(runroot):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -363,7 +345,7 @@ def test_system_reset_ends_the_pause_process(tmp_path):
         for _ in range(2):  # the second time on a fresh run root: nothing to find
             subprocess.run([sys.executable, "-m", "pbox", "system", "reset", "-f"], env=env,
                            check=True, capture_output=True, timeout=60)
-            assert _pause_pids(runroot) == []
+            assert pause_processes(runroot) == []
     finally:
-        for pid in _pause_pids(runroot):
+        for pid in pause_processes(runroot):
             os.kill(pid, signal.SIGKILL)
