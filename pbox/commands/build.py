@@ -3,62 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
 from pbox.commands._util import notice_once
 
 CTX = {"help_option_names": ["-h", "--help"]}
-
-
-def _pairs(items, what: str, environ=None) -> dict:
-    out = {}
-    for item in items:
-        k, sep, v = item.partition("=")
-        if not k:
-            raise click.UsageError(f"invalid {what} {item!r}: KEY=VALUE")
-        if sep:
-            out[k] = v
-        elif environ is not None and k in environ:
-            out[k] = environ[k]  # docker: --build-arg KEY takes KEY from our environment
-        elif environ is None:
-            out[k] = ""
-    return out
-
-
-def _secrets(items) -> dict:
-    """--secret id=ID,src=PATH | id=ID,env=VAR (type=file|env as BuildKit's)."""
-    from pbox.errors import UsageError
-
-    out = {}
-    for item in items:
-        fields = {}
-        for part in item.split(","):
-            k, sep, v = part.partition("=")
-            if not sep:
-                raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
-            fields[k.strip().lower()] = v
-        sid = fields.pop("id", "")
-        kind = fields.pop("type", "")
-        src = fields.pop("src", "") or fields.pop("source", "")
-        env = fields.pop("env", "")
-        if fields or not sid or kind not in ("", "file", "env"):
-            raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
-        if kind == "env" and src and not env:
-            env, src = src, ""
-        if env:
-            out[sid] = ("env", env)
-        elif src:
-            if not os.path.isfile(src):
-                raise UsageError(f"--secret {sid}: {src}: no such file")
-            out[sid] = ("file", os.path.abspath(src))
-        elif sid in os.environ:
-            out[sid] = ("env", sid)
-        else:
-            raise UsageError(f"invalid --secret {item!r}: id=ID,src=PATH or id=ID,env=VAR")
-    return out
 
 
 @click.command(context_settings=CTX)
@@ -99,109 +48,14 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
     Steps are cached: an unchanged step reuses the image it made before.  With
     SOURCE_DATE_EPOCH set, timestamps are that time, so the same inputs give the same
     image id."""
-    import shutil
-    import tempfile
-
-    from pbox.build import executor
-    from pbox.build.context import extract_context_tar
+    from pbox.build.frontend import run_build
     from pbox.commands._util import pull_report
-    from pbox.containers import lifecycle
-    from pbox.errors import BuildError, UsageError
-    from pbox.oci import reference as refs
 
-    for t in tags:
-        try:
-            refs.parse(t)
-        except Exception as e:
-            raise UsageError(f"invalid tag {t!r}: {e}")
-    if platform:
-        from pbox.oci import platform as plat
-
-        host = plat.host()
-        try:
-            wanted = plat.parse(platform)
-        except Exception as e:
-            raise UsageError(f"invalid --platform {platform!r}: {e}")
-        if not host.matches(wanted):
-            raise UsageError(f"--platform {platform}: only the host platform {host} can be "
-                             f"built (no emulation)")
-    quiet = quiet or progress == "quiet"
-    if path == "-" and dockerfile == "-":
-        raise UsageError("the context and the Dockerfile cannot both be read from stdin")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH") or None
-    if epoch is not None:
-        try:
-            epoch = int(epoch)
-        except ValueError:
-            raise UsageError(f"invalid SOURCE_DATE_EPOCH {epoch!r}: seconds since the epoch")
-    notice = notice_once(config)
-    lifecycle.enter(config, notice)
-    tmp = None
-    try:
-        if path == "-":
-            tmp = tempfile.mkdtemp(prefix="pbox-context-")
-            extract_context_tar(sys.stdin.buffer, tmp)
-            path = tmp
-        if not os.path.isdir(path):
-            raise UsageError(f"unable to prepare context: path {path!r} not found")
-        if dockerfile == "-":
-            text, name = sys.stdin.read(), "Dockerfile"
-        else:
-            name = dockerfile or os.path.join(path, "Dockerfile")
-            if dockerfile and not os.path.isabs(dockerfile) and not os.path.exists(dockerfile):
-                name = os.path.join(path, dockerfile)
-            try:
-                with open(name, encoding="utf-8") as f:
-                    text = f.read()
-            except (FileNotFoundError, NotADirectoryError):
-                raise BuildError(f"the Dockerfile {name} cannot be read: no such file",
-                                 exit_code=1)
-            except OSError as e:
-                raise BuildError(f"the Dockerfile {name} cannot be read: {e.strerror}",
-                                 exit_code=1)
-        opts = executor.BuildOptions(
-            context=path, dockerfile_text=text, dockerfile_name=os.path.basename(name),
-            tags=list(tags), build_args=_pairs(build_args, "--build-arg", os.environ),
-            target=target, no_cache=no_cache, pull=pull,
-            labels=_pairs(labels, "--label"), network=network, source_date_epoch=epoch,
-            secrets=_secrets(secrets), squash=squash, format=fmt or "")
-
-        saved = []
-        if quiet:  # the steps' own output too (errors are printed after the restore)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            for fd in (1, 2):
-                saved.append((fd, os.dup(fd)))
-                os.dup2(devnull, fd)
-            os.close(devnull)
-        try:
-            out = (lambda s: None) if quiet else (lambda s: click.echo(s))
-            builder = executor.Builder(config, opts, out, notice=notice,
-                                       report=None if quiet else pull_report())
-            image_id = builder.run()
-            names = executor.tag_image(config, image_id, list(tags))
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-    finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
-    if iidfile:
-        try:
-            with open(iidfile, "w") as f:
-                f.write(image_id)
-        except OSError as e:
-            raise UsageError(f"cannot write the image id to {iidfile}: {e.strerror}")
-    if quiet:
-        click.echo(image_id)
-        return
-    click.echo(f"Successfully built {image_id[7:19]}")
-    for n in names:
-        click.echo(f"Successfully tagged {n}")
+    run_build(config, path=path, tags=tags, dockerfile=dockerfile, build_args=build_args,
+              target=target, no_cache=no_cache, pull=pull, quiet=quiet, labels=labels,
+              network=network, secrets=secrets, iidfile=iidfile, squash=squash,
+              platform=platform, progress=progress, fmt=fmt, notice=notice_once(config),
+              echo=click.echo, report=pull_report)
 
 
 @click.group(context_settings=CTX)

@@ -2,7 +2,7 @@
 
 Importing click and building the command tree costs ~20 ms of every pbox start, a
 quarter of a whole `run --rm ... true` and half of `images`.  `run`, `stop`, `rm`,
-`start`, `images` (`image ls`) and `ps` (`container ls`) given only options this
+`start`, `images` (`image ls`), `ps` (`container ls`) and `build` given only options this
 small parser knows completely take a short path here; anything else (an
 option it does not know, --help, a value it cannot check, an image that must be
 pulled first) goes to the click CLI, which parses the arguments again from the start,
@@ -514,8 +514,58 @@ def _ps(args, *, parse_only=False, config=None, prepared=None):
     return 0
 
 
+# -- build ----------------------------------------------------------------------------------
+
+BUILD_FLAGS = {"--no-cache": "no_cache", "--pull": "pull", "-q": "quiet", "--quiet": "quiet",
+               "--squash": "squash"}
+BUILD_VALUES = {"-t": "tags", "--tag": "tags", "-f": "dockerfile", "--file": "dockerfile",
+                "--build-arg": "build_args", "--target": "target", "--label": "labels",
+                "--network": "network", "--iidfile": "iidfile"}
+BUILD_LISTS = ("tags", "build_args", "labels")
+BUILD_DEFAULTS = {"tags": (), "dockerfile": None, "build_args": (), "target": "",
+                  "no_cache": False, "pull": False, "quiet": False, "labels": (),
+                  "network": "", "secrets": (), "iidfile": None, "squash": False,
+                  "platform": "", "progress": "auto", "fmt": None}
+
+
+def parse_build(args: list[str]) -> dict | None:
+    """`build`'s keyword arguments as click would pass them, for the common options and
+    one PATH; None for anything else."""
+    parsed = _parse_args(args, BUILD_FLAGS, BUILD_VALUES, BUILD_LISTS)
+    if parsed is None or len(parsed[1]) != 1:
+        return None
+    opts = {**BUILD_DEFAULTS, **parsed[0], "path": parsed[1][0]}
+    for field in BUILD_LISTS:
+        opts[field] = tuple(opts[field])
+    return opts
+
+
+def _build(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return parse_build(args)
+    from pbox.build.frontend import run_build
+
+    def echo(line: str) -> None:
+        sys.stdout.write(f"{line}\n")
+        sys.stdout.flush()  # before a RUN step's own output reaches the same terminal
+
+    def report():
+        def first_event(event, **info):  # a base image to pull: progress as the CLI's
+            nonlocal forward
+            if forward is None:
+                from pbox.commands._util import pull_report
+
+                forward = pull_report()
+            forward(event, **info)
+        forward = None
+        return first_event
+
+    run_build(config, **prepared, notice=notice_once(config), echo=echo, report=report)
+    return 0
+
+
 _COMMANDS = {"run": _run, "stop": _stop, "rm": _rm, "start": _start, "images": _images,
-             "ps": _ps}
+             "ps": _ps, "build": _build}
 _GROUP_COMMANDS = {("image", "ls"): _images, ("image", "list"): _images,
                    ("container", "ls"): _ps, ("container", "list"): _ps,
                    ("container", "ps"): _ps}

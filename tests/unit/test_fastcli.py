@@ -209,3 +209,39 @@ def test_logging_configured_on_first_import():
                        cwd=root, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "WARNING[pbox.x] hi\n"
+
+
+BUILD_ARGS = [
+    ["."], ["-t", "me/app:1", "."], ["-q", "-t", "a", "--tag=b", "ctx"],
+    ["--no-cache", "--pull", "--squash", "-f", "Dockerfile.x", "ctx"],
+    ["--build-arg", "A=1", "--build-arg=B", "--label", "k=v", "--target", "s", "."],
+    ["--network", "none", "--iidfile", "/tmp/id", "-fD", "-tx", "."], [".", "-q"],
+    ["--", "-"], ["-"],
+]
+BUILD_CLICK_ONLY = [
+    [], ["a", "b"], ["--help"], ["-h"], ["--secret", "id=x,src=y", "."],
+    ["--platform", "linux/amd64", "."], ["--progress", "plain", "."], ["--format", "oci", "."],
+    ["-qx", "."], ["-t"], ["--bogus", "."], ["--quiet=1", "."],
+]
+
+
+@pytest.mark.parametrize("args", BUILD_ARGS, ids=" ".join)
+def test_build_parses_as_click_does(args):
+    from pbox.commands import build as bcmds
+
+    parsed = fast.parse_build(args)
+    assert parsed is not None
+    assert parsed == dict(bcmds.build.make_context("build", list(args)).params)
+
+
+@pytest.mark.parametrize("args", BUILD_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
+def test_build_leaves_to_click(args):
+    assert fast.parse_build(args) is None
+
+
+def test_every_build_short_path_option_is_one_of_clicks():
+    from pbox.commands import build as bcmds
+
+    names = {n for p in bcmds.build.params for n in getattr(p, "opts", [])}
+    assert set(fast.BUILD_FLAGS) | set(fast.BUILD_VALUES) <= names
+    assert set(fast.BUILD_DEFAULTS) | {"path"} == {p.name for p in bcmds.build.params}
