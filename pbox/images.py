@@ -7,7 +7,6 @@ to a ``report(event, **info)`` callback that the CLI renders.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,14 @@ from pbox.oci import reference as refs
 from pbox.storage.images import ImageRecord, ImageStore
 from pbox.storage.store import Store
 
-log = logging.getLogger(__name__)
+
+def _log():
+    """This module's logger; `logging` (~4 ms) is imported when something is logged,
+    not by every command that resolves an image (a cached build, run)."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 # How many layers download at once (docker's default max-concurrent-downloads is 3).
 PARALLEL_LAYERS = 3
@@ -186,7 +192,7 @@ def _resolve_with_conf(config: Config, conf, text: str, opts: PullOptions, repor
                 return ref, client, src.repository, client.get_manifest(src.repository,
                                                                           ref.manifest_ref)
             except (RegistryError, ImageNotFound) as e:
-                log.debug("%s from %s: %s", ref, src.registry, e)
+                _log().debug("%s from %s: %s", ref, src.registry, e)
                 last = e
                 client.close()
     if len(cands) == 1 and last is not None:
