@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+from harness.registry import free_port, port_refused
 
 
 @pytest.fixture
@@ -18,14 +19,6 @@ def bb(registry_plain, test_images, run_pbox):
     ref = test_images(registry_plain).busybox.reference
     run_pbox("pull", "-q", ref)
     return ref
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _get(url: str, timeout: float = 20.0) -> bytes:
@@ -39,17 +32,6 @@ def _get(url: str, timeout: float = 20.0) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-def _refused(port: int) -> bool:
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        return True
-    finally:
-        s.close()
-    return False
 
 
 def _helpers_of(root_marker: str) -> list[int]:
@@ -75,7 +57,7 @@ HTTPD = "mkdir -p /www && echo served-by-$NET > /www/index.html && exec httpd -f
 @pytest.mark.parametrize("net", ["pasta", "slirp4netns", ""])
 def test_published_port_serves_then_closes(bb, run_pbox, net):
     before = set(_helpers_of(""))
-    port = _free_port()
+    port = free_port()
     args = ["run", "-d", "--name", "web", "-e", f"NET={net or 'default'}",
             "-p", f"127.0.0.1:{port}:80"]
     if net:
@@ -99,13 +81,13 @@ def test_published_port_serves_then_closes(bb, run_pbox, net):
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1",
                                                               "HostPort": str(port)}]}
     run_pbox("stop", "-t", "1", "web")
-    assert _refused(port)
+    assert port_refused(port)
     assert run_pbox("port", "web").stdout == ""
     # restart: the port is published again
     run_pbox("start", "web")
     assert _get(f"http://127.0.0.1:{port}/index.html").startswith(b"served-by-")
     run_pbox("rm", "-f", "web")
-    assert _refused(port)
+    assert port_refused(port)
     deadline = time.monotonic() + 10
     while set(_helpers_of("")) - before and time.monotonic() < deadline:
         time.sleep(0.05)

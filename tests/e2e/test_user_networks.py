@@ -10,6 +10,7 @@ import time
 import urllib.request
 
 import pytest
+from harness.registry import free_port, port_refused
 
 
 @pytest.fixture
@@ -214,27 +215,8 @@ def test_internal_network_has_no_outbound(bb, run_pbox):
         run_pbox("network", "rm", "inner", "outer")
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def _refused(port: int) -> bool:
-    s = socket.socket()
-    try:
-        s.connect(("127.0.0.1", port))
-    except ConnectionRefusedError:
-        return True
-    finally:
-        s.close()
-    return False
-
-
 def test_published_port_from_user_network(bb, run_pbox):
-    port = _free_port()
+    port = free_port()
     run_pbox("network", "create", "pub")
     try:
         run_pbox("run", "-d", "--name", "web", "--network", "pub", "-p",
@@ -254,7 +236,7 @@ def test_published_port_from_user_network(bb, run_pbox):
         assert body == b"on-a-user-network\n"
         assert f"127.0.0.1:{port}->80/tcp" in run_pbox("ps", "--format", "{{.Ports}}").stdout
         run_pbox("stop", "-t", "1", "web")
-        assert _refused(port)
+        assert port_refused(port)
     finally:
         run_pbox("rm", "-f", "web", check=False)
         run_pbox("network", "rm", "pub")

@@ -126,6 +126,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_refused(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port`` (a connection is refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class AccessEntry:
     """One request from the registry's access log."""
