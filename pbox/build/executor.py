@@ -61,6 +61,7 @@ class BuildOptions:
     format: str = ""  # "", "oci" or "docker"
     ignore_text: str | None = None
     source_date_epoch: int | None = None
+    progress: str = ""  # "plain": buildah's STEP n/m lines with each step's time
 
 
 # -- per-stage state ----------------------------------------------------------------------------
@@ -215,6 +216,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         steps = [s for s in df.stages if s.index in needed]
         self.total = sum(1 + len(s.instructions) for s in steps)
         self.step = 0
+        self.step_started = time.monotonic()
         self.built: dict = {}
         self.target_index = target.index
         for s in steps:
@@ -282,7 +284,24 @@ class Builder(RunSteps, CopySteps, MetaSteps):
 
     def _announce(self, text: str) -> None:
         self.step += 1
-        self.out(f"Step {self.step}/{self.total} : {text}")
+        self.step_started = time.monotonic()
+        if self.opts.progress == "plain":
+            self.out(f"STEP {self.step}/{self.total}: {text}")
+        else:
+            self.out(f"Step {self.step}/{self.total} : {text}")
+
+    def _done(self, image_id: str | None, cached: bool = False) -> None:
+        """The end of a step: docker's ` ---> Using cache` / ` ---> ID`, or with
+        --progress plain `--> Using cache ID` / `--> ID (0.12s)`."""
+        if self.opts.progress != "plain":
+            if cached:
+                self.out(" ---> Using cache")
+            self.out(f" ---> {_short(image_id)}")
+            return
+        if cached:
+            self.out(f"--> Using cache {_short(image_id)}")
+        took = time.monotonic() - self.step_started
+        self.out(f"--> {_short(image_id)} ({took:.2f}s)")
 
     def _build_stage(self, s) -> _Stage:
         from pbox.build import dockerfile as dfm
@@ -299,7 +318,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         if st.image_id is None:
             st.image_id = self._put_config(st)
         st.mark_base()
-        self.out(f" ---> {_short(st.image_id)}")
+        self._done(st.image_id)
         for k in ("container", "container_config"):
             st.image.pop(k, None)
         self.args: dict = {}
@@ -391,10 +410,9 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         if cmd == "CMD":
             self.cmd_set = True  # this stage has its own CMD: a later ENTRYPOINT keeps it
         if hit is not None:
-            self.out(" ---> Using cache")
             st.image = json.loads(self.store.read_blob(hit["id"]))
             st.image_id, st.layers = hit["id"], list(hit["layers"])
-            self.out(f" ---> {_short(hit['id'])}")
+            self._done(hit["id"], cached=True)
             return
         if cmd == "RUN":
             self._do_run(st, inst, text, env)
@@ -405,7 +423,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         if final_labels and self.opts.labels:
             self._labels_only(st)
         self.cache.put(key, st.image_id, st.layers)
-        self.out(f" ---> {_short(st.image_id)}")
+        self._done(st.image_id)
 
     def _declare_args(self, inst, env: dict, into: dict) -> None:
         """ARG (before the first FROM: ``into`` is the meta args): a --build-arg, else

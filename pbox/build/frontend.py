@@ -124,7 +124,8 @@ def run_build(config, *, path, tags, dockerfile, build_args, target, no_cache, p
             tags=list(tags), build_args=pairs(build_args, "--build-arg", os.environ),
             target=target, no_cache=no_cache, pull=pull,
             labels=pairs(labels, "--label"), network=network, source_date_epoch=epoch,
-            secrets=parse_secrets(secrets), squash=squash, format=fmt or "")
+            secrets=parse_secrets(secrets), squash=squash, format=fmt or "",
+            progress="plain" if progress == "plain" else "")
 
         saved = []
         if quiet:  # the steps' own output too (errors are printed after the restore)

@@ -36,8 +36,9 @@ CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--platform", default="", metavar="OS/ARCH",
               help="Only the host's platform can be built (there is no emulation).")
 @click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]),
-              default="auto", help="Output style: the steps are always shown plainly; "
-                                   "quiet is -q.")
+              default="auto", help="Output style: auto and tty print docker's classic "
+                                   "'Step N/M : ...' lines, plain buildah's 'STEP N/M: ...' "
+                                   "with each step's time; quiet is -q.")
 @click.option("--format", "fmt", type=click.Choice(["oci", "docker"]), default=None,
               help="Manifest type a push of the image uses: oci (default) or docker (v2s2).")
 @click.pass_obj

@@ -366,3 +366,23 @@ def test_copy_cache_sees_a_large_file_rewritten_with_same_size_and_mtime(bb, run
     assert out == "bbb"
     assert run_pbox("builder", "prune", "-f").returncode == 0
     assert _id(run_pbox, ctx) != first
+
+
+def test_progress_plain_prints_steps_with_their_time(bb, run_pbox, tmp_path):
+    import re
+
+    ctx = _write(tmp_path / "ctx", {"Dockerfile": f"FROM {bb}\nRUN echo ran-it\nCOPY f /f\n",
+                                    "f": "x\n"})
+    out = run_pbox("build", "--progress", "plain", "-t", "plain:1", str(ctx)).stdout
+    lines = out.splitlines()
+    assert [ln for ln in lines if ln.startswith("STEP ")] == [
+        f"STEP 1/3: FROM {bb}", "STEP 2/3: RUN echo ran-it", "STEP 3/3: COPY f /f"]
+    done = [ln for ln in lines if ln.startswith("--> ")]
+    assert len(done) == 3 and all(re.fullmatch(r"--> [0-9a-f]{12} \(\d+\.\d\ds\)", d)
+                                  for d in done), out
+    assert "ran-it" in lines and lines[-1] == "Successfully tagged plain:1"
+    again = run_pbox("build", "--progress=plain", "-t", "plain:1", str(ctx)).stdout
+    assert again.count("--> Using cache ") == 2 and "ran-it" not in again.splitlines()
+    # the default stays docker's classic builder output
+    classic = run_pbox("build", "-t", "plain:1", str(ctx)).stdout.splitlines()
+    assert classic[0] == f"Step 1/3 : FROM {bb}" and classic.count(" ---> Using cache") == 2
