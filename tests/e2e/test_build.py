@@ -386,3 +386,45 @@ def test_progress_plain_prints_steps_with_their_time(bb, run_pbox, tmp_path):
     # the default stays docker's classic builder output
     classic = run_pbox("build", "-t", "plain:1", str(ctx)).stdout.splitlines()
     assert classic[0] == f"Step 1/3 : FROM {bb}" and classic.count(" ---> Using cache") == 2
+
+
+WEB = """\
+FROM {bb}
+WORKDIR /www
+COPY index.html .
+ENV PORT=80
+EXPOSE 80
+CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]
+"""
+
+
+def test_built_web_app_serves_on_a_published_port(bb, run_pbox, tmp_path):
+    # The tutorial's shape end to end: build, run -d -p, the host reads the page, stop
+    # closes the port.
+    import time
+    import urllib.request
+
+    from harness.registry import free_port, port_refused
+
+    ctx = _write(tmp_path / "web", {"Dockerfile": WEB.format(bb=bb),
+                                    "index.html": "<h1>built by pbox</h1>\n"})
+    _id(run_pbox, ctx, "-t", "web:1")
+    port = free_port()
+    run_pbox("run", "-d", "--name", "web1", "-p", f"127.0.0.1:{port}:80", "web:1")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html",
+                                            timeout=5) as r:
+                    body = r.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert body == b"<h1>built by pbox</h1>\n"
+        run_pbox("stop", "-t", "1", "web1")
+        assert port_refused(port)
+    finally:
+        run_pbox("rm", "-f", "web1", check=False)
