@@ -409,9 +409,12 @@ class ContainerNetwork:
             name = network.parse_mode(self.mode)[0]
             nets = {name: {"IPAddress": address, "Gateway": gateway}, **nets}
         exposed = (self.cfg.get("Config") or {}).get("ExposedPorts") or {}
+        from pbox.containers.records import proc_start_time
+
         self.cs.write_state(self.cid, NetworkSettings={
             "Ports": ports_map(bindings, exposed), "IPAddress": address,
             "Gateway": gateway, "HelperPid": self.helper.pid if self.helper else 0,
+            "HelperStart": proc_start_time(self.helper.pid) if self.helper else None,
             "Networks": nets,
         })
 

@@ -47,6 +47,21 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
+def _end_orphaned_helper(st: dict) -> None:
+    """The network helper (pasta, slirp4netns) of a container whose owner was killed:
+    nobody else stops it, and it holds the container's network namespace and ports.
+    Ended when it is still that very process (pid and start time)."""
+    ns = st.get("NetworkSettings") or {}
+    pid, start = ns.get("HelperPid") or 0, ns.get("HelperStart")
+    if pid and start is not None and alive(pid, start):
+        import signal
+
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
 def alive(pid: int | None, start: int | None) -> bool:
     if not pid:
         return False
@@ -152,6 +167,7 @@ class ContainerStore:
                       Pid=0, ExitCode=st.get("ExitCode") or 137,
                       Error=st.get("Error") or "the process that ran the container died",
                       FinishedAt=st.get("FinishedAt") or _now_rfc3339())
+            _end_orphaned_helper(st)
         return st
 
     def write_state(self, cid: str, **changes) -> dict:

@@ -97,9 +97,33 @@ def _monitor_pid(pbox_root, name) -> int:
         return json.load(f)["MonitorPid"]
 
 
+def _helper_pid(pbox_root, name: str) -> int:
+    names = os.path.join(pbox_root.root, "containers", ".names")
+    cid = os.readlink(os.path.join(names, name))
+    with open(os.path.join(pbox_root.root, "containers", cid, "state.json")) as f:
+        pid = (json.load(f).get("NetworkSettings") or {}).get("HelperPid") or 0
+    assert pid > 0, "the container has no network helper (the default network is pasta)"
+    return pid
+
+
+def _assert_gone(pid: int) -> None:
+    """``pid`` ends (or is a zombie nobody reaps) within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rpartition(")")[2].split()[0] == "Z":
+                    return
+        except OSError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} is still running")
+
+
 def test_kill_9_of_the_monitor(bb, run_pbox, pbox_root):
     run_pbox("run", "-d", "--name", "orphan", bb, "sleep", "1000")
     ctr_pid = _state(run_pbox, "orphan")["Pid"]
+    helper = _helper_pid(pbox_root, "orphan")
     os.kill(_monitor_pid(pbox_root, "orphan"), signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and os.path.exists(f"/proc/{ctr_pid}"):
@@ -107,6 +131,7 @@ def test_kill_9_of_the_monitor(bb, run_pbox, pbox_root):
     assert not os.path.exists(f"/proc/{ctr_pid}"), "the container outlived its monitor"
     st = _state(run_pbox, "orphan")
     assert st["Status"] == "exited" and not st["Running"]
+    _assert_gone(helper)  # its pasta: nobody else would end it
     assert "Exited (137)" in run_pbox("ps", "-a").stdout
     # it can be started again, and removed
     run_pbox("start", "orphan")
@@ -127,6 +152,7 @@ def test_kill_9_of_a_foreground_run(bb, pbox_cmd, pbox_root, run_pbox):
             break
         time.sleep(0.1)
     ctr_pid = _state(run_pbox, "fg")["Pid"]
+    helper = _helper_pid(pbox_root, "fg")
     os.kill(_monitor_pid(pbox_root, "fg"), signal.SIGKILL)
     p.wait(timeout=10)
     deadline = time.monotonic() + 10
@@ -134,6 +160,7 @@ def test_kill_9_of_a_foreground_run(bb, pbox_cmd, pbox_root, run_pbox):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{ctr_pid}")
     assert _state(run_pbox, "fg")["Status"] == "exited"
+    _assert_gone(helper)
     run_pbox("rm", "-f", "fg")
     assert run_pbox("ps", "-aq").stdout == ""
 
