@@ -701,16 +701,18 @@ def reset_store(config: Config) -> None:
 
 
 def _kill_all_containers(store: Store) -> None:
-    """SIGKILL the owner (monitor or foreground pbox) and PID 1 of every container."""
+    """SIGKILL the owner (monitor or foreground pbox) and PID 1 of every container, and
+    end its network helper (which nobody else would stop once the owner is gone)."""
     import signal
     import time
 
-    from pbox.containers.records import ContainerStore, alive
+    from pbox.containers.records import ContainerStore, _end_orphaned_helper, alive
 
     cs = ContainerStore(store)
     pids = []
     for cid in cs.ids():
         st = store.read_json(cs.path(cid, "state.json")) or {}
+        _end_orphaned_helper(st)
         for pid_key, start_key in (("MonitorPid", "MonitorStart"), ("Pid", "PidStart")):
             pid = st.get(pid_key)
             if pid and alive(pid, st.get(start_key)):

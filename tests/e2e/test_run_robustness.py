@@ -219,3 +219,11 @@ def test_a_signal_before_the_container_exists_reaches_it(bb, pbox_cmd, pbox_root
             p.communicate()
     assert p.returncode == code, err
     assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
+
+
+def test_system_reset_ends_the_network_helpers(bb, run_pbox, pbox_root):
+    # reset SIGKILLs every container's owner: the owner can no longer stop its pasta
+    run_pbox("run", "-d", "--name", "kept", bb, "sleep", "1000")
+    helper = _helper_pid(pbox_root, "kept")
+    run_pbox("system", "reset", "-f")
+    _assert_gone(helper)
