@@ -706,13 +706,13 @@ def _kill_all_containers(store: Store) -> None:
     import signal
     import time
 
-    from pbox.containers.records import ContainerStore, _end_orphaned_helper, alive
+    from pbox.containers.records import ContainerStore, alive, end_orphaned_helper
 
     cs = ContainerStore(store)
     pids = []
     for cid in cs.ids():
         st = store.read_json(cs.path(cid, "state.json")) or {}
-        _end_orphaned_helper(st)
+        end_orphaned_helper(st)
         for pid_key, start_key in (("MonitorPid", "MonitorStart"), ("Pid", "PidStart")):
             pid = st.get(pid_key)
             if pid and alive(pid, st.get(start_key)):

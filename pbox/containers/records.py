@@ -47,7 +47,7 @@ def proc_start_time(pid: int) -> int | None:
         return None
 
 
-def _end_orphaned_helper(st: dict) -> None:
+def end_orphaned_helper(st: dict) -> None:
     """The network helper (pasta, slirp4netns) of a container whose owner was killed:
     nobody else stops it, and it holds the container's network namespace and ports.
     Ended when it is still that very process (pid and start time)."""
@@ -167,7 +167,7 @@ class ContainerStore:
                       Pid=0, ExitCode=st.get("ExitCode") or 137,
                       Error=st.get("Error") or "the process that ran the container died",
                       FinishedAt=st.get("FinishedAt") or _now_rfc3339())
-            _end_orphaned_helper(st)
+            end_orphaned_helper(st)
         return st
 
     def write_state(self, cid: str, **changes) -> dict:

@@ -401,10 +401,7 @@ CMD ["sh", "-c", "exec httpd -f -p $PORT -h /www"]
 def test_built_web_app_serves_on_a_published_port(bb, run_pbox, tmp_path):
     # The tutorial's shape end to end: build, run -d -p, the host reads the page, stop
     # closes the port.
-    import time
-    import urllib.request
-
-    from harness.registry import free_port, port_refused
+    from harness.registry import fetch_retrying, free_port, port_refused
 
     ctx = _write(tmp_path / "web", {"Dockerfile": WEB.format(bb=bb),
                                     "index.html": "<h1>built by pbox</h1>\n"})
@@ -412,18 +409,7 @@ def test_built_web_app_serves_on_a_published_port(bb, run_pbox, tmp_path):
     port = free_port()
     run_pbox("run", "-d", "--name", "web1", "-p", f"127.0.0.1:{port}:80", "web:1")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html",
-                                            timeout=5) as r:
-                    body = r.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        assert body == b"<h1>built by pbox</h1>\n"
+        assert fetch_retrying(f"http://127.0.0.1:{port}/index.html") == b"<h1>built by pbox</h1>\n"
         run_pbox("stop", "-t", "1", "web1")
         assert port_refused(port)
     finally:

@@ -8,10 +8,9 @@ import os
 import socket
 import threading
 import time
-import urllib.request
 
 import pytest
-from harness.registry import free_port, port_refused
+from harness.registry import fetch_retrying, free_port, port_refused
 
 
 @pytest.fixture
@@ -19,19 +18,6 @@ def bb(registry_plain, test_images, run_pbox):
     ref = test_images(registry_plain).busybox.reference
     run_pbox("pull", "-q", ref)
     return ref
-
-
-def _get(url: str, timeout: float = 20.0) -> bytes:
-    """GET with retries while the server in the container is still starting."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                return r.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def _helpers_of(root_marker: str) -> list[int]:
@@ -63,7 +49,7 @@ def test_published_port_serves_then_closes(bb, run_pbox, net):
     if net:
         args += ["--network", net]
     run_pbox(*args, bb, "sh", "-c", HTTPD)
-    body = _get(f"http://127.0.0.1:{port}/index.html")
+    body = fetch_retrying(f"http://127.0.0.1:{port}/index.html")
     assert body == f"served-by-{net or 'default'}\n".encode()
     assert run_pbox("port", "web").stdout == f"80/tcp -> 127.0.0.1:{port}\n"
     assert run_pbox("port", "web", "80").stdout == f"127.0.0.1:{port}\n"
@@ -85,7 +71,7 @@ def test_published_port_serves_then_closes(bb, run_pbox, net):
     assert run_pbox("port", "web").stdout == ""
     # restart: the port is published again
     run_pbox("start", "web")
-    assert _get(f"http://127.0.0.1:{port}/index.html").startswith(b"served-by-")
+    assert fetch_retrying(f"http://127.0.0.1:{port}/index.html").startswith(b"served-by-")
     run_pbox("rm", "-f", "web")
     assert port_refused(port)
     deadline = time.monotonic() + 10
@@ -155,7 +141,7 @@ def test_publish_all_exposed(bb, run_pbox):
         line = run_pbox("port", "pall").stdout.strip()
         assert line.startswith("80/tcp -> 0.0.0.0:")
         port = int(line.rsplit(":", 1)[1])
-        assert _get(f"http://127.0.0.1:{port}/") == b"served-by-all\n"
+        assert fetch_retrying(f"http://127.0.0.1:{port}/") == b"served-by-all\n"
     finally:
         run_pbox("rm", "-f", "pall")
 

@@ -7,10 +7,9 @@ import json
 import os
 import socket
 import time
-import urllib.request
 
 import pytest
-from harness.registry import free_port, port_refused
+from harness.registry import fetch_retrying, free_port, port_refused
 
 
 @pytest.fixture
@@ -223,17 +222,7 @@ def test_published_port_from_user_network(bb, run_pbox):
                  f"127.0.0.1:{port}:80", bb, "sh", "-c",
                  "mkdir /www && echo on-a-user-network > /www/index.html && "
                  "exec httpd -f -p 80 -h /www")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                    body = r.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        assert body == b"on-a-user-network\n"
+        assert fetch_retrying(f"http://127.0.0.1:{port}/") == b"on-a-user-network\n"
         assert f"127.0.0.1:{port}->80/tcp" in run_pbox("ps", "--format", "{{.Ports}}").stdout
         run_pbox("stop", "-t", "1", "web")
         assert port_refused(port)

@@ -126,6 +126,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def fetch_retrying(url: str, timeout: float = 20.0) -> bytes:
+    """GET ``url`` (no proxy), retried while the server (in a container) is starting."""
+    import time
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with opener.open(url, timeout=5) as r:
+                return r.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def port_refused(port: int) -> bool:
     """Nothing listens on 127.0.0.1:``port`` (a connection is refused)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
