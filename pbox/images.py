@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 
 from pbox.config import Config
 from pbox.errors import Conflict, ImageNotFound, InvalidReference, PboxError
 from pbox.oci import reference as refs
+from pbox.record import factory, record
 from pbox.storage.images import ImageRecord, ImageStore
 from pbox.storage.store import Store
 
@@ -64,7 +64,7 @@ def enter_userns(config: Config, notice=None) -> bool:
 # -- resolving local images -------------------------------------------------------------
 
 
-@dataclass
+@record
 class Resolved:
     image_id: str
     record: ImageRecord
@@ -137,7 +137,7 @@ def familiar_names(names: list[str]) -> list[str]:
 # -- pull ---------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class PullOptions:
     platform: str | None = None
     tls_verify: bool | None = None
@@ -145,13 +145,13 @@ class PullOptions:
     creds: str | None = None  # "user:password" from --creds
 
 
-@dataclass
+@record
 class PullResult:
     image_id: str
     reference: refs.Reference
     manifest_digest: str
     downloaded: bool
-    layers: list = field(default_factory=list)
+    layers: list = factory(list)
 
 
 def _client_for(config: Config, ref: refs.Reference, opts: PullOptions, *,
@@ -518,10 +518,10 @@ def tag(config: Config, source: str, target: str) -> None:
     istore.set_tag(ref.string(), res.image_id)
 
 
-@dataclass
+@record
 class RemoveResult:
-    untagged: list = field(default_factory=list)
-    deleted: list = field(default_factory=list)
+    untagged: list = factory(list)
+    deleted: list = factory(list)
     reclaimed: int = 0
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal as _signal
-from dataclasses import dataclass, field
 
 from pbox.errors import UsageError
+from pbox.record import factory, record
 
 
-@dataclass
+@record
 class VolumeArg:
     """One -v / --mount of type bind or volume."""
 
@@ -18,32 +18,32 @@ class VolumeArg:
     source: str  # host path (bind), volume name ("" = anonymous)
     target: str
     readonly: bool = False
-    options: list = field(default_factory=list)
+    options: list = factory(list)
 
 
-@dataclass
+@record
 class RunOptions:
     image: str = ""
-    command: list = field(default_factory=list)
+    command: list = factory(list)
     name: str = ""
-    env: list = field(default_factory=list)
-    env_files: list = field(default_factory=list)
+    env: list = factory(list)
+    env_files: list = factory(list)
     workdir: str = ""
     user: str = ""
-    group_add: list = field(default_factory=list)
+    group_add: list = factory(list)
     entrypoint: str | None = None
     hostname: str = ""
     domainname: str = ""
-    add_hosts: list = field(default_factory=list)
-    dns: list = field(default_factory=list)
-    dns_search: list = field(default_factory=list)
-    dns_options: list = field(default_factory=list)
+    add_hosts: list = factory(list)
+    dns: list = factory(list)
+    dns_search: list = factory(list)
+    dns_options: list = factory(list)
     read_only: bool = False
-    tmpfs: list = field(default_factory=list)
-    volumes: list = field(default_factory=list)  # -v strings
-    mounts: list = field(default_factory=list)  # --mount strings
-    labels: list = field(default_factory=list)
-    label_files: list = field(default_factory=list)
+    tmpfs: list = factory(list)
+    volumes: list = factory(list)  # -v strings
+    mounts: list = factory(list)  # --mount strings
+    labels: list = factory(list)
+    label_files: list = factory(list)
     stop_signal: str = ""
     stop_timeout: int | None = None
     network: str = ""
@@ -54,22 +54,22 @@ class RunOptions:
     tty: bool = False
     init: bool = False
     privileged: bool = False
-    cap_add: list = field(default_factory=list)
-    cap_drop: list = field(default_factory=list)
-    security_opt: list = field(default_factory=list)
+    cap_add: list = factory(list)
+    cap_drop: list = factory(list)
+    security_opt: list = factory(list)
     restart: str = "no"
     platform: str | None = None
-    publish: list = field(default_factory=list)
+    publish: list = factory(list)
     publish_all: bool = False
-    expose: list = field(default_factory=list)
-    network_aliases: list = field(default_factory=list)
-    links: list = field(default_factory=list)
+    expose: list = factory(list)
+    network_aliases: list = factory(list)
+    links: list = factory(list)
     ip: str = ""
     memory: str = ""
     cpus: str = ""
     pids_limit: int | None = None
     shm_size: str = ""
-    devices: list = field(default_factory=list)
+    devices: list = factory(list)
     storage_driver: str = ""
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
+
+from pbox.record import record
 
 MODE_HOST = "host"  # real root: no user namespace, ids are host ids
 MODE_SUBUID = "subuid"  # 0 = user, 1..N = /etc/subuid ranges, mapped with newuidmap
@@ -26,7 +27,7 @@ SUBGID_FILE = "/etc/subgid"
 OVERFLOW_ID = 65534
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IdRange:
     """``size`` ids starting at ``container`` inside map to ``host`` outside."""
 
@@ -38,7 +39,7 @@ class IdRange:
         return f"{self.container} {self.host} {self.size}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SubRange:
     """One line of /etc/subuid: ``owner:start:count``."""
 
@@ -113,15 +114,15 @@ def _lookup(ranges: tuple[IdRange, ...], value: int, inside: bool) -> int | None
     return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IdMapping:
     """How ids inside the user namespace correspond to host ids."""
 
     mode: str
     uid: int  # the invoking user's host uid
     gid: int  # and primary gid
-    uid_ranges: tuple[IdRange, ...] = field(default=())
-    gid_ranges: tuple[IdRange, ...] = field(default=())
+    uid_ranges: tuple[IdRange, ...] = ()
+    gid_ranges: tuple[IdRange, ...] = ()
     newuidmap: str | None = None
     newgidmap: str | None = None
     # True when the process is already inside this mapping's namespace (the ranges were

@@ -16,8 +16,8 @@ import os
 import signal
 import stat
 import time
-from dataclasses import dataclass, field
 
+from pbox.record import factory, record
 from pbox.rootless import syscalls
 from pbox.rootless.spec import (
     DRIVER_AUTO,
@@ -189,11 +189,11 @@ def bind(source: str, target: str, *, recursive: bool = True, flags: int = 0) ->
 # -- the root filesystem ---------------------------------------------------------------------
 
 
-@dataclass
+@record
 class MountedRootfs:
     path: str
     driver: str
-    helper_pids: list[int] = field(default_factory=list)  # fuse-overlayfs daemons
+    helper_pids: list[int] = factory(list)  # fuse-overlayfs daemons
 
 
 def rootfs_path(rs: RootfsSpec) -> str:

@@ -25,9 +25,9 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from pbox.errors import RuntimeFailure
+from pbox.record import record
 
 PASTA = "pasta"
 SLIRP4NETNS = "slirp4netns"
@@ -45,7 +45,7 @@ SLIRP_DNS = "10.0.2.3"
 PASTA_DNS_FORWARD = "169.254.1.1"
 
 
-@dataclass
+@record
 class Forward:
     """One published port: host (ip, port) -> container port."""
 
@@ -55,7 +55,7 @@ class Forward:
     container_port: int
 
 
-@dataclass
+@record
 class Helper:
     """A started network helper; ``stop()`` ends it (idempotent)."""
 
@@ -66,7 +66,7 @@ class Helper:
     proc: subprocess.Popen | None = None
     exit_w: int = -1
     ports: bool = True  # it publishes ports: stop() waits until they are free
-    _stopped: bool = field(default=False, repr=False)
+    _stopped: bool = False
 
     def stop(self) -> None:
         if self._stopped:

@@ -8,8 +8,8 @@ handed one.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-
+from pbox import record as _record
+from pbox.record import factory, record
 from pbox.rootless import caps
 
 DRIVER_AUTO = ""
@@ -50,7 +50,7 @@ DEFAULT_READONLY_PATHS = (
 )
 
 
-@dataclass
+@record
 class RootfsSpec:
     """The container's root filesystem.
 
@@ -65,7 +65,7 @@ class RootfsSpec:
     plain directory rootfs).
     """
 
-    lowerdirs: list[str] = field(default_factory=list)
+    lowerdirs: list[str] = factory(list)
     upperdir: str = ""
     workdir: str = ""
     driver: str = DRIVER_AUTO
@@ -73,7 +73,7 @@ class RootfsSpec:
     path: str = ""
 
 
-@dataclass
+@record
 class MountSpec:
     """One -v/--mount/--tmpfs: ``type`` is "bind", "tmpfs" or "volume" (a bind of the
     volume's directory).  ``options``: ro, rw, nosuid, nodev, noexec, size=, mode=,
@@ -83,14 +83,14 @@ class MountSpec:
     type: str
     target: str
     source: str = ""
-    options: list[str] = field(default_factory=list)
+    options: list[str] = factory(list)
 
     @property
     def readonly(self) -> bool:
         return "ro" in self.options or "readonly" in self.options
 
 
-@dataclass
+@record
 class ProcessSpec:
     """The command and its credentials.
 
@@ -100,12 +100,12 @@ class ProcessSpec:
     None means docker's default set.
     """
 
-    args: list[str] = field(default_factory=list)
-    env: list[str] = field(default_factory=list)
+    args: list[str] = factory(list)
+    env: list[str] = factory(list)
     cwd: str = "/"
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = factory(list)
     user: str = ""
     tty: bool = False
     no_new_privs: bool = False
@@ -116,7 +116,7 @@ class ProcessSpec:
         return list(caps.DEFAULT) if self.capabilities is None else list(self.capabilities)
 
 
-@dataclass
+@record
 class DeviceSpec:
     """A host device node made available in the container (docker's --device)."""
 
@@ -124,7 +124,7 @@ class DeviceSpec:
     target: str = ""
 
 
-@dataclass
+@record
 class ContainerSpec:
     """Everything the launcher needs to run one container."""
 
@@ -133,14 +133,14 @@ class ContainerSpec:
     process: ProcessSpec
     hostname: str = ""
     domainname: str = ""
-    mounts: list[MountSpec] = field(default_factory=list)
+    mounts: list[MountSpec] = factory(list)
     hosts_file: str = ""  # host paths bound to /etc/hosts, /etc/resolv.conf, /etc/hostname
     resolv_conf: str = ""
     hostname_file: str = ""
     network: str = NETWORK_NONE
-    masked_paths: list[str] = field(default_factory=lambda: list(DEFAULT_MASKED_PATHS))
-    readonly_paths: list[str] = field(default_factory=lambda: list(DEFAULT_READONLY_PATHS))
-    devices: list[DeviceSpec] = field(default_factory=list)
+    masked_paths: list[str] = factory(lambda: list(DEFAULT_MASKED_PATHS))
+    readonly_paths: list[str] = factory(lambda: list(DEFAULT_READONLY_PATHS))
+    devices: list[DeviceSpec] = factory(list)
     init: bool = False  # a minimal init as PID 1 that reaps zombies and forwards signals
     shm_size: int = 64 * 1024 * 1024
     private_ipc: bool = True
@@ -150,7 +150,7 @@ class ContainerSpec:
         return self.network != NETWORK_HOST and not self.network.startswith("container:")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _record.as_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ContainerSpec:
@@ -164,5 +164,5 @@ class ContainerSpec:
 
 def _known(cls, data: dict) -> dict:
     """Only the keys ``cls`` knows: a spec written by a newer pbox still loads."""
-    names = {f.name for f in fields(cls)}
+    names = _record.names(cls)
     return {k: v for k, v in data.items() if k in names}

@@ -20,6 +20,7 @@ import time
 import pytest
 
 import pbox
+from pbox import record
 from pbox.errors import CommandNotExecutable, CommandNotFound, RuntimeFailure
 from pbox.rootless import caps, idmap, launcher, userns
 from pbox.rootless.spec import ContainerSpec, MountSpec, ProcessSpec, RootfsSpec
@@ -162,7 +163,7 @@ def rootfs(tmp_path, layers, driver=""):
 
 
 def make_spec(rootfs_spec, args, **kw):
-    proc_kw = {k: kw.pop(k) for k in list(kw) if k in ProcessSpec.__dataclass_fields__}
+    proc_kw = {k: kw.pop(k) for k in list(kw) if k in record.names(ProcessSpec)}
     return ContainerSpec(
         id="0123456789abcdef", rootfs=rootfs_spec, process=ProcessSpec(args=args, **proc_kw), **kw
     )
