@@ -117,9 +117,16 @@ def run_foreground(config: Config, cid: str, *, interactive: bool, tty: bool,
                 log.close()
             if not interactive:
                 os.close(stdin)
-        _mark_exited(cs, cid, code)
-    if auto_remove:
-        remove(config, cid, force=True, volumes=True)
+        if auto_remove:
+            # Straight away, still holding the lock: recording the exit of a container
+            # about to vanish would be two more writes for nobody.
+            try:
+                _discard(cs, cid, cfg, volumes=True)
+            except BaseException:
+                _mark_exited(cs, cid, code)
+                raise
+        else:
+            _mark_exited(cs, cid, code)
     return code
 
 
@@ -738,7 +745,13 @@ def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = Fal
         _wait_exit(cs, cid, 30)
     lock = contextlib.nullcontext() if _locked else cs.locked(cid, wait=True)
     with lock:
-        cs.remove_dir(cid)
+        _discard(cs, cid, cfg, volumes=volumes)
+
+
+def _discard(cs: ContainerStore, cid: str, cfg: dict, *, volumes: bool) -> None:
+    """Remove a stopped container's records (the caller holds its lock), its name and,
+    with ``volumes``, its anonymous volumes."""
+    cs.remove_dir(cid)
     cs.release_name(cfg.get("Name", "").lstrip("/"), cid)
     named = [m["Name"] for m in cfg.get("Mounts", []) if m.get("Type") == "volume"]
     if volumes and named:

@@ -432,7 +432,7 @@ class ContainerNetwork:
             lines.append(f"{address}\t{hostname}")
         from pbox.storage.fsutil import atomic_write
 
-        atomic_write(path, ("\n".join(lines) + "\n").encode())
+        atomic_write(path, ("\n".join(lines) + "\n").encode(), durable=False)
 
     def detach(self) -> None:
         self._close_netns()

@@ -175,7 +175,9 @@ class ContainerStore:
         st = self.store.read_json(path) or {}
         st.update(changes)
         if os.path.isdir(self.path(cid)):
-            self.store.write_json(path, st)
+            # Runtime state: atomic, but not fsynced (a reboot ends every container,
+            # and state() tells a dead owner from a live one).
+            self.store.write_json(path, st, durable=False)
         return st
 
     @contextlib.contextmanager

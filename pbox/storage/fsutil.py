@@ -32,11 +32,14 @@ def write_all(fd: int, data) -> None:
         view = view[n:]
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: a reader sees the old or the new content, never half.
 
     Writes a temp file next to ``path``, fsyncs it, renames it over ``path`` and
     fsyncs the directory.  ``mode`` is applied exactly (the umask does not apply).
+    ``durable=False`` skips both fsyncs, for runtime state that a reboot makes moot
+    anyway (a running container's state): the rename still makes the write atomic for
+    every reader, and an fsync costs milliseconds on a disk.
     """
     directory, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{base}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
@@ -45,7 +48,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         try:
             write_all(fd, data)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)
@@ -55,7 +59,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def chmod_at(dir_fd: int, name, mode: int) -> None:

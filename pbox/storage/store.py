@@ -343,8 +343,9 @@ class Store:
 
     # -- records ------------------------------------------------------------------------
 
-    def write_json(self, path: str, obj) -> None:
-        atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+    def write_json(self, path: str, obj, *, durable: bool = True) -> None:
+        atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode(),
+                     durable=durable)
 
     @staticmethod
     def read_json(path: str, default=None):
