@@ -244,9 +244,9 @@ def check(o: RunOptions) -> None:
     if o.workdir and not o.workdir.startswith("/"):
         raise UsageError(f"the working directory {o.workdir!r} is invalid, it needs to be "
                          f"an absolute path")
-    import ipaddress
-
     for server in o.dns:
+        import ipaddress
+
         try:
             ipaddress.ip_address(server)
         except ValueError:
