@@ -332,7 +332,9 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
     cid = cr.create(config, o, report=report, notice=notice,
                     hold_signals=() if o.detach else lifecycle.FORWARDED)
     if o.detach:
-        lifecycle.start_detached(config, cid, notice)
+        # The monitor is this process forked: it has what it needs imported (see
+        # lifecycle._MONITOR_BOOT).
+        lifecycle.start_detached(config, cid, notice, fresh=False)
         sys.stdout.write(cid + "\n")
         return 0
     return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
@@ -468,7 +470,7 @@ def _start(args, *, parse_only=False, config=None, prepared=None):
     from pbox.containers import lifecycle
 
     lifecycle.enter(config)
-    return _each(config, prepared[1], lambda cid: lifecycle.start(config, cid))
+    return _each(config, prepared[1], lambda cid: lifecycle.start(config, cid, fresh=False))
 
 
 # -- images, ps ---------------------------------------------------------------------------

@@ -31,6 +31,14 @@ def _descendants_with(marker: str) -> list[int]:
     return out
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 def _gone(marker: str, timeout: float = 10.0) -> bool:
     """Whether the processes with ``marker`` end (an owner exits just after it recorded
     the container's exit, which is when rm and reset return)."""
@@ -58,10 +66,15 @@ def test_nothing_left_after_rm_and_rm_flag(bb, run_pbox, pbox_root):
     run_pbox("run", "--rm", bb, "sh", "-c", f"echo {marker} >/dev/null")
     cid = run_pbox("run", "-d", "--name", "lk", bb, "sh", "-c",
                    f"sleep 1000 # {marker}").stdout.strip()
-    # the monitor and the container's holder name the container in their command line
-    assert _descendants_with(cid)
+    with open(os.path.join(pbox_root.root, "containers", cid, "state.json")) as f:
+        monitor = json.load(f)["MonitorPid"]
+    # the command lines of the monitor and the holder have the marker (forked from
+    # `run -d`), or the container's id (a monitor exec'd by the CLI)
+    found = _descendants_with(marker) + _descendants_with(cid)
+    assert monitor in found and len(found) >= 2
     run_pbox("rm", "-f", "lk")
-    assert _gone(cid)
+    assert _gone(marker) and _gone(cid)
+    assert not os.path.exists(f"/proc/{monitor}/status") or _zombie(monitor)
     assert _mounts_under(pbox_root.root) == []
     assert os.listdir(os.path.join(pbox_root.root, "containers")) in ([], [".names"])
     assert os.listdir(os.path.join(pbox_root.root, "containers", ".names")) == []
@@ -171,9 +184,9 @@ def test_system_reset_ends_containers_and_the_pause_process(bb, run_pbox, pbox_r
                    f"sleep 1000 # {marker}").stdout.strip()
     with open(os.path.join(pbox_root.runroot, "pause.pid")) as f:
         pause_pid = int(f.read())
-    assert _descendants_with(cid)
+    assert _descendants_with(marker)  # the monitor and the holder, forked from `run -d`
     run_pbox("system", "reset", "-f")
-    assert _gone(cid)
+    assert _gone(marker)
     assert not _descendants_with("pbox-pause") or pause_pid not in _descendants_with("pbox-pause")
     assert not os.path.exists(pbox_root.root)
 
