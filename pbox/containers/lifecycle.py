@@ -22,7 +22,6 @@ import signal
 import sys
 import time
 
-from pbox import humanize
 from pbox.config import Config
 from pbox.containers.logs import LogWriter
 from pbox.containers.records import ContainerStore, alive, proc_start_time
@@ -53,7 +52,9 @@ def enter(config: Config, notice=None) -> None:
 
 
 def _now() -> str:
-    return humanize.rfc3339(time.time())
+    from pbox.humanize import rfc3339  # (datetime: not for stop and rm)
+
+    return rfc3339(time.time())
 
 
 def _spec(cfg: dict):
@@ -700,8 +701,6 @@ def kill(config: Config, cid: str, sig: int = signal.SIGKILL) -> None:
 
 def stop(config: Config, cid: str, timeout: float | None = None) -> None:
     """docker stop: the stop signal, then SIGKILL after ``timeout`` seconds."""
-    from pbox.containers.options import parse_signal
-
     cs = open_containers(config)
     cfg = cs.config(cid)
     st = cs.state(cid)
@@ -714,7 +713,13 @@ def stop(config: Config, cid: str, timeout: float | None = None) -> None:
             from pbox.containers.records import DEFAULT_STOP_TIMEOUT
 
             timeout = DEFAULT_STOP_TIMEOUT
-    sig = parse_signal(cfg["Config"].get("StopSignal") or "SIGTERM")
+    stop_signal = cfg["Config"].get("StopSignal")
+    if stop_signal:
+        from pbox.containers.options import parse_signal
+
+        sig = parse_signal(stop_signal)
+    else:
+        sig = signal.SIGTERM
     pid = st.get("Pid")
     if pid and alive(pid, st.get("PidStart")):
         with contextlib.suppress(ProcessLookupError):

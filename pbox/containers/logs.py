@@ -7,7 +7,8 @@ import json
 import os
 import time
 
-from pbox import humanize
+# pbox.humanize (and with it datetime) is imported where used: stop and rm import
+# this module with the lifecycle code but write no log.
 
 
 class LogWriter:
@@ -22,11 +23,13 @@ class LogWriter:
         lines = buf.split(b"\n")
         self.partial[stream] = lines.pop()
         if lines:
+            from pbox import humanize
             now = humanize.rfc3339(time.time())
             out = b"".join(self._line(stream, ln + b"\n", now) for ln in lines)
             os.write(self.fd, out)
 
     def flush(self) -> None:
+        from pbox import humanize
         now = humanize.rfc3339(time.time())
         for stream, rest in list(self.partial.items()):
             if rest:
@@ -58,6 +61,7 @@ def parse_time(text: str, now: float | None = None) -> float:
             total += float(num) * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60,
                                    "h": 3600}[unit]
         return now - total
+    from pbox import humanize
     ts = humanize.parse_rfc3339(t if "T" in t else t + "T00:00:00Z")
     if not ts:
         from pbox.errors import UsageError
@@ -88,6 +92,7 @@ def read_entries(path: str, *, since: float | None = None, until: float | None =
         except ValueError:
             continue
         if since is not None or until is not None:
+            from pbox import humanize
             ts = humanize.parse_rfc3339(e.get("time", ""))
             if since is not None and ts < since:
                 continue

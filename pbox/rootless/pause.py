@@ -21,9 +21,17 @@ import os
 import signal
 
 from pbox.errors import RuntimeFailure
-from pbox.rootless import idmap, syscalls, userns
+from pbox.rootless import syscalls
+
+TYPE_CHECKING = False  # (the typing module is ~3 ms to import)
+if TYPE_CHECKING:
+    from pbox.rootless import idmap
 
 PAUSE_NAME = b"pbox-pause"
+# Set in the environment of a process that joined the namespace (children inherit it:
+# they must not try again).  ``userns.ENV_MARKER``; here so that joining, the hot path
+# of every container command, does not import the id-mapping modules.
+ENV_MARKER = "PBOX_USERNS"
 
 
 def _pidfile(runroot: str) -> str:
@@ -57,7 +65,7 @@ def _join(pid: int) -> bool:
         os.close(fd)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
-    os.environ[userns.ENV_MARKER] = "1"
+    os.environ[ENV_MARKER] = "1"
     return True
 
 
@@ -74,6 +82,8 @@ def quiet_holder() -> None:
 
 
 def _spawn(mapping: idmap.IdMapping) -> int:
+    from pbox.rootless import idmap, userns
+
     """Start the pause process in a new user namespace mapped by ``mapping``."""
     from pbox.rootless.progs import which
 
@@ -147,6 +157,8 @@ def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> 
     No-op for real root and when already inside.  Must be called while the process has
     a single thread.  Returns the mapping now in force.
     """
+    from pbox.rootless import idmap, userns
+
     mapping = mapping or userns.current_mapping()
     if mapping.mode == idmap.MODE_HOST or mapping.entered:
         return mapping

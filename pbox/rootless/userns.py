@@ -30,8 +30,7 @@ from collections.abc import Callable
 from pbox.errors import RuntimeFailure
 from pbox.rootless import idmap, syscalls
 from pbox.rootless.idmap import IdMapping
-
-ENV_MARKER = "PBOX_USERNS"
+from pbox.rootless.pause import ENV_MARKER  # defined there, for the path that joins
 
 # Signals the waiting parent passes on to the child.  SIGINT is not among them: a ^C
 # from the terminal already reaches both through the process group.
