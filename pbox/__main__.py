@@ -1,14 +1,21 @@
+"""``python -m pbox``, and the ``pbox`` command of an installed pbox (``main``)."""
+
 import sys
 
-if __name__ == "__main__":
+
+def main() -> None:
     if sys.argv[1:] in (["--version"], ["-v"]):
         # The hot path of scripts that probe for a tool: no import of the CLI at all.
         from pbox import __version__
 
         sys.stdout.write(f"pbox version {__version__}\n")
-    else:
-        # The hot container commands skip click (pbox.commands.fast); the rest goes on
-        # to pbox.cli from there.
-        from pbox.commands.fast import main
+        return
+    # The hot container commands skip click (pbox.commands.fast); the rest goes on to
+    # pbox.cli from there.
+    from pbox.commands.fast import main as run
 
-        main()
+    run()
+
+
+if __name__ == "__main__":
+    main()
