@@ -180,8 +180,7 @@ def test_kill_9_of_a_foreground_run(bb, pbox_cmd, pbox_root, run_pbox):
 
 def test_system_reset_ends_containers_and_the_pause_process(bb, run_pbox, pbox_root):
     marker = "resetcheck-0815"
-    cid = run_pbox("run", "-d", "--name", "rs", bb, "sh", "-c",
-                   f"sleep 1000 # {marker}").stdout.strip()
+    run_pbox("run", "-d", "--name", "rs", bb, "sh", "-c", f"sleep 1000 # {marker}")
     with open(os.path.join(pbox_root.runroot, "pause.pid")) as f:
         pause_pid = int(f.read())
     assert _descendants_with(marker)  # the monitor and the holder, forked from `run -d`

@@ -245,3 +245,33 @@ def test_every_build_short_path_option_is_one_of_clicks():
     names = {n for p in bcmds.build.params for n in getattr(p, "opts", [])}
     assert set(fast.BUILD_FLAGS) | set(fast.BUILD_VALUES) <= names
     assert set(fast.BUILD_DEFAULTS) | {"path"} == {p.name for p in bcmds.build.params}
+
+
+def test_the_installed_command_enters_without_click(tmp_path):
+    """The console script of pyproject.toml reaches the short path without importing
+    click (pbox.cli does, at its top)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "pyproject.toml")) as f:
+        target = re.search(r'^pbox = "([\w.]+):(\w+)"', f.read(), re.M)
+    module, func = target.groups()
+    # the short path may end with os._exit: say there, or at exit, whether click was in
+    code = (f"import os, sys\n"
+            f"sys.argv = ['pbox', '--root', {str(tmp_path)!r}, '--runroot', "
+            f"{str(tmp_path / 'run')!r}, 'images', '-q']\n"
+            f"_exit = os._exit\n"
+            f"def report(code):\n"
+            f"    sys.stderr.write('click imported' if 'click' in sys.modules else 'no click')\n"
+            f"    sys.stderr.flush()\n"
+            f"    _exit(code)\n"
+            f"os._exit = report\n"
+            f"import atexit; atexit.register(report, 0)\n"
+            f"from {module} import {func}; {func}()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.endswith("no click"), out.stderr
