@@ -318,27 +318,67 @@ def _set(out: dict, spec: tuple, value: str) -> None:
 def _run(args, *, parse_only=False, config=None, prepared=None):
     if parse_only:
         return parse_run(args)
-    from pbox.containers import create as cr
     from pbox.containers import lifecycle
-    from pbox.containers.options import RunOptions
 
     notice = notice_once(config)
     lifecycle.enter(config, notice)
-    o = RunOptions(**prepared)
+    early = _early_network(prepared)
+    try:
+        from pbox.containers import create as cr
+        from pbox.containers.options import RunOptions
 
-    def report(event, **info):
-        raise _Fallback()  # the image must be pulled: progress output is the CLI's
+        o = RunOptions(**prepared)
 
-    cid = cr.create(config, o, report=report, notice=notice,
-                    hold_signals=() if o.detach else lifecycle.FORWARDED)
-    if o.detach:
-        # The monitor is this process forked: it has what it needs imported (see
-        # lifecycle._MONITOR_BOOT).
-        lifecycle.start_detached(config, cid, notice, fresh=False)
-        sys.stdout.write(cid + "\n")
-        return 0
-    return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
-                                    notice=notice)
+        def report(event, **info):
+            raise _Fallback()  # the image must be pulled: progress output is the CLI's
+
+        cid = cr.create(config, o, report=report, notice=notice,
+                        hold_signals=() if o.detach else lifecycle.FORWARDED)
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if early is None:
+        pass
+    elif o.detach and not early.settle():
+        early = None  # the monitor sets the network up as usual, or says why not
+    else:
+        from pbox.containers import ports
+
+        ports.adopt_early(cid, early)
+    try:
+        if o.detach:
+            # The monitor is this process forked: it has what it needs imported (see
+            # lifecycle._MONITOR_BOOT), the early network too.
+            lifecycle.start_detached(config, cid, notice, fresh=False)
+            sys.stdout.write(cid + "\n")
+            return 0
+        return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
+                                        notice=notice)
+    finally:
+        if early is not None:
+            # The monitor has its copy; in the foreground, the container's run took it
+            # (or it is still here: nothing ran, so pasta ends).
+            ports.drop_early(cid, cancel=not o.detach)
+
+
+def _early_network(prepared: dict):
+    """For the default network (pasta, no published ports, links or aliases), its
+    namespace and pasta, started now: pasta takes ~25 ms to set up, which the creation
+    of the container then hides.  None where that does not apply."""
+    # (PBOX_USERNS: this process joined the user's namespace, which then owns the new
+    # network namespace as it would own the container's.)
+    if prepared.get("network", "") not in ("", "pasta") or \
+            os.environ.get("PBOX_USERNS") != "1" or any(prepared.get(k) for k in (
+                "publish", "publish_all", "links", "network_aliases", "ip")):
+        return None
+    from pbox.containers.ports import EarlyNetwork
+    from pbox.errors import PboxError
+
+    try:
+        return EarlyNetwork()
+    except (PboxError, OSError):
+        return None  # the usual path then sets the network up, or says why it cannot
 
 
 # -- stop, rm, start ----------------------------------------------------------------------

@@ -322,6 +322,59 @@ def own_network(mode: str) -> bool:
     return mode not in ("host", "none", "") and not mode.startswith("container:")
 
 
+class EarlyNetwork:
+    """A network namespace with pasta already setting it up, made by `run` before the
+    container exists: pasta's ~25 ms start-up runs while the container is created, and
+    the container joins the namespace instead of making its own."""
+
+    def __init__(self):
+        from pbox.rootless import network
+
+        self.netns_fd = network.new_netns()
+        try:
+            self.pending = network.start_pasta(network.binary(network.PASTA),
+                                               self.netns_fd, [])
+        except BaseException:
+            os.close(self.netns_fd)
+            raise
+
+    def settle(self) -> bool:
+        """Wait until pasta is set up (from the process that started it); False, with
+        everything ended, if it failed (the normal path will then say why)."""
+        try:
+            self.pending.finish()
+            return True
+        except PboxError:
+            self.cancel()
+            return False
+
+    def close(self) -> None:
+        """This process's part is done (another owns the container now)."""
+        if self.netns_fd >= 0:
+            os.close(self.netns_fd)
+            self.netns_fd = -1
+
+    def cancel(self) -> None:
+        self.close()
+        self.pending.cancel()
+
+
+# EarlyNetworks for containers of this process, by id, claimed by ContainerNetwork.
+_early: dict = {}
+
+
+def adopt_early(cid: str, early: EarlyNetwork) -> None:
+    _early[cid] = early
+
+
+def drop_early(cid: str, *, cancel: bool) -> None:
+    """End this process's claim on ``cid``'s early network; ``cancel`` also ends pasta
+    (nobody ran the container)."""
+    early = _early.pop(cid, None)
+    if early is not None:
+        early.cancel() if cancel else early.close()
+
+
 class ContainerNetwork:
     """Starts and stops a container's network helper around one run.
 
@@ -339,6 +392,13 @@ class ContainerNetwork:
         self._plugged = False  # on user networks (or bridge, for links)
         self.netns_fd = -1  # container:ID: the owner's network namespace, for launch()
         self._error: PboxError | None = None
+        self._early = _early.pop(cid, None)
+        if self._early is not None:
+            if self.mode == "pasta" and self._early.netns_fd >= 0:
+                self.netns_fd, self._early.netns_fd = self._early.netns_fd, -1
+            else:
+                self._early.cancel()
+                self._early = None
         if self.mode.startswith("container:"):
             try:
                 self.netns_fd = self._open_netns(self.mode.partition(":")[2])
@@ -392,8 +452,13 @@ class ContainerNetwork:
             bindings = assign_free_ports(bindings)
             forwards = [network.Forward(b.protocol, b.host_ip, b.host_port, b.container_port)
                         for b in bindings]
-            self.helper = network.attach(helper_mode, pid, forwards,
-                                         ns_ifname=networks.PASTA_IFNAME if user else "")
+            if self._early is not None and not forwards and not user:
+                # pasta set the namespace up while the container was created
+                early, self._early = self._early, None
+                self.helper = early.pending.finish()
+            else:
+                self.helper = network.attach(helper_mode, pid, forwards,
+                                             ns_ifname=networks.PASTA_IFNAME if user else "")
             address, gateway = self.helper.address, self.helper.gateway
             if address and not user:
                 self._hosts_address(address)
@@ -436,6 +501,9 @@ class ContainerNetwork:
 
     def detach(self) -> None:
         self._close_netns()
+        if self._early is not None:  # the container never got as far as its network
+            self._early.cancel()
+            self._early = None
         # Also when not plugged itself: containers that link to this one plugged it
         # into the bridge network, and that lease ends with it.
         if self._plugged or (own_network(self.mode) and os.path.isdir(

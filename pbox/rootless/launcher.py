@@ -683,7 +683,7 @@ def launch(
     in the container's own /dev/pts (so ``tty`` and ttyname work inside); its master
     side is ``Container.console_fd``, and the given stdio fds are not used.
     ``netns_fd`` (an open ``/proc/PID/ns/net``) is a network namespace to join instead
-    of the host's, for a spec whose network is ``container:ID``.
+    of making one (or of the host's, for a spec whose network is ``container:ID``).
 
     Raises CommandNotFound / CommandNotExecutable / RuntimeFailure, with the reason.
     """
@@ -700,7 +700,7 @@ def launch(
         syscalls.CLONE_NEWNS
         | syscalls.CLONE_NEWUTS
         | (syscalls.CLONE_NEWIPC if spec.private_ipc else 0)
-        | (syscalls.CLONE_NEWNET if spec.own_network else 0)
+        | (syscalls.CLONE_NEWNET if spec.own_network and netns_fd < 0 else 0)
         | (syscalls.CLONE_NEWUSER if ctx.use_userns else 0)
     )
     ctx.flags = flags

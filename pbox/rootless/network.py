@@ -22,12 +22,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
 import time
 
 from pbox.errors import RuntimeFailure
 from pbox.record import record
+
+TYPE_CHECKING = False  # socket and subprocess cost ~8 ms to import: pasta needs neither
+if TYPE_CHECKING:
+    import subprocess
 
 PASTA = "pasta"
 SLIRP4NETNS = "slirp4netns"
@@ -76,6 +78,8 @@ class Helper:
             with contextlib.suppress(OSError):
                 os.close(self.exit_w)
         if self.proc is not None:
+            import subprocess  # slirp4netns: our child
+
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -168,7 +172,7 @@ def _default_route() -> tuple[str, str] | None:
         return None
     for r in rows:
         if len(r) > 2 and r[1] == "00000000":
-            gw = socket.inet_ntoa(int(r[2], 16).to_bytes(4, "little"))
+            gw = ".".join(str(b) for b in int(r[2], 16).to_bytes(4, "little"))
             return r[0], gw
     return None
 
@@ -191,6 +195,8 @@ def host_gateway(network: str) -> str:
 
 
 def _outbound_address(gateway: str) -> str:
+    import socket  # (~3 ms: not before pasta is started)
+
     # connect() of a UDP socket only picks the route and source address: nothing is sent.
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -252,81 +258,166 @@ def attach(network: str, pid: int, forwards: list[Forward], ns_ifname: str = "")
             os.close(userfd)
 
 
+def new_netns() -> int:
+    """A new network namespace with lo up, held only by the returned fd (close-on-exec):
+    for a helper to set up before the container that will join it exists."""
+    from pbox.rootless import syscalls
+
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            syscalls.set_link_up("lo")
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)  # until the parent holds the namespace
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise RuntimeFailure("cannot create a network namespace")
+        return os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
 def _attach_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int,
                   ns_ifname: str = "") -> Helper:
+    return start_pasta(path, nsfd, forwards, userfd, ns_ifname).finish()
+
+
+def start_pasta(path: str, nsfd: int, forwards: list[Forward], userfd: int = -1,
+                ns_ifname: str = "") -> PendingPasta:
+    """Start pasta on the network namespace ``nsfd``; :meth:`PendingPasta.finish` waits
+    until it has set the namespace up (it takes ~25 ms: the caller may work meanwhile)."""
     route = _default_route()
     gateway = route[1] if route else ""
-    address = _outbound_address(gateway) if gateway else ""
     host_ns = host_nameservers()
     dns_forward = PASTA_DNS_FORWARD if PASTA_DNS_FORWARD in container_nameservers(
         PASTA, host_ns) else ""
-    with _private_dir("pbox-pasta-") as tmp:
-        pidfile = os.path.join(tmp, "pid")
-        args = pasta_args(forwards, netns=f"/proc/self/fd/{nsfd}", pidfile=pidfile,
-                          dns_forward=dns_forward, runas=f"{os.geteuid()}:{os.getegid()}",
-                          userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "",
-                          ns_ifname=ns_ifname)
-        # pasta forks into the background once set up; its exit status says how that
-        # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
-        err = os.memfd_create("pasta-stderr", os.MFD_CLOEXEC)
+    tmp = _private_dir("pbox-pasta-")
+    pidfile = os.path.join(tmp, "pid")
+    args = pasta_args(forwards, netns=f"/proc/self/fd/{nsfd}", pidfile=pidfile,
+                      dns_forward=dns_forward, runas=f"{os.geteuid()}:{os.getegid()}",
+                      userns=f"/proc/self/fd/{userfd}" if userfd >= 0 else "",
+                      ns_ifname=ns_ifname)
+    # pasta forks into the background once set up; its exit status says how that
+    # went.  stderr goes to a file: the daemon must not hold a pipe of ours open.
+    err = os.memfd_create("pasta-stderr", os.MFD_CLOEXEC)
+    try:
+        pid = _spawn([path, *args], err, tuple(f for f in (nsfd, userfd) if f >= 0))
+    except BaseException:
+        os.close(err)
+        _remove_private_dir(tmp)
+        raise
+    return PendingPasta(pid, err, tmp, gateway, bool(forwards))
+
+
+class PendingPasta:
+    """A pasta setting a network namespace up (:func:`start_pasta`)."""
+
+    def __init__(self, pid: int, err: int, tmp: str, gateway: str, ports: bool):
+        self._pid, self._err, self._tmp = pid, err, tmp
+        self._gateway, self._ports = gateway, ports
+        self._helper: Helper | None = None
+
+    def finish(self) -> Helper:
+        """Wait until pasta is set up; its helper, or RuntimeFailure with its message.
+        Again after the first time: the same helper."""
+        if self._helper is not None:
+            return self._helper
+        if self._pid <= 0:
+            raise RuntimeFailure("pasta was stopped before it set up the network")
+        # The container's address as pasta gives it: the host's on the default route.
+        address = _outbound_address(self._gateway) if self._gateway else ""
+        rc = os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+        self._pid = 0
         try:
-            rc = _spawn_wait([path, *args], err, tuple(f for f in (nsfd, userfd) if f >= 0))
-            os.lseek(err, 0, os.SEEK_SET)
-            text = _clean(os.read(err, 65536).decode(errors="replace"))
+            os.lseek(self._err, 0, os.SEEK_SET)
+            text = _clean(os.read(self._err, 65536).decode(errors="replace"))
+            if rc != 0:
+                raise RuntimeFailure(f"pasta failed to set up the network (exit status {rc})"
+                                     + (f": {text}" if text else ""))
+            try:
+                with open(os.path.join(self._tmp, "pid")) as f:
+                    hpid = int(f.read().strip())
+            except (OSError, ValueError):
+                hpid = 0
         finally:
-            os.close(err)
-        if rc != 0:
-            raise RuntimeFailure(f"pasta failed to set up the network (exit status {rc})"
-                                 + (f": {text}" if text else ""))
-        try:
-            with open(pidfile) as f:
-                hpid = int(f.read().strip())
-        except (OSError, ValueError):
-            hpid = 0
-    return Helper(PASTA, hpid, address, gateway, ports=bool(forwards))
+            self._release()
+        self._helper = Helper(PASTA, hpid, address, self._gateway, ports=self._ports)
+        return self._helper
+
+    def cancel(self) -> None:
+        """Not needed after all: end pasta (set up or not)."""
+        if self._helper is not None:
+            self._helper.stop()
+            return
+        if self._pid > 0:
+            with contextlib.suppress(Exception):
+                self.finish().stop()
+            self._pid = 0
+        self._release()
+
+    def _release(self) -> None:
+        if self._err >= 0:
+            os.close(self._err)
+            self._err = -1
+        if self._tmp:
+            _remove_private_dir(self._tmp)
+            self._tmp = ""
 
 
-def _spawn_wait(argv: list[str], out: int, pass_fds: tuple) -> int:
-    """Run ``argv`` (stdin /dev/null, stdout and stderr ``out``, ``pass_fds`` kept
-    open) and return its exit status.  The child starts with no signal blocked: the
-    caller may be holding signals back (run does, until the container exists), and a
-    daemonizing pasta would keep that mask and never see the SIGTERM of ``stop``."""
+def _spawn(argv: list[str], out: int, pass_fds: tuple) -> int:
+    """Start ``argv`` (stdin /dev/null, stdout and stderr ``out``, ``pass_fds`` kept
+    open); its pid.  The child starts with no signal blocked: the caller may be
+    holding signals back (run does, until the container exists), and a daemonizing
+    pasta would keep that mask and never see the SIGTERM of ``stop``."""
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         for fd in pass_fds:
             os.set_inheritable(fd, True)
-        pid = os.posix_spawn(argv[0], argv, dict(os.environ), setsigmask=(),
-                             setsigdef=(signal.SIGPIPE,),
-                             file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
-                                           (os.POSIX_SPAWN_DUP2, out, 1),
-                                           (os.POSIX_SPAWN_DUP2, out, 2)])
+        return os.posix_spawn(argv[0], argv, dict(os.environ), setsigmask=(),
+                              setsigdef=(signal.SIGPIPE,),
+                              file_actions=[(os.POSIX_SPAWN_DUP2, devnull, 0),
+                                            (os.POSIX_SPAWN_DUP2, out, 1),
+                                            (os.POSIX_SPAWN_DUP2, out, 2)])
     finally:
         os.close(devnull)
         for fd in pass_fds:
             os.set_inheritable(fd, False)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-@contextlib.contextmanager
-def _private_dir(prefix: str):
-    """A new 0700 directory under $TMPDIR, removed with what is in it (one level), made
+def _private_dir(prefix: str) -> str:
+    """A new 0700 directory under $TMPDIR (:func:`_remove_private_dir` removes it), made
     without the tempfile module (its imports cost ~9 ms on every run)."""
     base = os.environ.get("TMPDIR") or "/tmp"
     while True:
         path = os.path.join(base, f"{prefix}{os.getpid()}-{os.urandom(4).hex()}")
         try:
             os.mkdir(path, 0o700)
-            break
+            return path
         except FileExistsError:
             continue
-    try:
-        yield path
-    finally:
+
+
+def _remove_private_dir(path: str) -> None:
+    """Remove a :func:`_private_dir` with what is in it (one level)."""
+    with contextlib.suppress(OSError):
         for name in os.listdir(path):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(path, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _clean(text: str) -> str:
@@ -357,6 +448,7 @@ def _attach_slirp(path: str, nsfd: int, forwards: list[Forward], options: dict,
 def _run_slirp(args, err, nsfd, exit_r, exit_w, ready_r, ready_w, api, tmp, forwards,
                userfd):
     import shutil  # not at module level: it pulls in zlib, bz2, lzma
+    import subprocess  # (~5 ms: pasta, the default, is started without it)
 
     try:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
@@ -393,6 +485,8 @@ def _slirp_hostfwd(api: str, f: Forward) -> None:
     req = {"execute": "add_hostfwd",
            "arguments": {"proto": f.protocol, "host_addr": f.host_ip or "0.0.0.0",
                          "host_port": f.host_port, "guest_port": f.container_port}}
+    import socket
+
     deadline = time.monotonic() + 10
     while True:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

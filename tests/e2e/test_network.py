@@ -32,7 +32,8 @@ def _helpers_of(root_marker: str) -> list[int]:
             st = os.stat(f"/proc/{pid}")
         except OSError:
             continue
-        if comm in ("pasta", "passt", "slirp4netns") and st.st_uid == os.getuid():
+        if comm in ("pasta", "passt", "pasta.avx2", "passt.avx2", "slirp4netns") and \
+                st.st_uid == os.getuid():
             out.append(int(pid))
     return out
 
@@ -105,6 +106,33 @@ def test_helpers_end_after_run_rm_without_ports(bb, run_pbox):
     while set(_helpers_of("")) - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not set(_helpers_of("")) - before
+
+
+def _no_new_helpers(before: set) -> bool:
+    deadline = time.monotonic() + 10
+    while set(_helpers_of("")) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not set(_helpers_of("")) - before
+
+
+def test_default_network_set_up_while_the_container_is_created(bb, run_pbox):
+    """`run` starts pasta on a namespace of its own before the container exists (the
+    short path): the container gets that namespace, and every path ends the pasta."""
+    before = set(_helpers_of(""))
+    out = run_pbox("run", "--rm", bb, "sh", "-c", "ip -4 addr show; ip route").stdout
+    assert "default via" in out and out.count("inet ") == 2  # lo and pasta's interface
+    cid = run_pbox("run", "-d", bb, "sleep", "100").stdout.strip()
+    address = json.loads(run_pbox("inspect", cid).stdout)[0]["NetworkSettings"]["IPAddress"]
+    assert address
+    assert f"inet {address}/" in run_pbox("exec", cid, "ip", "-4", "addr", "show").stdout
+    run_pbox("rm", "-f", cid)
+    # failures after pasta started: the image is missing, the name is taken
+    run_pbox("run", "--rm", "--pull", "never", "nosuchimage:1", "true", expect_rc=125)
+    run_pbox("create", "--name", "taken", bb, "true")
+    r = run_pbox("run", "--rm", "--name", "taken", bb, "true", expect_rc=125)
+    assert "taken" in r.stderr
+    run_pbox("rm", "taken")
+    assert _no_new_helpers(before)
 
 
 def test_network_none_and_host(bb, run_pbox):
