@@ -488,8 +488,9 @@ def _stop(args, *, parse_only=False, config=None, prepared=None):
 
     opts, names = prepared
     timeout = int(opts["timeout"]) if "timeout" in opts else None
-    lifecycle.enter(config)
-    return _each(config, names, lambda cid: lifecycle.stop(config, cid, timeout))
+    # The user's namespace is joined only if a container process needs it (-u).
+    return _each(config, names, lambda cid: lifecycle.stop(
+        config, cid, timeout, enter=lambda: lifecycle.enter(config)))
 
 
 def _rm(args, *, parse_only=False, config=None, prepared=None):
@@ -499,9 +500,10 @@ def _rm(args, *, parse_only=False, config=None, prepared=None):
     from pbox.containers import lifecycle
 
     opts, names = prepared
-    lifecycle.enter(config)
+    # The user's namespace is joined only if needed (files or processes of other ids).
     return _each(config, names, lambda cid: lifecycle.remove(
-        config, cid, force=opts.get("force", False), volumes=opts.get("volumes", False)))
+        config, cid, force=opts.get("force", False), volumes=opts.get("volumes", False),
+        enter=lambda: lifecycle.enter(config)))
 
 
 def _start(args, *, parse_only=False, config=None, prepared=None):

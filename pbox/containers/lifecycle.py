@@ -699,8 +699,26 @@ def kill(config: Config, cid: str, sig: int = signal.SIGKILL) -> None:
         raise RuntimeFailure(f"cannot signal container {cid[:12]}: permission denied")
 
 
-def stop(config: Config, cid: str, timeout: float | None = None) -> None:
-    """docker stop: the stop signal, then SIGKILL after ``timeout`` seconds."""
+def _kill(pid: int, sig: int, enter=None) -> None:
+    """Signal a container process; ``enter`` (joining the user's namespace) is called
+    first when the process runs as an id only that namespace may signal."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        if enter is None:
+            raise
+        enter()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def stop(config: Config, cid: str, timeout: float | None = None, *, enter=None) -> None:
+    """docker stop: the stop signal, then SIGKILL after ``timeout`` seconds.
+
+    ``enter``: the caller has not joined the user's namespace yet and this joins it,
+    which is needed only for a process running as another id than the user's."""
     cs = open_containers(config)
     cfg = cs.config(cid)
     st = cs.state(cid)
@@ -722,14 +740,13 @@ def stop(config: Config, cid: str, timeout: float | None = None) -> None:
         sig = signal.SIGTERM
     pid = st.get("Pid")
     if pid and alive(pid, st.get("PidStart")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig if timeout > 0 else signal.SIGKILL)
-    if _wait_exit(cs, cid, timeout):
-        return
-    st = cs.state(cid)
-    if st.get("Pid") and alive(st["Pid"], st.get("PidStart")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st["Pid"], signal.SIGKILL)
+        _kill(pid, sig if timeout > 0 else signal.SIGKILL, enter)
+    if timeout > 0:
+        if _wait_exit(cs, cid, timeout):
+            return
+        st = cs.state(cid)
+        if st.get("Pid") and alive(st["Pid"], st.get("PidStart")):
+            _kill(st["Pid"], signal.SIGKILL, enter)
     if not _wait_exit(cs, cid, 30):
         raise RuntimeFailure(f"container {cid[:12]} did not stop")
 
@@ -741,7 +758,9 @@ def wait(config: Config, cid: str) -> int:
 
 
 def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = False,
-           _locked: bool = False) -> None:
+           _locked: bool = False, enter=None) -> None:
+    """docker rm.  ``enter``: as for :func:`stop`; here also needed when the
+    container's files belong to ids of the user's namespace other than the user's."""
     cs = open_containers(config)
     cfg = cs.config(cid)
     if is_running(cs, cid):
@@ -750,6 +769,8 @@ def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = Fal
                 f"cannot remove container {cid[:12]}: container is running: stop the "
                 f"container before removing or force remove"
             )
+        if enter is not None:
+            enter()
         st = cs.state(cid)
         cs.write_state(cid, StopRequested=True)
         if st.get("Pid") and alive(st["Pid"], st.get("PidStart")):
@@ -758,16 +779,18 @@ def remove(config: Config, cid: str, *, force: bool = False, volumes: bool = Fal
         _wait_exit(cs, cid, 30)
     lock = contextlib.nullcontext() if _locked else cs.locked(cid, wait=True)
     with lock:
-        _discard(cs, cid, cfg, volumes=volumes)
+        _discard(cs, cid, cfg, volumes=volumes, enter=enter)
 
 
-def _discard(cs: ContainerStore, cid: str, cfg: dict, *, volumes: bool) -> None:
+def _discard(cs: ContainerStore, cid: str, cfg: dict, *, volumes: bool, enter=None) -> None:
     """Remove a stopped container's records (the caller holds its lock), its name and,
     with ``volumes``, its anonymous volumes."""
-    cs.remove_dir(cid)
+    cs.remove_dir(cid, on_denied=enter)
     cs.release_name(cfg.get("Name", "").lstrip("/"), cid)
     named = [m["Name"] for m in cfg.get("Mounts", []) if m.get("Type") == "volume"]
     if volumes and named:
+        if enter is not None:
+            enter()
         from pbox.containers import volumes as vols
 
         for name in named:

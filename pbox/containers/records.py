@@ -193,7 +193,10 @@ class ContainerStore:
         finally:
             os.close(fd)
 
-    def remove_dir(self, cid: str) -> None:
+    def remove_dir(self, cid: str, on_denied=None) -> None:
+        """Remove the container's directory.  ``on_denied`` is called (to join the
+        user's namespace) when some of it belongs to ids only that namespace may
+        delete, and the removal is then tried again."""
         from pbox.storage.fsutil import remove_tree
 
         d = self.path(cid)
@@ -207,7 +210,13 @@ class ContainerStore:
                 return
             remove_tree(d)
             return
-        entry.discard()
+        try:
+            entry.discard()
+        except PermissionError:
+            if on_denied is None:
+                raise
+            on_denied()
+            entry.discard()
 
 
 def _now_rfc3339() -> str:

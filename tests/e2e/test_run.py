@@ -326,6 +326,21 @@ def test_containers_of_other_uids_can_be_stopped_and_share_one_namespace(bb, run
     run_pbox("rm", "-f", "u1000", "u0")
 
 
+def test_rm_of_files_that_other_ids_own(bb, run_pbox, pbox_root):
+    """rm joins the user's namespace only when it needs to: here for a directory the
+    container gave to uid 1000 (a host uid the user may not delete as such)."""
+    if not has_subuid():
+        pytest.skip("needs a subordinate id range")
+    run_pbox("run", "--name", "owned", bb, "sh", "-c",
+             "mkdir -p /d/e && touch /d/e/f && chown -R 1000:1000 /d")
+    run_pbox("stop", "-t", "1", "owned")  # not running: nothing to do
+    assert run_pbox("rm", "owned").stdout == "owned\n"
+    assert run_pbox("ps", "-aq").stdout == ""
+    for sub in ("containers", "tmp"):
+        left = [n for n in os.listdir(os.path.join(pbox_root.root, sub)) if n != ".names"]
+        assert left == [], (sub, left)
+
+
 def test_group_add_by_name_from_the_image(bb, run_pbox, tmp_path):
     # Names come from the image's /etc/group, the topmost layer that has it.
     (tmp_path / "Dockerfile").write_text(
