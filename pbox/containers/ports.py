@@ -484,20 +484,23 @@ class ContainerNetwork:
         })
 
     def _hosts_address(self, address: str) -> None:
-        """/etc/hosts names the container's hostname with its address, as docker's."""
+        """/etc/hosts names the container's hostname with its address, as docker's.
+
+        Rewritten in place: the container may already have bound the file (the
+        network is set up while its filesystem is mounted)."""
         path = self.cs.path(self.cid, "hosts")
         hostname = (self.cfg.get("Config") or {}).get("Hostname") or ""
         try:
-            with open(path) as f:
+            with open(path, "r+") as f:
                 lines = f.read().splitlines()
+                lines = [ln for ln in lines if not (ln.split()[1:] == [hostname] and hostname)]
+                if hostname:
+                    lines.append(f"{address}\t{hostname}")
+                f.seek(0)
+                f.write("\n".join(lines) + "\n")
+                f.truncate()
         except OSError:
             return
-        lines = [ln for ln in lines if not (ln.split()[1:] == [hostname] and hostname)]
-        if hostname:
-            lines.append(f"{address}\t{hostname}")
-        from pbox.storage.fsutil import atomic_write
-
-        atomic_write(path, ("\n".join(lines) + "\n").encode(), durable=False)
 
     def detach(self) -> None:
         self._close_netns()

@@ -338,16 +338,16 @@ def _exec(args: list[str], env: list[str]) -> None:
         )
 
 
-def _setup_stdio(fds: tuple[int, int, int], msg_w: int, keep: int = -1) -> None:
+def _setup_stdio(fds: tuple[int, int, int], msg_w: int, keep: tuple = ()) -> None:
     """Put the given fds on 0, 1, 2 and close everything else but the message pipe
-    (and ``keep``, the console socket)."""
+    (and the fds in ``keep``, such as the console socket)."""
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds]
     for i, fd in enumerate(high):
         os.dup2(fd, i, inheritable=True)
     for fd in high:
         os.close(fd)
     last = 3
-    for fd in sorted(k for k in (msg_w, keep) if k >= 3):
+    for fd in sorted(k for k in (msg_w, *keep) if k >= 3):
         os.closerange(last, fd)
         last = fd + 1
     os.closerange(last, _MAX_FD)
@@ -410,7 +410,7 @@ def _container_main(spec: ContainerSpec, root: str, ctx: _Ctx) -> None:
     """PID 1 of the new pid namespace: finish the filesystem, then become the command."""
     proc = spec.process
     syscalls.set_pdeathsig(signal.SIGKILL)
-    _setup_stdio(ctx.stdio, ctx.msg_w, ctx.console_sock)
+    _setup_stdio(ctx.stdio, ctx.msg_w, (ctx.console_sock, ctx.net_r))
     _step("mounting /proc", mounts.mount_proc, root)
     _step(
         "mounting /dev",
@@ -470,6 +470,11 @@ def _container_main(spec: ContainerSpec, root: str, ctx: _Ctx) -> None:
     syscalls.set_pdeathsig(signal.SIGKILL)
     if not proc.args:
         raise _ChildError(KIND_SETUP, "no command given", EXIT_SETUP)
+    if ctx.net_r >= 0:
+        ready = os.read(ctx.net_r, 1) == b"N"
+        os.close(ctx.net_r)
+        if not ready:
+            os._exit(EXIT_SETUP)  # the caller failed to set up the network, and says why
     if spec.init:
         _init_main(proc.args, env, ctx.msg_w)
     _exec(proc.args, env)
@@ -523,6 +528,9 @@ class _Ctx:
         self.use_userns = False
         self.console_sock = -1
         self.netns_fd = -1
+        # With on_created: PID 1 waits on this pipe, just before its exec, until the
+        # caller has set up the network, which runs alongside the filesystem setup.
+        self.net_r = -1
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -538,7 +546,7 @@ def _holder_main(spec: ContainerSpec, ctx: _Ctx) -> None:
     # The caller may hold its signals back while it starts us; ours start unblocked.
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _close_fds_except({*ctx.stdio, ctx.msg_w, ctx.sync_w, ctx.go_r, ctx.console_sock,
-                       ctx.netns_fd})
+                       ctx.netns_fd, ctx.net_r})
     # Out of the caller's process group: a ^C on the terminal reaches only the caller,
     # which decides what the container gets (Container.kill), like docker's sig-proxy.
     os.setpgid(0, 0)
@@ -593,6 +601,8 @@ def _holder_main(spec: ContainerSpec, ctx: _Ctx) -> None:
 
     _report(ctx.msg_w, pid=pid)
     os.close(ctx.msg_w)
+    if ctx.net_r >= 0:
+        os.close(ctx.net_r)
 
     def forward(signum, _frame):
         try:
@@ -676,9 +686,10 @@ def launch(
     Signals are the caller's business: the container runs in its own session and the
     holder in its own process group, so a terminal's ^C reaches only the caller, which
     forwards what it wants with :meth:`Container.kill`.  ``mapping`` defaults to :func:`userns.current_mapping` and must be the one the layers
-    were extracted with.  ``on_created(pid)`` runs once the namespaces exist and before
-    anything is mounted or executed, with the pid of a process in them (for network
-    setup: ``/proc/PID/ns/net``).  With ``die_with_parent`` the container is killed if
+    were extracted with.  ``on_created(pid)`` runs once the namespaces exist, with the pid
+    of a process in them (for network setup: ``/proc/PID/ns/net``), while the child
+    mounts the filesystem; the command is executed only after it returned.  It must
+    change files the container binds (/etc/hosts) in place.  With ``die_with_parent`` the container is killed if
     the calling process dies.  With ``console`` the command gets a terminal allocated
     in the container's own /dev/pts (so ``tty`` and ttyname work inside); its master
     side is ``Container.console_fd``, and the given stdio fds are not used.
@@ -711,6 +722,9 @@ def launch(
     sync_r, ctx.sync_w = os.pipe2(os.O_CLOEXEC)
     ctx.go_r, go_w = os.pipe2(os.O_CLOEXEC)
     msg_r, ctx.msg_w = os.pipe2(os.O_CLOEXEC)
+    net_w = -1
+    if on_created is not None:
+        ctx.net_r, net_w = os.pipe2(os.O_CLOEXEC)
     console_r = None
     if console:
         import socket
@@ -733,6 +747,8 @@ def launch(
             os.close(sync_r)
             os.close(go_w)
             os.close(msg_r)
+            if net_w >= 0:
+                os.close(net_w)
             if console_r is not None:
                 console_r.close()
             _holder_main(spec, ctx)
@@ -743,6 +759,8 @@ def launch(
     os.close(ctx.sync_w)
     os.close(ctx.go_r)
     os.close(ctx.msg_w)
+    if ctx.net_r >= 0:
+        os.close(ctx.net_r)
     if ctx.console_sock >= 0:
         os.close(ctx.console_sock)
     try:
@@ -751,15 +769,23 @@ def launch(
             if ready:
                 if ctx.use_userns:
                     _write_maps(mapping, holder)
-                if on_created is not None:
-                    on_created(holder)
                 os.write(go_w, b"K")
+                if on_created is not None:
+                    # The network is set up while the child mounts the filesystem; the
+                    # command starts once both are done.
+                    on_created(holder)
+                    try:
+                        os.write(net_w, b"N")
+                    except BrokenPipeError:
+                        pass  # the child failed meanwhile: its message says why
         except BaseException:
             _abandon(holder)
             raise
         finally:
             os.close(sync_r)
             os.close(go_w)
+            if net_w >= 0:
+                os.close(net_w)
         messages = _read_messages(msg_r)
     finally:
         os.close(msg_r)

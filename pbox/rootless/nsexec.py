@@ -207,7 +207,7 @@ def _child_main(
     except OSError as e:
         raise _ChildError(KIND_SETUP, f"entering the container's root: {e}", EXIT_SETUP)
     # Closes the namespace files, the root and the pipe.
-    _setup_stdio(stdio, msg_w, console_sock)
+    _setup_stdio(stdio, msg_w, (console_sock,))
 
     uid, gid, groups, home = resolve_user(proc.user, proc.uid, proc.gid, proc.additional_gids)
     env = _env_with_defaults(proc.env, hostname, home, proc.tty)
