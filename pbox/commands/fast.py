@@ -318,11 +318,11 @@ def _set(out: dict, spec: tuple, value: str) -> None:
 def _run(args, *, parse_only=False, config=None, prepared=None):
     if parse_only:
         return parse_run(args)
+    notice = notice_once(config)
+    early = _early_network(config, prepared)
     from pbox.containers import lifecycle
 
-    notice = notice_once(config)
-    lifecycle.enter(config, notice)
-    early = _early_network(prepared)
+    lifecycle.enter(config, notice)  # (done already where the early network is)
     try:
         from pbox.containers import create as cr
         from pbox.containers.options import RunOptions
@@ -362,15 +362,21 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
             ports.drop_early(cid, cancel=not o.detach)
 
 
-def _early_network(prepared: dict):
+def _early_network(config, prepared: dict):
     """For the default network (pasta, no published ports, links or aliases), its
-    namespace and pasta, started now: pasta takes ~25 ms to set up, which the creation
-    of the container then hides.  None where that does not apply."""
-    # (PBOX_USERNS: this process joined the user's namespace, which then owns the new
-    # network namespace as it would own the container's.)
-    if prepared.get("network", "") not in ("", "pasta") or \
-            os.environ.get("PBOX_USERNS") != "1" or any(prepared.get(k) for k in (
-                "publish", "publish_all", "links", "network_aliases", "ip")):
+    namespace and pasta, started first thing: pasta takes ~25 ms to set up, which the
+    creation of the container then hides.  None where that does not apply."""
+    if prepared.get("network", "") not in ("", "pasta") or any(prepared.get(k) for k in (
+            "publish", "publish_all", "links", "network_aliases", "ip")):
+        return None
+    # In the user's namespace (the pause process's), which then owns the new network
+    # namespace as it would own the container's.  Only the common case of a live pause
+    # process: making one is the business of lifecycle.enter.
+    if os.getuid() == 0 or os.environ.get("PBOX_USERNS"):
+        return None
+    from pbox.rootless import pause
+
+    if not pause.join_existing(config.runroot):
         return None
     from pbox.containers.ports import EarlyNetwork
     from pbox.errors import PboxError
