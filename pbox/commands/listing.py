@@ -54,7 +54,7 @@ def images_text(config, repository: str | None = None, *, all_images: bool = Fal
     if digests:
         cols += "{{.Digest}}\t"
     cols += "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
-    return _format(rows, fmt, "table " + cols, IMAGE_HEADERS)
+    return _format(rows, fmt, "table " + cols, IMAGE_HEADERS, "*formatter.ImageContext")
 
 
 def ps_text(config, *, all_containers: bool = False, quiet: bool = False,
@@ -76,11 +76,11 @@ def ps_text(config, *, all_containers: bool = False, quiet: bool = False,
            "{{.Names}}"
     if size:
         cols += "\t{{.Size}}"
-    return _format(rows, fmt, "table " + cols, PS_HEADERS)
+    return _format(rows, fmt, "table " + cols, PS_HEADERS, "*formatter.ContainerContext")
 
 
-def _format(rows: list, fmt: str | None, default: str, headers: dict) -> str:
+def _format(rows: list, fmt: str | None, default: str, headers: dict, row_type: str) -> str:
     from pbox.gotemplate import format_rows
 
-    text = format_rows(fmt or default, rows, headers)
+    text = format_rows(fmt or default, rows, headers, row_type=row_type)
     return text if not text or text.endswith("\n") else text + "\n"

@@ -26,7 +26,7 @@ from pbox.gotemplate.exec import _Exec
 from pbox.gotemplate.funcs import _FUNCS, _HEADER_FUNCS
 from pbox.gotemplate.parse import _Op, _ParseError, _Parser
 from pbox.gotemplate.table import _Headers, _tabwriter, default_header, tabwrite
-from pbox.gotemplate.values import NO_VALUE, _ExecError
+from pbox.gotemplate.values import NO_VALUE, Struct, _ExecError
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; Any is only an annotation
 if TYPE_CHECKING:
@@ -76,14 +76,16 @@ def render(template: str, data: Any) -> str:
 
 
 def format_rows(fmt: str, rows: Iterable[Any], headers: dict[str, str] | None = None, *,
-                default: str | None = None) -> str:  # fmt: skip
+                default: str | None = None,
+                row_type: str = "*formatter.Context") -> str:  # fmt: skip
     """Render rows the way docker's ``--format`` does; the result ends with a newline per row.
 
     ``json`` prints one compact JSON object per row; ``table ...`` prints a header row
     (``headers`` maps a field path such as ``ID`` to its title, default_header() names
     the rest) and aligns the columns; anything else is a template run once per row.
     The two-character escapes ``\\t`` and ``\\n`` a user types become a tab and a newline.
-    ``default`` replaces an empty format or a bare ``table``.
+    ``default`` replaces an empty format or a bare ``table``.  A row (a dict) is docker's
+    typed context named ``row_type``: a field it lacks is an error, as in docker.
     """
     if default is not None and fmt.strip() in ("", "table"):
         fmt = default
@@ -93,7 +95,7 @@ def format_rows(fmt: str, rows: Iterable[Any], headers: dict[str, str] | None = 
     tpl = Template(body)
     out: list[str] = []
     for row in rows:
-        tpl._run(row, _FUNCS, out)
+        tpl._run(Struct(row, row_type) if type(row) is dict else row, _FUNCS, out)
         out.append("\n")
     if not is_table:
         return "".join(out)

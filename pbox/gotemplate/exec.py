@@ -9,6 +9,7 @@ from pbox.gotemplate.table import _Headers
 from pbox.gotemplate.values import (
     _NOFINAL,
     NO_VALUE,
+    Struct,
     _CallError,
     _ExecError,
     _fmt_v,
@@ -146,6 +147,8 @@ class _Exec:
                 raise _ExecError(f"nil pointer evaluating interface {{}}.{name}")
             if not isinstance(v, dict):
                 raise _ExecError(f"can't evaluate field {name} in type {_gotype(v)}")
+            if type(v) is Struct and name not in v:
+                raise _ExecError(f"can't evaluate field {name} in type {v.gotype}")
             v = v.get(name, NO_VALUE)
         return v
 

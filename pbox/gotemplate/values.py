@@ -22,6 +22,17 @@ NO_VALUE = _NoValue()  # Go's invalid reflect.Value: what an absent map key yiel
 _NOFINAL = object()  # no value piped into a command
 
 
+class Struct(dict):
+    """A row of a listing (docker's typed context, e.g. ``*formatter.ContainerContext``):
+    a Go struct, so a field it lacks is an error, where a map's absent key is not."""
+
+    __slots__ = ("gotype",)
+
+    def __init__(self, data: dict, gotype: str):
+        super().__init__(data)
+        self.gotype = gotype
+
+
 class _ExecError(Exception):
     pass
 

@@ -308,6 +308,8 @@ def test_container_commands(scene, run_pbox):
         (["logs", "--since", "bogus", "running"], 125, "invalid time"),
         (["ps", "--filter", "bogus=1"], 125, "invalid filter"),
         (["ps", "--format", "{{{{"], 125, "template"),
+        (["ps", "-a", "--format", "{{{{.Nope}}}}"], 125,
+         "can't evaluate field Nope in type *formatter.ContainerContext"),
         (["ps", "-n", "x"], 125, "'x'"),
         (["container", "ls", "--filter", "bogus=1"], 125, "invalid filter"),
         (["inspect", "-f", "{{{{.Nope", "{bb}"], 125, "template"),
@@ -339,6 +341,8 @@ def test_image_and_archive_commands(scene, run_pbox):
         (["rmi", "{bb}"], 125, "in use"),
         (["images", "--filter", "bogus=1"], 125, "invalid filter"),
         (["images", "--format", "{{{{.Nope"], 125, "template"),
+        (["images", "--format", "{{{{.Nope}}}}"], 125,
+         "can't evaluate field Nope in type *formatter.ImageContext"),
         (["history", "--format", "{{{{", "{bb}"], 125, "template"),
         # a filter pbox does not keep must not be ignored: -a would remove every image
         (["image", "prune", "-a", "-f", "--filter", "until=24h"], 125, "--filter"),

@@ -648,6 +648,16 @@ def test_a_bad_row_template_fails_even_in_a_table():
         format_rows("table {{nope}}", [], HEADERS)
 
 
+def test_a_field_a_row_lacks_is_an_error_as_in_docker():
+    # docker's rows are typed contexts (structs): .Nope fails, while a map's absent key
+    # inside a row still gives <no value>
+    with pytest.raises(UsageError, match=r"can't evaluate field Nope in type \*formatter.X"):
+        format_rows("{{.ID}} {{.Nope}}", ROWS, HEADERS, row_type="*formatter.X")
+    rows = [{"ID": "a", "L": {"k": "v"}}]
+    assert format_rows("{{.ID}} {{.L.k}} {{.L.nope}} {{json .}}", rows) == (
+        'a v <no value> {"ID":"a","L":{"k":"v"}}\n')
+
+
 def test_tabwrite_counts_wide_characters_twice_as_docker_does():
     # docker's tabwriter measures cells with go-runewidth, not in runes
     assert tabwrite(["日本語\tx", "naïve\ty", "e\u0301\tz"]) == (
