@@ -75,10 +75,7 @@ def test_published_port_serves_then_closes(bb, run_pbox, net):
     assert fetch_retrying(f"http://127.0.0.1:{port}/index.html").startswith(b"served-by-")
     run_pbox("rm", "-f", "web")
     assert port_refused(port)
-    deadline = time.monotonic() + 10
-    while set(_helpers_of("")) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert set(_helpers_of("")) - before == set()
+    assert _no_new_helpers(before), _describe(set(_helpers_of("")) - before)
 
 
 def _has_exec(run_pbox) -> bool:
@@ -102,10 +99,7 @@ def test_helpers_end_after_run_rm_without_ports(bb, run_pbox):
     before = set(_helpers_of(""))
     for net in ("pasta", "slirp4netns"):
         run_pbox("run", "--rm", "--network", net, bb, "true")
-    deadline = time.monotonic() + 10
-    while set(_helpers_of("")) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not set(_helpers_of("")) - before
+    assert _no_new_helpers(before), _describe(set(_helpers_of("")) - before)
 
 
 def _no_new_helpers(before: set) -> bool:
@@ -113,6 +107,21 @@ def _no_new_helpers(before: set) -> bool:
     while set(_helpers_of("")) - before and time.monotonic() < deadline:
         time.sleep(0.05)
     return not set(_helpers_of("")) - before
+
+
+def _describe(pids) -> list[str]:
+    """Command line and start of each process: pasta's names its starter in --pid."""
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{p}/stat") as f:
+                start = f.read().rsplit(")", 1)[1].split()[19]
+            out.append(f"{p} (start {start}): {cmd}")
+        except OSError:
+            out.append(f"{p}: gone")
+    return out
 
 
 def test_default_network_set_up_while_the_container_is_created(bb, run_pbox):
@@ -132,7 +141,7 @@ def test_default_network_set_up_while_the_container_is_created(bb, run_pbox):
     r = run_pbox("run", "--rm", "--name", "taken", bb, "true", expect_rc=125)
     assert "taken" in r.stderr
     run_pbox("rm", "taken")
-    assert _no_new_helpers(before)
+    assert _no_new_helpers(before), _describe(set(_helpers_of("")) - before)
 
 
 def test_network_none_and_host(bb, run_pbox):
