@@ -109,6 +109,9 @@ def mkdir_in(root: str, path: str, mode: int = 0o755) -> str:
         except FileExistsError:
             if not os.path.isdir(full):
                 raise MountError(f"{path} exists in the container and is not a directory")
+        except OSError as e:
+            # the container's path, not where its root is on the host
+            raise MountError(f"mkdir /{path.lstrip('/')}: {e.strerror}")
     return full
 
 

@@ -326,6 +326,12 @@ def test_containers_of_other_uids_can_be_stopped_and_share_one_namespace(bb, run
     run_pbox("rm", "-f", "u1000", "u0")
 
 
+def test_a_working_directory_that_cannot_be_made_is_named_as_inside(bb, run_pbox,
+                                                                    pbox_root):
+    r = run_pbox("run", "--rm", "-w", "/proc/nope/deeper", bb, "true", expect_rc=125)
+    assert "/proc/nope" in r.stderr and pbox_root.root not in r.stderr, r.stderr
+
+
 def test_rm_of_files_that_other_ids_own(bb, run_pbox, pbox_root):
     """rm joins the user's namespace only when it needs to: here for a directory the
     container gave to uid 1000 (a host uid the user may not delete as such)."""
