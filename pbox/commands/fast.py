@@ -346,20 +346,22 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
         from pbox.containers import ports
 
         ports.adopt_early(cid, early)
+    handed_over = False
     try:
         if o.detach:
             # The monitor is this process forked: it has what it needs imported (see
             # lifecycle._MONITOR_BOOT), the early network too.
             lifecycle.start_detached(config, cid, notice, fresh=False)
+            handed_over = True
             sys.stdout.write(cid + "\n")
             return 0
         return lifecycle.run_foreground(config, cid, interactive=o.interactive, tty=o.tty,
                                         notice=notice)
     finally:
         if early is not None:
-            # The monitor has its copy; in the foreground, the container's run took it
-            # (or it is still here: nothing ran, so pasta ends).
-            ports.drop_early(cid, cancel=not o.detach)
+            # The monitor that runs the container has its copy; in the foreground, the
+            # container's run took it.  Still here otherwise: nothing ran, pasta ends.
+            ports.drop_early(cid, cancel=not handed_over)
 
 
 def _early_network(config, prepared: dict):
