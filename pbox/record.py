@@ -62,6 +62,9 @@ def record(cls=None, *, frozen: bool = False):
                 delattr(cls, name)
                 seen_default = True
             elif default is not _MISSING:
+                if type(default) in (list, dict, set):
+                    raise TypeError(f"{cls.__name__}: mutable default for field {name!r}: "
+                                    f"use factory()")
                 env[f"_d_{name}"] = default
                 params.append(f"{name}=_d_{name}")
                 value = name

@@ -83,6 +83,13 @@ def test_default_before_required_is_refused():
             b: int
 
 
+def test_a_mutable_default_is_refused():
+    with pytest.raises(TypeError, match="use factory"):
+        @record
+        class Shared:
+            items: list = []  # the mistake under test
+
+
 def test_run_path_does_not_import_dataclasses():
     code = ("import sys; import pbox.containers.create, pbox.containers.lifecycle, "
             "pbox.rootless.launcher; print('dataclasses' in sys.modules)")
