@@ -338,14 +338,13 @@ def _run(args, *, parse_only=False, config=None, prepared=None):
         if early is not None:
             early.cancel()
         raise
-    if early is None:
-        pass
-    elif o.detach and not early.settle():
-        early = None  # the monitor sets the network up as usual, or says why not
-    else:
-        from pbox.containers import ports
+    if early is not None:
+        if o.detach and not early.settle():
+            early = None  # the monitor sets the network up as usual, or says why not
+        else:
+            from pbox.containers import ports
 
-        ports.adopt_early(cid, early)
+            ports.adopt_early(cid, early)
     handed_over = False
     try:
         if o.detach:

@@ -16,6 +16,7 @@ import errno
 import os
 
 from pbox.errors import PboxError, UsageError
+from pbox.record import record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,39 +25,14 @@ if TYPE_CHECKING:
 PROTOCOLS = ("tcp", "udp")
 
 
+@record(frozen=True)
 class PortBinding:
-    """One published port; immutable, compared and hashed by value.  (A plain class,
-    not a frozen dataclass: `ps` would import ``dataclasses`` and ``inspect`` for it.)"""
+    """One published port; immutable, compared and hashed by value."""
 
-    def __init__(self, container_port: int, protocol: str = "tcp", host_ip: str = "",
-                 host_port: int = 0):
-        set_ = object.__setattr__
-        set_(self, "container_port", container_port)
-        set_(self, "protocol", protocol)
-        set_(self, "host_ip", host_ip)  # "" = every address
-        set_(self, "host_port", host_port)  # 0 = a free port picked at start
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _key(self) -> tuple:
-        return (self.container_port, self.protocol, self.host_ip, self.host_port)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"PortBinding(container_port={self.container_port!r}, "
-                f"protocol={self.protocol!r}, host_ip={self.host_ip!r}, "
-                f"host_port={self.host_port!r})")
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""  # "" = every address
+    host_port: int = 0  # 0 = a free port picked at start
 
     @property
     def key(self) -> str:

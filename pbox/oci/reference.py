@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from pbox.errors import InvalidReference
+from pbox.record import record, replace
 
 DEFAULT_REGISTRY = "docker.io"
 LEGACY_DEFAULT_REGISTRY = "index.docker.io"
@@ -52,48 +53,22 @@ _IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
 _INVALID = "invalid reference format"
 
 
+@record(frozen=True)
 class Reference:
     """A fully normalised image reference; immutable, compared and hashed by value.
 
     ``registry`` is the domain as the user knows it (``docker.io``, ``127.0.0.1:5000``),
     ``repository`` the path in it (``library/busybox``), ``tag`` and ``digest`` may each
-    be ``None`` (``parse`` adds ``latest`` when both are missing).  (A plain class, not
-    a frozen dataclass: `images` would import ``dataclasses`` and ``inspect`` for it.)
+    be ``None`` (``parse`` adds ``latest`` when both are missing).
     """
 
-    def __init__(self, registry: str, repository: str, tag: str | None = None,
-                 digest: str | None = None):
-        set_ = object.__setattr__
-        set_(self, "registry", registry)
-        set_(self, "repository", repository)
-        set_(self, "tag", tag)
-        set_(self, "digest", digest)
-
-    def __setattr__(self, name, value):
-        raise AttributeError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name):
-        raise AttributeError(f"cannot delete field {name!r}")
-
-    def _key(self) -> tuple:
-        return (self.registry, self.repository, self.tag, self.digest)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return (f"Reference(registry={self.registry!r}, repository={self.repository!r}, "
-                f"tag={self.tag!r}, digest={self.digest!r})")
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
 
     def _with(self, **changes) -> Reference:
-        return Reference(changes.get("registry", self.registry),
-                         changes.get("repository", self.repository),
-                         changes.get("tag", self.tag), changes.get("digest", self.digest))
+        return replace(self, **changes)
 
     # -- names ------------------------------------------------------------------
     @property
