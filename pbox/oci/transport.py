@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client on the standard library, for the registry client.
+"""A small HTTP/1.1 client on sockets, for the registry client.
 
 What the registry protocol needs and no more: keep-alive connections reused per host
 (one pool per ``Session``, thread-safe), TLS with a caller-made ``ssl`` context (made on
@@ -8,25 +8,29 @@ iterables; chunked transfer when the length is unknown), streamed response bodie
 HTTP proxies from ``HTTP(S)_PROXY``/``NO_PROXY``, and connect/read timeouts.
 
 It exists because importing ``requests`` (urllib3, idna, charset_normalizer, certifi)
-costs tens of milliseconds on every pull, push and login.  Failures raise
-``TransportError`` subclasses whose ``__cause__`` is the underlying ``OSError``,
-``ssl.SSLError`` or ``http.client.HTTPException``.
+costs tens of milliseconds on every pull, push and login, and the standard library's
+``http.client`` ~30 more (it imports ``ssl`` and the ``email`` package): here ``ssl`` is
+imported only by whoever makes the first TLS context.  Failures raise
+``TransportError`` subclasses; a connection's failure has the underlying ``OSError``
+(or ``ssl.SSLError``) as its ``__cause__``.
 """
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json as _json
 import logging
 import os
 import select
 import socket
-import ssl
+import sys
 import threading
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,8 @@ class TooManyRedirects(TransportError):
 def _wrap(e: BaseException, what: str) -> TransportError:
     if isinstance(e, TransportError):
         return e
-    if isinstance(e, ssl.SSLError):  # includes SSLCertVerificationError
+    ssl = sys.modules.get("ssl")  # not imported: no TLS connection made the error
+    if ssl is not None and isinstance(e, ssl.SSLError):  # includes SSLCertVerificationError
         err: TransportError = TLSError(f"{what}: {e}")
     elif isinstance(e, (socket.timeout, TimeoutError)):
         err = Timeout(f"{what}: timed out")
@@ -67,6 +72,326 @@ def _wrap(e: BaseException, what: str) -> TransportError:
         err = ConnectError(f"{what}: {type(e).__name__}: {e}")
     err.__cause__ = e
     return err
+
+
+# -- HTTP/1.1 on a socket ------------------------------------------------------------------
+#
+# ``http.client`` would do, but importing it costs ~30 ms: it imports ``ssl`` (most of
+# that) and ``email.parser`` for its header parsing, on every pull and push, even to a
+# plain-HTTP registry.  The protocol the registry client needs is small: one request at a
+# time per connection, Content-Length or chunked bodies both ways, and a body read until
+# the server closes when it sends neither.
+
+
+class ProtocolError(TransportError):
+    """The server's answer is not HTTP/1.x."""
+
+
+class IncompleteRead(ProtocolError):
+    """The connection ended before the body did."""
+
+
+class RemoteDisconnected(ConnectionResetError):
+    """The server closed a connection without answering (a kept-alive one, usually)."""
+
+
+MAX_LINE = 65536
+MAX_HEADERS = 200
+
+
+class Headers:
+    """A response's headers: ``get`` and ``in`` ignore case; ``get`` gives the first."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        self._items = items
+        self._first: dict[str, str] = {}
+        for name, value in items:
+            self._first.setdefault(name.lower(), value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._first.get(name.lower(), default)
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self._items if k.lower() == name]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._first
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name.lower()]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def _read_line(rfile) -> bytes:
+    line = rfile.readline(MAX_LINE + 1)
+    if len(line) > MAX_LINE:
+        raise ProtocolError("a header line of the answer is too long")
+    return line
+
+
+def _read_headers(rfile) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    while True:
+        line = _read_line(rfile)
+        if line in (b"\r\n", b"\n", b""):
+            return items
+        if len(items) >= MAX_HEADERS:
+            raise ProtocolError(f"more than {MAX_HEADERS} headers in the answer")
+        text = line.decode("iso-8859-1").rstrip("\r\n")
+        if text[:1] in (" ", "\t") and items:  # an obsolete folded continuation
+            name, value = items[-1]
+            items[-1] = (name, f"{value} {text.strip()}")
+            continue
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip():
+            raise ProtocolError(f"a malformed header line in the answer: {text[:80]!r}")
+        items.append((name.strip(), value.strip()))
+
+
+class _Answer:
+    """A response's status, headers and body framing on its connection."""
+
+    def __init__(self, conn: _Connection, method: str):
+        rfile = conn.rfile
+        while True:
+            line = _read_line(rfile)
+            if not line:
+                raise RemoteDisconnected("the server closed the connection without answering")
+            version, _, rest = line.decode("iso-8859-1").rstrip("\r\n").partition(" ")
+            code, _, reason = rest.partition(" ")
+            if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+                raise ProtocolError(f"not an HTTP/1.x answer: {line[:80]!r}")
+            self.status = int(code)
+            items = _read_headers(rfile)
+            if not 100 <= self.status < 200 or self.status == 101:
+                break  # an interim answer (100 Continue) is skipped
+        self.reason = reason.strip()
+        self.msg = Headers(items)
+        self._conn = conn
+        connection = (self.msg.get("Connection") or "").lower()
+        self.will_close = "close" in connection or (
+            version == "HTTP/1.0" and "keep-alive" not in connection)
+        self.chunked = False
+        self.length: int | None = None  # what is left of a Content-Length body
+        self._chunk_left: int | None = None  # of the current chunk; None: read a size
+        self._done = False
+        te = (self.msg.get("Transfer-Encoding") or "").lower()
+        if method == "HEAD" or self.status in (204, 304):
+            self.length = 0
+        elif te and te != "identity":
+            if te.rsplit(",", 1)[-1].strip() != "chunked":
+                raise ProtocolError(f"unsupported Transfer-Encoding {te!r}")
+            self.chunked = True
+        elif "Content-Length" in self.msg:
+            value = self.msg.get("Content-Length").split(",")[0].strip()
+            if not value.isdigit():
+                raise ProtocolError(f"a bad Content-Length: {value!r}")
+            self.length = int(value)
+        else:
+            self.will_close = True  # the body ends where the connection does
+        if self.length == 0:
+            self._done = True
+
+    def isclosed(self) -> bool:
+        return self._done
+
+    def read(self, n: int | None = None) -> bytes:
+        """Up to ``n`` bytes (all that is left when None); b"" at the end."""
+        if self._done:
+            return b""
+        if self.chunked:
+            return self._read_chunked(n)
+        rfile = self._conn.rfile
+        if self.length is None:  # until the server closes
+            data = rfile.read() if n is None else rfile.read1(n)
+            if not data or n is None:
+                self._done = True
+            return data
+        want = self.length if n is None else min(n, self.length)
+        data = rfile.read(want) if n is None else rfile.read1(want)
+        if not data and want:
+            raise IncompleteRead(f"the answer broke off with {self.length} bytes to come")
+        self.length -= len(data)
+        if n is None and self.length:
+            raise IncompleteRead(f"the answer broke off with {self.length} bytes to come")
+        if self.length == 0:
+            self._done = True
+        return data
+
+    def _read_chunked(self, n: int | None) -> bytes:
+        rfile = self._conn.rfile
+        parts = []
+        while n is None or n > 0:
+            if self._chunk_left is None:
+                line = _read_line(rfile)
+                size = line.split(b";", 1)[0].strip()
+                try:
+                    self._chunk_left = int(size, 16)
+                except ValueError:
+                    raise IncompleteRead("a broken chunk in the answer") from None
+                if self._chunk_left == 0:
+                    _read_headers(rfile)  # trailers
+                    self._done = True
+                    break
+            want = self._chunk_left if n is None else min(n, self._chunk_left)
+            data = rfile.read1(want) if n is not None else rfile.read(want)
+            if not data or n is None and len(data) < want:
+                raise IncompleteRead("the answer broke off inside a chunk")
+            parts.append(data)
+            self._chunk_left -= len(data)
+            if n is not None:
+                n -= len(data)
+            if self._chunk_left == 0:
+                if _read_line(rfile) not in (b"\r\n", b"\n"):
+                    raise IncompleteRead("a broken chunk in the answer")
+                self._chunk_left = None
+            if n is not None:
+                break  # what one chunk had: enough for a streamed read
+        return b"".join(parts)
+
+
+class _Connection:
+    """One TCP (and TLS) connection; ``send`` a request, then ``answer``."""
+
+    def __init__(self, host: str, port: int, *, timeout: tuple[float, float], context=None,
+                 tunnel: tuple[str, int, str | None] | None = None):
+        self.host, self.port = host, port
+        self.sock = None
+        self.rfile = None
+        self._timeout = timeout
+        self._context = context
+        self._tunnel = tunnel  # (host, port, Proxy-Authorization) through an HTTP proxy
+
+    def connect(self) -> None:
+        # an ASCII name as bytes: getaddrinfo would otherwise import the idna codec
+        host = self.host.encode("ascii") if self.host.isascii() else self.host
+        sock = socket.create_connection((host, self.port), self._timeout[0])
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            server_name = self.host
+            if self._tunnel is not None:
+                host, port, auth = self._tunnel
+                server_name = host
+                self._connect_tunnel(sock, host, port, auth)
+            if self._context is not None:
+                sock = self._context.wrap_socket(sock, server_hostname=server_name)
+        except BaseException:
+            sock.close()
+            raise
+        sock.settimeout(self._timeout[1])
+        self.sock = sock
+        self.rfile = sock.makefile("rb", buffering=BLOCK)
+
+    def _connect_tunnel(self, sock, host: str, port: int, auth: str | None) -> None:
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if auth:
+            head += f"Proxy-Authorization: {auth}\r\n"
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        rfile = sock.makefile("rb", buffering=0)  # nothing of the TLS bytes after it read
+        try:
+            line = b""
+            while not line.endswith(b"\n"):
+                c = rfile.read(1)
+                if not c:
+                    raise RemoteDisconnected("the proxy closed the connection")
+                line += c
+                if len(line) > MAX_LINE:
+                    raise ProtocolError("the proxy's answer line is too long")
+            parts = line.decode("iso-8859-1").split(None, 2)
+            while True:  # its headers, byte by byte for the same reason
+                header = b""
+                while not header.endswith(b"\n"):
+                    c = rfile.read(1)
+                    if not c:
+                        raise RemoteDisconnected("the proxy closed the connection")
+                    header += c
+                    if len(header) > MAX_LINE:
+                        raise ProtocolError("a header of the proxy's answer is too long")
+                if header in (b"\r\n", b"\n"):
+                    break
+        finally:
+            rfile.close()
+        if len(parts) < 2 or parts[1] != "200":
+            raise OSError(f"Tunnel connection failed: {' '.join(parts[1:]).strip()}")
+
+    def send(self, method: str, target: str, host: str, headers: dict, body: Any) -> None:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+        lower = {k.lower() for k in headers}
+        if "accept-encoding" not in lower:
+            lines.append("Accept-Encoding: identity")
+        chunked = False
+        if body is None:
+            if method in ("POST", "PUT", "PATCH") and "content-length" not in lower:
+                lines.append("Content-Length: 0")
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            if "content-length" not in lower:
+                lines.append(f"Content-Length: {len(body)}")
+        elif "content-length" not in lower and "transfer-encoding" not in lower:
+            lines.append("Transfer-Encoding: chunked")
+            chunked = True
+        for name, value in headers.items():
+            if value is None:
+                continue
+            text = f"{name}: {value}"
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"a header with a line break: {name}")
+            lines.append(text)
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode("latin-1")
+        sock = self.sock
+        if body is None:
+            sock.sendall(head)
+        elif isinstance(body, (bytes, bytearray, memoryview)):
+            if len(body) <= BLOCK:
+                sock.sendall(head + bytes(body))
+            else:
+                sock.sendall(head)
+                sock.sendall(body)
+        else:
+            sock.sendall(head)
+            for block in _blocks(body):
+                if not block:
+                    continue
+                if chunked:
+                    sock.sendall(b"%x\r\n" % len(block) + bytes(block) + b"\r\n")
+                else:
+                    sock.sendall(block)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+
+    def answer(self, method: str) -> _Answer:
+        return _Answer(self, method)
+
+    def close(self) -> None:
+        sock, rfile = self.sock, self.rfile
+        self.sock = self.rfile = None
+        for thing in (rfile, sock):
+            if thing is not None:
+                try:
+                    thing.close()
+                except OSError:
+                    pass
+
+
+def _blocks(body: Any) -> Iterator[bytes]:
+    """A streamed request body block by block: a file object's reads or an iterable's
+    items (str items encoded as UTF-8)."""
+    read = getattr(body, "read", None)
+    if read is not None:
+        while True:
+            block = read(BLOCK)
+            if not block:
+                return
+            yield block.encode("utf-8") if isinstance(block, str) else block
+    for block in body:
+        yield block.encode("utf-8") if isinstance(block, str) else block
 
 
 class Response:
@@ -81,7 +406,7 @@ class Response:
         self.url = url
         self.status_code: int = raw.status
         self.reason: str = raw.reason or ""
-        self.headers = raw.msg  # an email.message.Message: get() and `in` ignore case
+        self.headers: Headers = raw.msg
         self._content: bytes | None = None
 
     # -- the body --------------------------------------------------------------------------
@@ -98,13 +423,9 @@ class Response:
         raw = self._raw
         if raw is None:
             return b""
-        left = raw.length
         try:
             data = raw.read(n if n is not None and n >= 0 else None)
-            if not data and n != 0 and left and not raw.chunked:
-                # (http.client reports a body cut short only when reading it all)
-                raise http.client.IncompleteRead(b"", left)
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, TransportError) as e:
             self._discard()
             raise _wrap(e, "reading the response")
         if raw.isclosed():
@@ -164,7 +485,7 @@ class Response:
             if raw.length is not None and raw.length <= DRAIN_LIMIT and not raw.will_close:
                 try:
                     raw.read()
-                except (OSError, http.client.HTTPException):
+                except (OSError, TransportError):
                     self._discard()
                     return
             else:
@@ -271,20 +592,15 @@ class Session:
             what = f"proxy {phost}:{pport}"
         else:
             phost, pport = host, port
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(phost, pport, timeout=timeout[0],
-                                               context=self._context(), blocksize=BLOCK)
-        else:
-            conn = http.client.HTTPConnection(phost, pport, timeout=timeout[0], blocksize=BLOCK)
-        if proxy and scheme == "https":
-            auth = _proxy_auth(proxy)
-            conn.set_tunnel(host, port, headers={"Proxy-Authorization": auth} if auth else None)
+        tunnel = (host, port, _proxy_auth(proxy)) if proxy and scheme == "https" else None
+        conn = _Connection(phost, pport, timeout=timeout,
+                           context=self._context() if scheme == "https" else None,
+                           tunnel=tunnel)
         try:
             conn.connect()
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, TransportError) as e:
             conn.close()
             raise _wrap(e, f"connecting to {what}")
-        conn.sock.settimeout(timeout[1])
         self.connections_made += 1
         return conn
 
@@ -363,8 +679,9 @@ class Session:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        host_header = parts.netloc.rsplit("@", 1)[-1]
         if proxy and scheme == "http":
-            target = f"http://{parts.netloc.rsplit('@', 1)[-1]}{target}"
+            target = f"http://{host_header}{target}"
             auth = _proxy_auth(proxy)
             if auth:
                 headers = dict(headers, **{"Proxy-Authorization": auth})
@@ -375,17 +692,19 @@ class Session:
             if conn is None:
                 conn = self._connect(key, timeout)
             try:
-                conn.request(method, target, body=data, headers=headers)
-                raw = conn.getresponse()
-            except (OSError, http.client.HTTPException) as e:
+                conn.send(method, target, host_header, headers, data)
+                raw = conn.answer(method)
+            except (OSError, TransportError) as e:
                 conn.close()
                 # a kept-alive connection the server closed meanwhile: once more on a
                 # new one, when the body can be sent again
                 if reused and replayable and isinstance(
-                        e, (http.client.RemoteDisconnected, ConnectionResetError,
-                            BrokenPipeError, ConnectionAbortedError)):
+                        e, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
                     continue
                 raise _wrap(e, f"{method} {host}:{port}")
+            except BaseException:  # the body's own error (a streamed one), or Ctrl-C
+                conn.close()
+                raise
             return Response(self, key, conn, raw, url)
 
 

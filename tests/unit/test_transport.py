@@ -62,6 +62,19 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True  # without saying so: the next request finds it closed
             return
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"3;ext=1\r\nabc\r\n" b"0a\r\n0123456789\r\n"
+                             b"0\r\nTrailer: x\r\n\r\n")
+            return
+        if self.path == "/until-close":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"all of it")
+            self.close_connection = True
+            return
         reply = b'{"len": %d}' % len(body)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -71,6 +84,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(reply)
 
     do_GET = do_PUT = do_POST = do_PATCH = _handle
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "12345")
+        self.end_headers()
 
 
 @pytest.fixture
@@ -253,3 +271,131 @@ def test_proxy_from_the_environment(server, monkeypatch):
     with session() as s:
         s.request("GET", url(target, "/direct"))
     assert [p for _, p, *_ in target.seen] == ["/direct"]
+
+
+def test_response_bodies_framed_every_way(server):
+    """Chunked (with extensions and trailers), until the server closes, and a HEAD whose
+    Content-Length has no body after it; the connection kept where it can be."""
+    srv = server()
+    with session() as s:
+        r = s.request("GET", url(srv, "/chunked"))
+        assert r.content == b"abc0123456789"
+        r = s.request("GET", url(srv, "/chunked"), stream=True)
+        assert list(r.iter_content(2)) == [b"ab", b"c", b"01", b"23", b"45", b"67", b"89"]
+        r = s.request("HEAD", url(srv, "/head"))
+        assert r.headers.get("Content-Length") == "12345" and r.content == b""
+        assert s.request("GET", url(srv, "/a")).json() == {"len": 0}
+        assert s.connections_made == 1  # chunked and HEAD answers left the connection usable
+        r = s.request("GET", url(srv, "/until-close"))
+        assert r.content == b"all of it"
+        assert s.request("GET", url(srv, "/a")).status_code == 200
+        assert s.connections_made == 2  # the until-close answer used its connection up
+
+
+def _raw_server(reply: bytes):
+    """A server that answers every connection with ``reply`` and closes it."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock
+
+
+@pytest.mark.parametrize("reply", [
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+    b"",
+])
+def test_a_broken_answer_is_a_transport_error(reply):
+    lsock = _raw_server(reply)
+    try:
+        with session() as s, pytest.raises(transport.TransportError):
+            s.request("GET", f"http://127.0.0.1:{lsock.getsockname()[1]}/")
+    finally:
+        lsock.close()
+
+
+def test_interim_and_folded_answers():
+    lsock = _raw_server(b"HTTP/1.1 100 Continue\r\n\r\n"
+                        b"HTTP/1.1 201 Created\r\nX-Long: a\r\n  b\r\n"
+                        b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+    try:
+        with session() as s:
+            r = s.request("PUT", f"http://127.0.0.1:{lsock.getsockname()[1]}/", data=b"x")
+            assert (r.status_code, r.reason, r.content) == (201, "Created", b"ok")
+            assert r.headers.get("x-long") == "a b"
+    finally:
+        lsock.close()
+
+
+def test_https_through_a_connect_proxy(server, tmp_path, monkeypatch):
+    ca = make_ca(str(tmp_path / "ca"))
+    cert, key = make_server_cert(str(tmp_path / "ca"), ca)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    target = server(ctx)
+    asked = []
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+
+    def pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def proxy():
+        conn, _ = lsock.accept()
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += conn.recv(1)
+        asked.append(head.decode())
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        up = socket.create_connection((host, int(port)))
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\nVia: test\r\n\r\n")
+        threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
+        pipe(conn, up)
+
+    threading.Thread(target=proxy, daemon=True).start()
+    monkeypatch.setenv("HTTPS_PROXY", f"http://u:p@127.0.0.1:{lsock.getsockname()[1]}")
+    for name in ("https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def trusting():
+        c = ssl.create_default_context()
+        c.load_verify_locations(ca[0])
+        return c
+
+    try:
+        with transport.Session(ssl_context=trusting) as s:
+            r = s.request("GET", f"https://127.0.0.1:{target.server_address[1]}/tunnelled")
+            assert r.json() == {"len": 0}
+    finally:
+        lsock.close()
+    assert asked[0].startswith(f"CONNECT 127.0.0.1:{target.server_address[1]} HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic dTpw" in asked[0]
+    assert [p for _, p, *_ in target.seen] == ["/tunnelled"]
