@@ -24,13 +24,14 @@ import base64
 import json
 import logging
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pbox.errors import AuthError, UsageError
+from pbox.record import factory, record
+
+if TYPE_CHECKING:
+    import subprocess
 from pbox.oci.reference import DEFAULT_REGISTRY, normalize_registry
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,18 @@ DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 HELPER_TIMEOUT = 60
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     """A user name and a secret.  ``repr`` never shows the secret."""
 
     username: str = ""
-    password: str = field(default="", repr=False)
+    password: str = ""
     # docker's "identitytoken": an OAuth2 refresh token given to the token server
-    identity_token: str = field(default="", repr=False)
+    identity_token: str = ""
     source: str = ""  # where they were found, for debug messages
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, source={self.source!r})"
 
     @property
     def empty(self) -> bool:
@@ -182,6 +186,9 @@ def run_helper(
     name: str, server: str, *, env: Mapping[str, str] | None = None
 ) -> Credentials | None:
     """Ask ``docker-credential-NAME get`` for ``server``; None when it has nothing."""
+    import shutil
+    import subprocess
+
     prog = f"docker-credential-{name}"
     path = shutil.which(prog, path=(env or os.environ).get("PATH"))
     if path is None:
@@ -289,6 +296,9 @@ def configured_helper(paths: list[str], registry: str) -> str | None:
 
 def _call_helper(name: str, action: str, data: bytes,
                  env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    import shutil
+    import subprocess
+
     prog = f"docker-credential-{name}"
     path = shutil.which(prog, path=(env or os.environ).get("PATH"))
     if path is None:
@@ -336,6 +346,8 @@ def _write_atomic(path: str, obj: dict) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     data = (json.dumps(obj, indent="\t") + "\n").encode("utf-8")
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=".auth-", suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, 0o600)
@@ -393,12 +405,12 @@ _TOKEN_CHARS = frozenset(
 )
 
 
-@dataclass
+@record
 class Challenge:
     """One challenge of a ``WWW-Authenticate`` header: scheme in lower case, params."""
 
     scheme: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = factory(dict)
 
     @property
     def realm(self) -> str:

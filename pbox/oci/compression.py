@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
-import subprocess
 import threading
 import zlib
 from typing import BinaryIO, Callable
@@ -233,6 +231,8 @@ class _PipeReader(_Reader):
     def __init__(self, argv: list[str], fileobj: BinaryIO, what: str):
         super().__init__(fileobj)
         self._what = what
+        import subprocess  # only for a filter program: ~4 ms that zlib work does not pay
+
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -335,6 +335,8 @@ def _import_zstandard():
 
 
 def _zstd_program() -> str | None:
+    import shutil
+
     return shutil.which("zstd")
 
 
@@ -443,6 +445,8 @@ class _PipeWriter(_Writer):
     def __init__(self, argv: list[str], out: BinaryIO, what: str):
         super().__init__(out)
         self._what = what
+        import subprocess  # only for a filter program: ~4 ms that zlib work does not pay
+
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )

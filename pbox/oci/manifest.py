@@ -1,4 +1,4 @@
-"""Manifests, indexes (manifest lists) and image configs: parsed into small dataclasses.
+"""Manifests, indexes (manifest lists) and image configs: parsed into small record classes.
 
 Each parsed object keeps the exact bytes it came from in ``raw``: a manifest's digest
 is the digest of those bytes, never of a re-serialisation.  Docker schema 2 and OCI
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Union
 
 from pbox.errors import InvalidReference, UnsupportedFormat
 from pbox.oci import digest as _digest
 from pbox.oci import mediatypes as mt
 from pbox.oci.platform import Platform
+from pbox.record import factory, record
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _loads(raw: bytes | str, what: str) -> dict:
     return obj
 
 
-@dataclass(frozen=True, eq=True)
+@record(frozen=True)
 class Descriptor:
     """A pointer to content: media type, digest, size (+ platform in an index)."""
 
@@ -50,9 +50,21 @@ class Descriptor:
     digest: str
     size: int
     urls: tuple[str, ...] = ()
-    annotations: dict = field(default_factory=dict, compare=False, hash=False)
+    annotations: dict = factory(dict)  # not compared
     platform: Platform | None = None
     artifact_type: str = ""
+
+    def _key(self) -> tuple:
+        return (self.media_type, self.digest, self.size, self.urls, self.platform,
+                self.artifact_type)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def to_json(self) -> dict:
         d: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
@@ -94,7 +106,7 @@ class Descriptor:
         )
 
 
-@dataclass
+@record
 class Manifest:
     """One image: a config and its layers, bottom first."""
 
@@ -102,7 +114,7 @@ class Manifest:
     config: Descriptor
     layers: list[Descriptor]
     raw: bytes
-    annotations: dict = field(default_factory=dict)
+    annotations: dict = factory(dict)
     subject: Descriptor | None = None
     artifact_type: str = ""
 
@@ -122,14 +134,14 @@ class Manifest:
         return self.media_type == mt.OCI_MANIFEST
 
 
-@dataclass
+@record
 class Index:
     """A list of manifests, one per platform (docker's "manifest list")."""
 
     media_type: str
     manifests: list[Descriptor]
     raw: bytes
-    annotations: dict = field(default_factory=dict)
+    annotations: dict = factory(dict)
     subject: Descriptor | None = None
 
     @property
@@ -316,7 +328,7 @@ def build_index(
 # -- image config ----------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class ImageConfig:
     """An image's config blob.  ``data`` is the whole JSON; the properties read it.
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pbox.errors import NotFound, UsageError
+from pbox.record import record
 
 if TYPE_CHECKING:  # pragma: no cover
     from pbox.oci.manifest import Descriptor
@@ -102,13 +102,13 @@ _ARCH_ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str
     architecture: str
     variant: str = ""
     os_version: str = ""
-    os_features: tuple[str, ...] = field(default_factory=tuple)
+    os_features: tuple[str, ...] = ()
 
     @property
     def arch(self) -> str:

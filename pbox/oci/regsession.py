@@ -27,20 +27,18 @@ Protocol notes (what a reader of this code needs to know):
 from __future__ import annotations
 
 import base64
-import glob
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from pbox.errors import AuthError, ManifestUnknown, RegistryError
 from pbox.oci.auth import Challenge, Credentials, find_challenge, parse_challenges
 from pbox.oci.reference import DEFAULT_REGISTRY, DOCKER_HUB_API, LEGACY_DEFAULT_REGISTRY
+from pbox.record import record
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +122,7 @@ def cert_dirs(registry: str, config_dir: str | None = None, home: str | None = N
     return dirs
 
 
-@dataclass
+@record
 class TLSFiles:
     """What a certs.d directory holds: CA certificates and client cert/key pairs."""
 
@@ -133,6 +131,8 @@ class TLSFiles:
 
 
 def find_tls_files(dirs: Iterable[str]) -> TLSFiles:
+    import glob
+
     cas: list[str] = []
     pairs: list[tuple[str, str]] = []
     for d in dirs:
@@ -231,7 +231,7 @@ def _retry_after(resp) -> float | None:
     return None
 
 
-@dataclass
+@record
 class _Token:
     value: str
     expires: float  # time.monotonic() deadline
@@ -329,6 +329,8 @@ class RegistrySession:
         delay = _retry_after(resp)
         if delay is None or delay > self.max_backoff * 3:
             delay = min(self.max_backoff, self.backoff * (2**attempt))
+            import random
+
             delay *= 0.75 + random.random() / 2  # jitter: parallel pulls do not march in step
         log.debug("retrying %s in %.2fs", self.registry, delay)
         time.sleep(delay)

@@ -39,9 +39,9 @@ import errno
 import logging
 import os
 import stat
-from dataclasses import dataclass
 
 from pbox.errors import StoreError
+from pbox.record import record
 from pbox.storage.fsutil import chmod_at, remove_tree_at
 from pbox.storage.safepath import (
     DIR_FLAGS,
@@ -88,7 +88,7 @@ MAX_SYMLINK = 4095
 _XATTR_SOFT_ERRORS = NOT_SUPPORTED | {errno.EINVAL, errno.ENOSPC, errno.E2BIG, errno.ERANGE}
 
 
-@dataclass
+@record
 class ExtractStats:
     entries: int = 0  # file system entries in the tar (PAX/long-name headers not counted)
     bytes_written: int = 0  # regular file content

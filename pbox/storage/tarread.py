@@ -11,10 +11,10 @@ limits; what is done with the entries is ``extract``'s job.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from pbox.errors import UnsupportedFormat
+from pbox.record import record
 from pbox.storage.fsutil import write_all
 
 BLOCK = 512
@@ -48,7 +48,7 @@ def show_name(name: bytes) -> str:
 # tar header parsing (pure)
 
 
-@dataclass
+@record
 class TarEntry:
     """One file system entry of a tar, after PAX / GNU long-name headers are applied."""
 
