@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from pbox.commands._util import is_tty, notice_once
+from pbox.commands._util import notice_once
+from pbox.commands.pulling import is_tty
 
 CTX = {"help_option_names": ["-h", "--help"]}
 

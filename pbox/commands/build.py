@@ -50,7 +50,7 @@ def build(config, path, tags, dockerfile, build_args, target, no_cache, pull, qu
     SOURCE_DATE_EPOCH set, timestamps are that time, so the same inputs give the same
     image id."""
     from pbox.build.frontend import run_build
-    from pbox.commands._util import pull_report
+    from pbox.commands.pulling import pull_report
 
     run_build(config, path=path, tags=tags, dockerfile=dockerfile, build_args=build_args,
               target=target, no_cache=no_cache, pull=pull, quiet=quiet, labels=labels,

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from pbox.commands._util import notice_once, pull_report
+from pbox.commands._util import notice_once
+from pbox.commands.pulling import pull_report
 
 CTX = {"help_option_names": ["--help"], "ignore_unknown_options": False}
 # Options end at the image name: what follows is the container's command (docker's rule).

@@ -81,26 +81,6 @@ def logout(config, registry, authfile):
     click.echo(f"Removed login credentials for {name}")
 
 
-class PushProgress:
-    """docker's lines: one per layer when it is done (short blob ids)."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-
-    def __call__(self, event: str, **info) -> None:
-        if self.quiet:
-            return
-        layer = (info.get("layer") or "").partition(":")[2][:12]
-        if event == "start":
-            click.echo(f"The push refers to repository [{info['repository']}]")
-        elif event == "layer-exists":
-            click.echo(f"{layer}: Layer already exists")
-        elif event == "layer-mounted":
-            click.echo(f"{layer}: Mounted from {info['source']}")
-        elif event == "layer-pushed":
-            click.echo(f"{layer}: Pushed")
-
-
 @click.command(context_settings=CTX)
 @click.argument("image")
 @click.argument("destination", required=False)
@@ -116,17 +96,9 @@ class PushProgress:
 def push(config, image, destination, quiet, digestfile, compression, fmt, creds, tls_verify,
          cert_dir):
     """Upload IMAGE to a registry, as DESTINATION when given."""
-    from pbox import distribution
+    from pbox.commands import pushing
 
-    result = distribution.push(
-        config, image, destination,
-        distribution.PushOptions(tls_verify=tls_verify, cert_dir=cert_dir, creds=creds,
-                                 compression=compression, format=fmt),
-        report=PushProgress(quiet), notice=notice_once(config),
-    )
-    if digestfile:
-        with open(digestfile, "w") as f:
-            f.write(result.digest)
-    if not quiet:
-        tag = result.reference.tag or "latest"
-        click.echo(f"{tag}: digest: {result.digest} size: {result.size}")
+    pushing.push(config, image=image, destination=destination, quiet=quiet,
+                 digestfile=digestfile, compression=compression, fmt=fmt, creds=creds,
+                 tls_verify=tls_verify, cert_dir=cert_dir, notice=notice_once(config),
+                 echo=click.echo)

@@ -2,13 +2,14 @@
 
 Importing click and building the command tree costs ~20 ms of every pbox start, a
 quarter of a whole `run --rm ... true` and half of `images`.  `run`, `stop`, `rm`,
-`start`, `images` (`image ls`), `ps` (`container ls`) and `build` given only options this
-small parser knows completely take a short path here; anything else (an
-option it does not know, --help, a value it cannot check, an image that must be
+`start`, `images` (`image ls`), `ps` (`container ls`), `build`, `pull` and `push` given
+only options this small parser knows completely take a short path here; anything else
+(an option it does not know, --help, a value it cannot check, an image that must be
 pulled first) goes to the click CLI, which parses the arguments again from the start,
 so errors and help texts stay click's.  Both paths end in the same library calls;
 tests/unit/test_fastcli.py checks that they parse every accepted argument list to the
-same options (and `images` and `ps` print through ``pbox.commands.listing`` on both).
+same options (and print through the same click-free modules: ``pbox.commands.listing``,
+``pulling``, ``pushing``).
 
 This module is also the one place that turns exceptions into ``Error: ...`` and
 docker's exit codes (``report_error``); ``pbox.cli`` adds click's own exceptions.
@@ -24,7 +25,7 @@ import sys
 # output is flushed, which saves the ~10 ms of tearing down every imported module on
 # each container start, stop and removal.
 QUICK_EXIT = frozenset(("run", "create", "start", "stop", "kill", "rm", "restart", "wait",
-                        "images", "ps"))
+                        "images", "ps", "pull", "push"))
 
 _GLOBAL = {"--root": "root", "--runroot": "runroot", "--storage-driver": "storage_driver",
            "--log-level": "log_level"}
@@ -604,7 +605,7 @@ def _build(args, *, parse_only=False, config=None, prepared=None):
         def first_event(event, **info):  # a base image to pull: progress as the CLI's
             nonlocal forward
             if forward is None:
-                from pbox.commands._util import pull_report
+                from pbox.commands.pulling import pull_report
 
                 forward = pull_report()
             forward(event, **info)
@@ -615,9 +616,82 @@ def _build(args, *, parse_only=False, config=None, prepared=None):
     return 0
 
 
+# -- pull, push -----------------------------------------------------------------------------
+
+REGISTRY_FLAGS = {"-q": "quiet", "--quiet": "quiet", "--tls-verify": "tls_verify",
+                  "--no-tls-verify": "no_tls_verify"}
+REGISTRY_VALUES = {"--creds": "creds", "--cert-dir": "cert_dir"}
+PULL_FLAGS = REGISTRY_FLAGS
+PULL_VALUES = {**REGISTRY_VALUES, "--platform": "platform"}
+PULL_DEFAULTS = {"quiet": False, "platform": None, "all_tags": False, "tls_verify": None,
+                 "cert_dir": None, "creds": None}
+PUSH_FLAGS = REGISTRY_FLAGS
+PUSH_VALUES = {**REGISTRY_VALUES, "--digestfile": "digestfile",
+               "--compression-format": "compression", "--format": "fmt"}
+PUSH_CHOICES = {"compression": ("gzip", "zstd"), "fmt": ("oci", "v2s2")}
+PUSH_DEFAULTS = {"destination": None, "quiet": False, "digestfile": None,
+                 "compression": "gzip", "fmt": None, "creds": None, "tls_verify": None,
+                 "cert_dir": None}
+
+
+def _parse_registry_args(args: list[str], flags: dict, values: dict, choices: dict,
+                         names: range) -> tuple[dict, list] | None:
+    parsed = _parse_args(args, flags, values)
+    if parsed is None or len(parsed[1]) not in names:
+        return None
+    opts, positional = parsed
+    if opts.pop("no_tls_verify", False):
+        if opts.get("tls_verify"):
+            return None  # both: the last one wins in click; rare enough to leave to it
+        opts["tls_verify"] = False
+    for field, allowed in choices.items():
+        if field in opts and opts[field] not in allowed:
+            return None
+    return opts, positional
+
+
+def parse_pull(args: list[str]) -> dict | None:
+    """`pull`'s keyword arguments as click would pass them (one IMAGE); None for
+    anything else."""
+    parsed = _parse_registry_args(args, PULL_FLAGS, PULL_VALUES, {}, range(1, 2))
+    if parsed is None:
+        return None
+    return {**PULL_DEFAULTS, **parsed[0], "image": parsed[1][0]}
+
+
+def _pull(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return parse_pull(args)
+    from pbox.commands import pulling
+
+    pulling.pull(config, **prepared, notice=notice_once(config))
+    return 0
+
+
+def parse_push(args: list[str]) -> dict | None:
+    """`push`'s keyword arguments as click would pass them (IMAGE [DESTINATION]); None
+    for anything else."""
+    parsed = _parse_registry_args(args, PUSH_FLAGS, PUSH_VALUES, PUSH_CHOICES, range(1, 3))
+    if parsed is None:
+        return None
+    opts, names = parsed
+    return {**PUSH_DEFAULTS, **opts, "image": names[0],
+            "destination": names[1] if len(names) > 1 else None}
+
+
+def _push(args, *, parse_only=False, config=None, prepared=None):
+    if parse_only:
+        return parse_push(args)
+    from pbox.commands import pushing
+
+    pushing.push(config, **prepared, notice=notice_once(config))
+    return 0
+
+
 _COMMANDS = {"run": _run, "stop": _stop, "rm": _rm, "start": _start, "images": _images,
-             "ps": _ps, "build": _build}
+             "ps": _ps, "build": _build, "pull": _pull, "push": _push}
 _GROUP_COMMANDS = {("image", "ls"): _images, ("image", "list"): _images,
+                   ("image", "pull"): _pull, ("image", "push"): _push,
                    ("container", "ls"): _ps, ("container", "list"): _ps,
                    ("container", "ps"): _ps}
 

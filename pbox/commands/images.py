@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pbox.commands._util import PullProgress, emit_rows, notice_once
+from pbox.commands._util import emit_rows, notice_once
 
 
 def tls_options(f):
@@ -28,28 +28,13 @@ def tls_options(f):
 @click.pass_obj
 def pull(config, image, quiet, platform, all_tags, tls_verify, cert_dir, creds):
     """Download IMAGE from a registry (docker.io unless the name says another)."""
-    from pbox import images
-    from pbox.oci import reference as refs
+    from pbox.commands import pulling
 
     if all_tags:
         raise click.UsageError("--all-tags is not supported")
-    ref = refs.parse(image)
-    progress = PullProgress(quiet=quiet)
-    if not quiet and ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
-        click.echo("Using default tag: latest")
-    result = images.pull(
-        config, image,
-        images.PullOptions(platform=platform, tls_verify=tls_verify, cert_dir=cert_dir,
-                           creds=creds),
-        report=progress, notice=notice_once(config),
-    )
-    ref = result.reference  # a short name may have resolved elsewhere (registries.conf)
-    if not quiet:
-        if result.downloaded:
-            click.echo(f"Status: Downloaded newer image for {ref.familiar()}")
-        else:
-            click.echo(f"Status: Image is up to date for {ref.familiar()}")
-    click.echo(ref.string())
+    pulling.pull(config, image=image, quiet=quiet, platform=platform, all_tags=all_tags,
+                 tls_verify=tls_verify, cert_dir=cert_dir, creds=creds,
+                 notice=notice_once(config), echo=click.echo)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -202,24 +187,27 @@ for _name, _cmd in [("pull", pull), ("ls", images), ("list", images), ("history"
 
 
 class _Lazy(click.Command):
-    """`image save|load|import`: the archive commands, imported when run."""
+    """`image save|load|import|push`: commands of other modules, imported when run."""
 
-    def __init__(self, name, attr, help_):
+    def __init__(self, name, module, attr, help_):
         super().__init__(name, help=help_, context_settings={"ignore_unknown_options": True,
                                                               "help_option_names": []},
                          add_help_option=False)
-        self.attr = attr
+        self.module, self.attr = module, attr
         self.params = [click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)]
 
     def invoke(self, ctx):
         import importlib
 
-        cmd = getattr(importlib.import_module("pbox.commands.archive"), self.attr)
+        cmd = getattr(importlib.import_module(self.module), self.attr)
         return cmd.main(list(ctx.params["args"]), prog_name=ctx.command_path,
                         standalone_mode=False, obj=ctx.obj)
 
 
-for _name, _attr, _help in [("save", "save", "Save images to a tar archive"),
-                            ("load", "load", "Load images from a tar archive"),
-                            ("import", "import_command", "Import a rootfs tar as an image")]:
-    image.add_command(_Lazy(_name, _attr, _help))
+_ARCHIVE = "pbox.commands.archive"
+for _name, _module, _attr, _help in [
+        ("save", _ARCHIVE, "save", "Save images to a tar archive"),
+        ("load", _ARCHIVE, "load", "Load images from a tar archive"),
+        ("import", _ARCHIVE, "import_command", "Import a rootfs tar as an image"),
+        ("push", "pbox.commands.distribution", "push", "Upload an image to a registry")]:
+    image.add_command(_Lazy(_name, _module, _attr, _help))

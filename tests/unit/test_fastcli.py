@@ -193,6 +193,8 @@ def test_every_listing_option_is_one_of_clicks():
 def test_group_forms_take_the_short_path():
     assert fast._GROUP_COMMANDS[("image", "ls")] is fast._images
     assert fast._GROUP_COMMANDS[("container", "ls")] is fast._ps
+    assert fast._GROUP_COMMANDS[("image", "pull")] is fast._pull
+    assert fast._GROUP_COMMANDS[("image", "push")] is fast._push
 
 
 def test_logging_configured_on_first_import():
@@ -275,3 +277,74 @@ def test_the_installed_command_enters_without_click(tmp_path):
                          cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert out.returncode == 0, out.stderr
     assert out.stderr.endswith("no click"), out.stderr
+
+
+PUSH_ARGS = [
+    ["img"], ["img", "reg:5000/a/b:1"], ["-q", "img", "dest"], ["img", "--quiet"],
+    ["--tls-verify", "--cert-dir", "/c", "img"], ["--no-tls-verify", "img"],
+    ["--compression-format", "zstd", "--format=oci", "img"], ["--format", "v2s2", "img"],
+    ["--creds", "u:p", "--digestfile", "/tmp/d", "img", "dest"], ["--", "-"],
+]
+PUSH_CLICK_ONLY = [
+    [], ["a", "b", "c"], ["--help"], ["-h"], ["--compression-format", "lz4", "img"],
+    ["--format", "docker", "img"], ["--tls-verify=false", "img"],
+    ["--tls-verify", "--no-tls-verify", "img"], ["--bogus", "img"], ["--creds"],
+]
+
+
+@pytest.mark.parametrize("args", PUSH_ARGS, ids=" ".join)
+def test_push_parses_as_click_does(args):
+    from pbox.commands import distribution as dcmds
+
+    parsed = fast.parse_push(args)
+    assert parsed is not None
+    assert parsed == dict(dcmds.push.make_context("push", list(args)).params)
+
+
+@pytest.mark.parametrize("args", PUSH_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
+def test_push_leaves_to_click(args):
+    assert fast.parse_push(args) is None
+
+
+def test_every_push_short_path_option_is_one_of_clicks():
+    from pbox.commands import distribution as dcmds
+
+    names = {n for p in dcmds.push.params
+             for n in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    assert set(fast.PUSH_FLAGS) | set(fast.PUSH_VALUES) <= names
+    assert set(fast.PUSH_DEFAULTS) | {"image"} == {p.name for p in dcmds.push.params}
+
+
+PULL_ARGS = [
+    ["img"], ["-q", "reg:5000/a/b@sha256:" + "0" * 64], ["img", "--quiet"],
+    ["--platform", "linux/arm64", "img"], ["--platform=linux/arm/v7", "--creds", "u:p", "img"],
+    ["--tls-verify", "--cert-dir", "/c", "img"], ["--no-tls-verify", "img"], ["--", "-"],
+]
+PULL_CLICK_ONLY = [
+    [], ["a", "b"], ["--help"], ["-h"], ["-a", "img"], ["--all-tags", "img"],
+    ["--tls-verify=false", "img"], ["--no-tls-verify", "--tls-verify", "img"],
+    ["--bogus", "img"], ["--platform"],
+]
+
+
+@pytest.mark.parametrize("args", PULL_ARGS, ids=" ".join)
+def test_pull_parses_as_click_does(args):
+    from pbox.commands import images as icmds
+
+    parsed = fast.parse_pull(args)
+    assert parsed is not None
+    assert parsed == dict(icmds.pull.make_context("pull", list(args)).params)
+
+
+@pytest.mark.parametrize("args", PULL_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
+def test_pull_leaves_to_click(args):
+    assert fast.parse_pull(args) is None
+
+
+def test_every_pull_short_path_option_is_one_of_clicks():
+    from pbox.commands import images as icmds
+
+    names = {n for p in icmds.pull.params
+             for n in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    assert set(fast.PULL_FLAGS) | set(fast.PULL_VALUES) <= names
+    assert set(fast.PULL_DEFAULTS) | {"image"} == {p.name for p in icmds.pull.params}
