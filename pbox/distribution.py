@@ -3,24 +3,23 @@
 Nothing here prints: ``push`` reports progress to a ``report(event, **info)`` callback
 that the CLI renders (docker's ``<id>: Pushed`` lines).
 
-Push, per layer (step 1 for every layer first, while the registry is pinged in a
-thread; then steps 2-4 for all layers at once, in a few threads):
+Push, per layer (all layers at once, in a few threads):
 
 1. The compressed blob for the asked compression is remembered in the layer's
    ``layer.json`` under ``compressed_by``: ``{"gzip": {"digest", "size", "diff_id"}}``.
-   When it is not, the stored layer directory is written as a deterministic tar
-   (``write_layer_tar``), compressed (gzip: ``pbox.oci.pgzip``, blocks on all cores)
-   and hashed in one streamed pass into a temp file of the store (the upload needs
-   the digest before the first byte is sent), and the
-   result is remembered, so a second push, or a push elsewhere, does not compress
-   again and yields the same digests.
-2. ``HEAD`` the blob: the registry has it -> ``Layer already exists``.  The digest a
-   pulled layer came with (``compressed`` in ``layer.json``) is tried too, so pushing
-   a pulled image back to its registry sends nothing.
-3. A cross-repository mount from a repository of the same registry known to hold the
+   ``HEAD`` it: the registry has it -> ``Layer already exists``.  The digest a pulled
+   layer came with (``compressed`` in ``layer.json``) is tried too, so pushing a
+   pulled image back to its registry sends nothing.
+2. A cross-repository mount from a repository of the same registry known to hold the
    blob (``locations``: ``{digest: ["registry/repo", ...]}`` in ``layer.json``, which
    push fills and pull may fill) -> ``Mounted from REPO``.
-4. Otherwise upload from the temp file (compressed again if it is gone) -> ``Pushed``.
+3. Otherwise the stored layer directory is written as a deterministic tar
+   (``write_layer_tar``) and compressed (gzip: ``pbox.oci.pgzip``, blocks on all
+   cores) while it is uploaded (``_stream_layer``: docker's stream upload, the digest
+   given at the end), and the result is remembered once the registry has it, so a
+   second push, or a push elsewhere, does not compress again and yields the same
+   digests -> ``Pushed``.  Should the streamed upload fail in a way a retry may mend,
+   the layer is compressed into a temp file of the store and uploaded from there.
 
 A pulled (or loaded) layer is written back byte for byte from its tar-split file
 (``storage/tarsplit``), so it keeps its diff id.  Without one (a store from before
@@ -30,6 +29,15 @@ what the pushed blobs decompress to, so in that case the pushed config is the st
 one with those ids replaced (its digest, the pushed image's id, differs from the local
 id).  Layers written by pbox (build, commit) keep their diff ids and the stored config
 bytes are pushed unchanged.
+
+Before any of that, when every layer has a remembered blob of known size (a second
+push of the same image), the manifest those blobs make is built locally and the tag is
+asked for with one ``HEAD``: when the registry already has exactly that manifest under
+the tag, it has every blob too (a registry accepts a manifest only once its blobs are
+there), so nothing is sent and no blob is asked for, and the output is docker's for a
+push that found every layer.  Only then, when layers may have to be compressed, does
+push join the user's namespace (``pbox.rootless.pause``), which reading a layer's
+files with their owners needs.
 
 Manifest format: ``--format`` wins; by default docker v2s2 when the image came as a
 docker v2s2 manifest, OCI otherwise (and always OCI for zstd layers, which docker
@@ -42,11 +50,11 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 
 from pbox.config import Config
-from pbox.errors import AuthError, NotFound, PboxError, UsageError
+from pbox.errors import AuthError, NotFound, PboxError, RegistryError, UsageError
 from pbox.oci import reference as refs
+from pbox.record import factory, record
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +223,7 @@ def get_login(config: Config, registry: str | None, *, authfile: str | None = No
 # -- push ----------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class PushOptions:
     tls_verify: bool | None = None
     cert_dir: str | None = None
@@ -224,7 +232,7 @@ class PushOptions:
     format: str | None = None  # "oci", "v2s2" or None (see the module doc)
 
 
-@dataclass
+@record
 class PushedLayer:
     digest: str
     size: int
@@ -233,14 +241,14 @@ class PushedLayer:
     source: str = ""  # the repository it was mounted from
 
 
-@dataclass
+@record
 class PushResult:
     reference: refs.Reference
     digest: str
     size: int
     media_type: str
     config_digest: str
-    layers: list = field(default_factory=list)
+    layers: list = factory(list)
 
 
 def _parse_creds(text: str | None):
@@ -290,7 +298,6 @@ def push(config: Config, source: str, dest: str | None = None,
     algo = opts.compression or "gzip"
     if algo not in COMPRESSIONS:
         raise UsageError(f"unsupported compression format {algo!r} (use gzip or zstd)")
-    keep_owners = images.enter_userns(config, notice)
     store = images.open_store(config, create=False)
     if not store.exists:
         raise NotFound(f"No such image: {source}")
@@ -307,7 +314,6 @@ def push(config: Config, source: str, dest: str | None = None,
     record = res.record
     fmt = choose_format(opts.format, record.manifest_media_type, algo)
     manifest_type, config_type, layer_type = _manifest_types(fmt, algo)
-    store.clean_temp()
     target, repo, insecure = ref.registry, ref.repository, False
     conf_path = images._registries_conf_path(config)
     if os.path.exists(conf_path):
@@ -322,75 +328,120 @@ def push(config: Config, source: str, dest: str | None = None,
                             cert_dir=opts.cert_dir, credentials=_parse_creds(opts.creds))
     here = f"{client.registry}/{repo}"
     report("start", repository=here)
-    pushed: list[PushedLayer] = []
-    # the /v2/ ping (and the import of the HTTP stack) while the new layers compress
-    warm = _WarmUp(client)
-    with client, store.gc_lock.shared():
-        prepared: list = []  # (chain, candidates, compressed temp file or None)
-        try:
-            for chain, diff_id in zip(record.layers, record.diff_ids):
-                prepared.append((chain, *_prepare_layer(store, chain, diff_id, algo,
-                                                        keep_owners, report)))
-            warm.wait()
-            pushed = _push_layers(client, store, repo, prepared, algo, keep_owners, report)
-        finally:
-            for _, _, made in prepared:
-                if made is not None:
-                    made.discard()
-        config_raw = store.read_blob(record.id)
-        new_diff_ids = [p.diff_id for p in pushed]
-        if new_diff_ids != list(record.diff_ids):
-            config_raw = _with_diff_ids(config_raw, new_diff_ids)
-            log.debug("pushing a config with re-serialised layers' diff ids")
-        from pbox.oci import digest as dg
-        from pbox.oci import manifest as mf
-
-        config_digest = dg.compute(config_raw)
-        if not client.blob_exists(repo, config_digest):
-            # the repository the layers were mounted from likely has the config too
-            # (not when a layer had to be uploaded: then the image is new to the registry)
-            sources = [p.source for p in pushed if p.source]
-            if any(p.status == "pushed" for p in pushed):
-                sources = []
-            if not any(client.mount_blob(repo, config_digest, s) for s in sources[:1]):
-                client.push_blob(repo, config_digest, len(config_raw),
-                                 lambda: _bytes_io(config_raw), check_exists=False)
-        manifest = mf.build_manifest(
-            mf.Descriptor(config_type, config_digest, len(config_raw)),
-            [mf.Descriptor(layer_type, p.digest, p.size) for p in pushed],
-            media_type=manifest_type,
-        )
-        tag = ref.tag or refs.DEFAULT_TAG
-        digest = client.put_manifest(repo, tag, manifest.raw, manifest_type)
-        if config_digest == record.id:
-            istore.set_digest(ref.with_digest(digest).string(), record.id)
+    tag = ref.tag or refs.DEFAULT_TAG
+    types = (manifest_type, config_type, layer_type)
+    with client:
+        with store.gc_lock.shared():
+            done = _unchanged(client, store, record, repo, tag, algo, types, report)
+        if done is not None:
+            digest, size, config_digest, pushed = done
+            if config_digest == record.id:
+                istore.set_digest(ref.with_digest(digest).string(), record.id)
+            report("digest", tag=tag, digest=digest, size=size)
+            return PushResult(ref, digest, size, manifest_type, config_digest, pushed)
+        # from here on a layer may have to be read: with its files' owners, from the
+        # user's namespace, joined while this process has no other thread
+        keep_owners = images.enter_userns(config, notice)
+        store.clean_temp()
+        with store.gc_lock.shared():
+            digest, manifest, config_digest, pushed = _upload(
+                client, store, istore, record, ref, repo, tag, algo, types, keep_owners,
+                report)
     report("digest", tag=tag, digest=digest, size=len(manifest.raw))
     return PushResult(ref, digest, len(manifest.raw), manifest_type, config_digest, pushed)
 
 
-class _WarmUp:
-    """``client.ping()`` in a thread; ``wait()`` joins it and raises what it raised, so
-    a failing registry is reported once, from the main thread."""
+def _upload(client, store, istore, record, ref, repo: str, tag: str, algo: str,
+            types: tuple, keep_owners: bool, report) -> tuple:
+    """Push's steps 1-4 for every layer, then the config and the manifest: (manifest
+    digest, manifest, config digest, layers)."""
+    manifest_type = types[0]
+    client.ping()  # once, before the layers' threads ask for it
+    known = [(chain, _known_blobs(store, chain, diff_id, algo))
+             for chain, diff_id in zip(record.layers, record.diff_ids)]
+    stored_config = store.read_blob(record.id)
+    early = None
+    if any(not blobs for _, blobs in known):
+        # A layer never pushed: the image is new to the registry, its config too.  The
+        # stored config goes up next to the layers; should the layers' tars come out
+        # other than its diff ids say, the one naming theirs follows below.
+        def early() -> None:
+            _push_config(client, repo, record.id, stored_config, [])
+    pushed = _push_layers(client, store, repo, known, algo, keep_owners, report, early)
+    config_raw, config_digest = _config_for(store, record, [p.diff_id for p in pushed])
+    if early is None or config_digest != record.id:
+        _push_config(client, repo, config_digest, config_raw, pushed)
+    manifest = _manifest_of(types, config_digest, len(config_raw),
+                            [(p.digest, p.size) for p in pushed])
+    digest = client.put_manifest(repo, tag, manifest.raw, manifest_type)
+    if config_digest == record.id:
+        istore.set_digest(ref.with_digest(digest).string(), record.id)
+    return digest, manifest, config_digest, pushed
 
-    def __init__(self, client):
-        import threading
 
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(client,), daemon=True,
-                                        name="registry-ping")
-        self._thread.start()
+def _push_config(client, repo: str, digest: str, raw: bytes, pushed: list) -> None:
+    """The config blob, unless the registry has it: mounted from where the layers
+    were mounted from when none had to be uploaded, else uploaded."""
+    if client.blob_exists(repo, digest):
+        return
+    sources = [p.source for p in pushed if p.source]
+    if any(p.status == "pushed" for p in pushed):
+        sources = []  # the image is new to the registry
+    if not any(client.mount_blob(repo, digest, s) for s in sources[:1]):
+        client.push_blob(repo, digest, len(raw), lambda: _bytes_io(raw), check_exists=False)
 
-    def _run(self, client) -> None:
-        try:
-            client.ping()
-        except BaseException as e:  # handed to the main thread by wait()
-            self._error = e
 
-    def wait(self) -> None:
-        self._thread.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+def _config_for(store, record, diff_ids: list[str]) -> tuple[bytes, str]:
+    """(the config to push, its digest): the stored one, or, when the pushed blobs
+    decompress to other tars than the stored diff ids say, one naming theirs."""
+    from pbox.oci import digest as dg
+
+    config_raw = store.read_blob(record.id)  # small, and in the page cache by now
+    if list(diff_ids) != list(record.diff_ids):
+        config_raw = _with_diff_ids(config_raw, diff_ids)
+        log.debug("pushing a config with re-serialised layers' diff ids")
+        return config_raw, dg.compute(config_raw)
+    return config_raw, record.id
+
+
+def _manifest_of(types: tuple[str, str, str], config_digest: str, config_size: int,
+                 layers: list[tuple[str, int]]):
+    from pbox.oci import manifest as mf
+
+    manifest_type, config_type, layer_type = types
+    return mf.build_manifest(
+        mf.Descriptor(config_type, config_digest, config_size),
+        [mf.Descriptor(layer_type, d, size) for d, size in layers],
+        media_type=manifest_type,
+    )
+
+
+def _unchanged(client, store, record, repo: str, tag: str, algo: str, types: tuple,
+               report) -> tuple | None:
+    """(digest, size, config digest, layers) when the registry has, under ``tag``, the
+    very manifest the remembered blobs of every layer make (see the module doc); None
+    when a layer has no such blob or the registry has something else."""
+    blobs = []
+    for chain, diff_id in zip(record.layers, record.diff_ids):
+        known = [c for c in _known_blobs(store, chain, diff_id, algo) if c[1]]
+        if not known:
+            return None
+        blobs.append(known[0])
+    config_raw, config_digest = _config_for(store, record, [did for _, _, did in blobs])
+    manifest = _manifest_of(types, config_digest, len(config_raw),
+                            [(d, size) for d, size, _ in blobs])
+    try:
+        there = client.head_manifest(repo, tag, accept=[types[0]],
+                                     scopes=client._push(repo))
+    except RegistryError as e:  # (no digest in the answer...): the usual way decides
+        log.debug("asking for %s:%s before pushing: %s", repo, tag, e)
+        return None
+    if there is None or there[0] != manifest.digest:
+        return None
+    for d, _, _ in blobs:
+        report("layer-exists", layer=d)
+    return (manifest.digest, len(manifest.raw), config_digest,
+            [PushedLayer(d, size, did, "exists") for d, size, did in blobs])
 
 
 def _bytes_io(data: bytes):
@@ -443,38 +494,49 @@ class _HashTee:
         return "sha256:" + self._h.hexdigest()
 
 
-def compress_layer(store, chain: str, algo: str, keep_owners: bool) -> _Compressed:
+def compress_layer(store, chain: str, algo: str | None, keep_owners: bool) -> _Compressed:
     """Tar -> compress -> temp file, hashing both sides, in one streamed pass."""
-    from pbox.oci.digest import HashingWriter
-    from pbox.storage.layertar import write_layer_tar
-
     entry = store.temp("push")
     try:
         with open(entry.path, "wb") as f:
-            packed = HashingWriter(f)
-            comp = _compressor(packed, algo)
-            # uncompressed (save): the blob's digest is the diff id, hashed once
-            tee = _HashTee(comp) if algo is not None else None
-            try:
-                # a pulled or loaded layer: its original tar (same diff id) when its
-                # tar-split file is there and the files are unchanged
-                write_layer_tar(store.layer_diff(chain), tee or comp,
-                                owners="keep" if keep_owners else (0, 0),
-                                split=store.layer_split(chain),
-                                diff_id=store.layer_info(chain).get("diff_id"))
-            except BaseException:
-                try:
-                    comp.close()
-                except PboxError:
-                    pass
-                raise
-            comp.close()
+            digest, size, diff_id = write_compressed(store, chain, algo, keep_owners, f)
             f.flush()
-        diff_id = tee.digest() if tee is not None else packed.digest()
-        return _Compressed(entry, packed.digest(), packed.size, diff_id)
+        return _Compressed(entry, digest, size, diff_id)
     except BaseException:
         entry.discard()
         raise
+
+
+def write_compressed(store, chain: str, algo: str | None, keep_owners: bool,
+                     out, *, hashed: bool = True) -> tuple:
+    """The layer as a tar, compressed with ``algo`` (None: not at all), written to
+    ``out``: (the blob's digest, its size, the tar's digest).  ``hashed=False`` (with
+    an ``algo``): ``out`` hashes the blob itself, and the first two are None."""
+    from pbox.oci.digest import HashingWriter
+    from pbox.storage.layertar import write_layer_tar
+
+    packed = HashingWriter(out) if hashed else out
+    comp = _compressor(packed, algo)
+    # uncompressed (save): the blob's digest is the diff id, hashed once
+    tee = _HashTee(comp) if algo is not None else None
+    try:
+        # a pulled or loaded layer: its original tar (same diff id) when its
+        # tar-split file is there and the files are unchanged
+        write_layer_tar(store.layer_diff(chain), tee or comp,
+                        owners="keep" if keep_owners else (0, 0),
+                        split=store.layer_split(chain),
+                        diff_id=store.layer_info(chain).get("diff_id"))
+    except BaseException:
+        try:
+            comp.close()
+        except PboxError:
+            pass
+        raise
+    comp.close()
+    if not hashed:
+        return None, None, tee.digest()
+    diff_id = tee.digest() if tee is not None else packed.digest()
+    return packed.digest(), packed.size, diff_id
 
 
 def _compressor(out, algo: str):
@@ -503,52 +565,54 @@ def _remember(store, chain: str, **changes) -> None:
                      json.dumps(info, sort_keys=True).encode())
 
 
-def _add_location(store, chain: str, digest: str, where: str) -> None:
+def _add_location(store, chain: str, digest: str, where: str, size: int = 0) -> None:
+    """Remember that ``where`` (registry/repository) has the blob, and its size (which
+    lets the next push of the image ask for its manifest alone)."""
     info = store.layer_info(chain)
     places = list((info.get("locations") or {}).get(digest) or [])
-    if where in places:
+    sizes = dict(info.get("blob_sizes") or {})
+    for made in (info.get("compressed_by") or {}).values():
+        if isinstance(made, dict) and made.get("digest"):
+            sizes.setdefault(made["digest"], made.get("size"))
+    sized = not size or sizes.get(digest) == size
+    if where in places and sized:
         return
-    places = ([where] + places)[:MAX_LOCATIONS]
-    _remember(store, chain, locations={digest: places})
+    changes: dict = {}
+    if where not in places:
+        changes["locations"] = {digest: ([where] + places)[:MAX_LOCATIONS]}
+    if not sized:
+        changes["blob_sizes"] = {digest: size}
+    _remember(store, chain, **changes)
 
 
-def _prepare_layer(store, chain: str, diff_id: str, algo: str, keep_owners: bool,
-                   report) -> tuple:
-    """(candidate blobs ``[(digest, size or None, diff id)]``, the compressed temp file
-    or None): the blobs the layer is known as, or, when there is none, the layer
-    compressed now (which the caller discards)."""
+def _known_blobs(store, chain: str, diff_id: str, algo: str) -> list[tuple]:
+    """The blobs a layer is known as in ``algo``: ``[(digest, size or None, diff id)]``,
+    the one pbox compressed first, then the one it was pulled as."""
     from pbox.oci import compression
 
     info = store.layer_info(chain)
     known = (info.get("compressed_by") or {}).get(algo)
-    candidates: list[tuple[str, int | None, str]] = []  # (digest, size, diff id)
+    candidates: list[tuple[str, int | None, str]] = []
     if known and known.get("digest") and known.get("diff_id"):
         candidates.append((known["digest"], int(known.get("size") or 0), known["diff_id"]))
     # the blob a pulled layer came as: the registry may have it already
+    sizes = info.get("blob_sizes") or {}
     for d, media_type in (info.get("compressed") or {}).items():
         same = compression.for_media_type(media_type) == algo
         if same and info.get("diff_id") == diff_id and all(d != c[0] for c in candidates):
-            candidates.append((d, None, diff_id))
-    if candidates:
-        return candidates, None
-    report("layer-preparing", layer=diff_id)
-    made = compress_layer(store, chain, algo, keep_owners)
-    try:
-        _remember(store, chain, compressed_by={algo: {
-            "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
-    except BaseException:
-        made.discard()
-        raise
-    return [(made.digest, made.size, made.diff_id)], made
+            size = sizes.get(d)
+            candidates.append((d, size if isinstance(size, int) else None, diff_id))
+    return candidates
 
 
-def _push_layers(client, store, repo: str, prepared: list, algo: str, keep_owners: bool,
-                 report) -> list:
-    """``_push_layer`` for every prepared layer, several at once (HEADs, mounts and
-    uploads overlap); the results in layer order, the first failure raised."""
-    if len(prepared) <= 1:
-        return [_push_layer(client, store, repo, chain, algo, keep_owners, report, cands, made)
-                for chain, cands, made in prepared]
+def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: bool,
+                 report, also=None) -> list:
+    """``_push_layer`` for every layer (``(chain id, known blobs)``), several at once
+    (HEADs, mounts and uploads overlap), and ``also()`` next to them; the layers'
+    results in layer order, the first failure raised."""
+    if len(known) <= 1 and also is None:
+        return [_push_layer(client, store, repo, chain, algo, keep_owners, report, cands)
+                for chain, cands in known]
     from concurrent.futures import ThreadPoolExecutor
 
     lock = threading.Lock()
@@ -557,52 +621,171 @@ def _push_layers(client, store, repo: str, prepared: list, algo: str, keep_owner
         with lock:
             report(*args, **info)
 
-    with ThreadPoolExecutor(min(PUSH_THREADS, len(prepared)),
+    with ThreadPoolExecutor(min(PUSH_THREADS, len(known) + (also is not None)),
                             thread_name_prefix="push-layer") as pool:
         futures = [pool.submit(_push_layer, client, store, repo, chain, algo, keep_owners,
-                               said, cands, made) for chain, cands, made in prepared]
-        return [f.result() for f in futures]
+                               said, cands) for chain, cands in known]
+        extra = pool.submit(also) if also is not None else None
+        results = [f.result() for f in futures]
+        if extra is not None:
+            extra.result()
+        return results
 
 
 def _push_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bool, report,
-                candidates: list, prepared: _Compressed | None) -> PushedLayer:
+                candidates: list) -> PushedLayer:
     info = store.layer_info(chain)
     here = f"{client.registry}/{repo}"
-    made = prepared
+    # 1. already there
+    for d, size, did in candidates:
+        got = client.stat_blob(repo, d)
+        if got is not None:
+            report("layer-exists", layer=d)
+            _add_location(store, chain, d, here, size or got)
+            return PushedLayer(d, size or got, did, "exists")
+    # 2. mounted from a repository of the same registry (a pulled layer's original
+    #    blob counts: pull records where it came from)
+    for cand, csize, cdid in candidates:
+        for place in (info.get("locations") or {}).get(cand) or []:
+            reg_name, _, other = place.partition("/")
+            if reg_name != client.registry or not other or other == repo:
+                continue
+            if client.mount_blob(repo, cand, other):
+                report("layer-mounted", layer=cand, source=other)
+                size_now = csize or client.stat_blob(repo, cand) or 0
+                _add_location(store, chain, cand, here, size_now)
+                return PushedLayer(cand, size_now, cdid, "mounted", other)
+    # 3. uploaded, compressed while it is sent
     try:
-        # 1. already there
-        for d, size, did in candidates:
-            got = client.stat_blob(repo, d)
-            if got is not None:
-                report("layer-exists", layer=d)
-                _add_location(store, chain, d, here)
-                return PushedLayer(d, size if size else got, did, "exists")
-        # 2. mounted from a repository of the same registry (a pulled layer's original
-        #    blob counts: pull records where it came from)
-        for cand, csize, cdid in candidates:
-            for place in (info.get("locations") or {}).get(cand) or []:
-                reg_name, _, other = place.partition("/")
-                if reg_name != client.registry or not other or other == repo:
-                    continue
-                if client.mount_blob(repo, cand, other):
-                    report("layer-mounted", layer=cand, source=other)
-                    _add_location(store, chain, cand, here)
-                    size_now = csize or client.stat_blob(repo, cand) or 0
-                    return PushedLayer(cand, size_now, cdid, "mounted", other)
-        digest, size, did = candidates[0]
-        # 3. uploaded
-        if made is None:
-            report("layer-preparing", layer=digest)
-            made = compress_layer(store, chain, algo, keep_owners)
-            if made.digest != digest:
-                # another compressor version: remember the new bytes
-                _remember(store, chain, compressed_by={algo: {
-                    "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
+        return _stream_layer(client, store, repo, chain, algo, keep_owners, report)
+    except RegistryError as e:
+        if not e.temporary:
+            raise
+        log.debug("streamed upload of layer %s failed (%s); compressing it first", chain, e)
+    report("layer-preparing", layer=chain)
+    made = compress_layer(store, chain, algo, keep_owners)
+    try:
+        if not candidates or made.digest != candidates[0][0]:
+            # new, or another compressor version made other bytes: remember these
+            _remember(store, chain, compressed_by={algo: {
+                "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
         report("layer-pushing", layer=made.digest, total=made.size)
         client.push_blob(repo, made.digest, made.size, made.open, check_exists=False)
         report("layer-pushed", layer=made.digest)
         _add_location(store, chain, made.digest, here)
         return PushedLayer(made.digest, made.size, made.diff_id, "pushed")
     finally:
-        if made is not None and made is not prepared:  # the caller discards ``prepared``
-            made.discard()
+        made.discard()
+
+
+def _stream_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bool,
+                  report) -> PushedLayer:
+    """Tar, compress and upload a layer in one pass (the upload in a thread, fed
+    through a ``_Pipe``): compressing 10 MB and sending it overlap instead of taking
+    turns, and no temp file is written.  The blob is remembered once the registry has
+    it."""
+    pipe = _Pipe()  # hashes the compressed bytes on the sending side
+    failed: list = []
+
+    def upload() -> None:
+        try:
+            client.push_blob_stream(repo, pipe, pipe.digest, f"layer {chain[:19]}")
+        except BaseException as e:  # handed to the producer's thread below
+            failed.append(e)
+        finally:
+            pipe.reader_done()
+
+    report("layer-pushing", layer=chain)
+    sender = threading.Thread(target=upload, name="push-stream", daemon=True)
+    sender.start()
+    try:
+        _, _, diff_id = write_compressed(store, chain, algo, keep_owners, pipe, hashed=False)
+        pipe.finish()
+    except BaseException as e:
+        pipe.abort()
+        sender.join()
+        if failed and isinstance(e, _ReaderGone):
+            raise failed[0] from None
+        raise
+    sender.join()
+    if failed:
+        raise failed[0]
+    digest, size = pipe.digest(), pipe.size
+    report("layer-pushed", layer=digest)
+    _remember(store, chain, compressed_by={algo: {
+        "digest": digest, "size": size, "diff_id": diff_id}})
+    _add_location(store, chain, digest, f"{client.registry}/{repo}")
+    return PushedLayer(digest, size, diff_id, "pushed")
+
+
+class _ReaderGone(PboxError):
+    """The upload reading a ``_Pipe`` ended (it failed) before the writer did."""
+
+
+class _PipeAborted(PboxError):
+    """The writer of a ``_Pipe`` failed: the upload must not complete."""
+
+
+_END = object()
+
+
+class _Pipe:
+    """Bytes written in one thread and iterated in another, a few blocks buffered;
+    the reading side hashes and counts them (``digest()``, ``size``)."""
+
+    DEPTH = 4  # blocks (pgzip writes 1 MiB ones) in flight
+
+    def __init__(self):
+        import hashlib
+        import queue
+
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._queue = queue.Queue(self.DEPTH)
+        self._full, self._empty = queue.Full, queue.Empty
+        self._gone = False  # the reader stopped
+        self._aborted = False  # the writer failed
+
+    def _put(self, item) -> None:
+        while True:
+            if self._gone:
+                raise _ReaderGone("the upload stopped")
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except self._full:
+                continue
+
+    def write(self, b) -> int:
+        self._put(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        self._put(_END)
+
+    def abort(self) -> None:
+        """The writer failed: the reader raises instead of ending the body."""
+        self._aborted = True
+
+    def reader_done(self) -> None:
+        self._gone = True
+
+    def __iter__(self):
+        while True:
+            if self._aborted:
+                raise _PipeAborted("the layer could not be read")
+            try:
+                item = self._queue.get(timeout=0.1)
+            except self._empty:
+                continue
+            if item is _END:
+                return
+            self._hash.update(item)
+            self.size += len(item)
+            yield item
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()

@@ -395,6 +395,7 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
             packed.close()
         info = {"chain_id": chain, "diff_id": diff_id, "parent": parent,
                 "size": stats.bytes_written, "compressed": {desc.digest: desc.media_type},
+                "blob_sizes": {desc.digest: desc.size},
                 # where the blob can be mounted from by a later push to this registry
                 "locations": {desc.digest: [f"{client.registry}/{repo}"]}}
         store.commit_layer(entry, chain, info)

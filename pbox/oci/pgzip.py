@@ -76,7 +76,11 @@ class ParallelGzipWriter(io.RawIOBase):
         self._threads = threads or default_threads()
         self._pool = None
         self._pending: deque = deque()  # futures (or bytes) of blocks not yet written
-        self._buf = bytearray()
+        # what was written and is not in a block yet: views of immutable bytes (a
+        # mutable buffer written is copied), so a block is cut out of a large write
+        # without copying it
+        self._pieces: deque = deque()
+        self._buffered = 0
         self._crc = 0
         self._size = 0
         self._out.write(HEADER)
@@ -85,13 +89,38 @@ class ParallelGzipWriter(io.RawIOBase):
         return True
 
     def write(self, b) -> int:
-        n = len(b)
-        self._buf += b
-        while len(self._buf) > BLOCK:  # keep the last block back: it may be the final one
-            block = bytes(self._buf[:BLOCK])
-            del self._buf[:BLOCK]
-            self._submit(block, last=False)
+        view = memoryview(b if type(b) is bytes else bytes(b)).cast("B")
+        n = len(view)
+        if not n:
+            return 0
+        self._pieces.append(view)
+        self._buffered += n
+        while self._buffered > BLOCK:  # keep the last block back: it may be the final one
+            self._submit(self._take(BLOCK), last=False)
         return n
+
+    def _take(self, size: int):
+        """The next ``size`` bytes written (a view when one write holds them all)."""
+        pieces = self._pieces
+        self._buffered -= size
+        first = pieces[0]
+        if len(first) >= size:
+            if len(first) == size:
+                pieces.popleft()
+            else:
+                pieces[0] = first[size:]
+            return first[:size]
+        parts = []
+        while size:
+            piece = pieces[0]
+            if len(piece) <= size:
+                parts.append(pieces.popleft())
+                size -= len(piece)
+            else:
+                parts.append(piece[:size])
+                pieces[0] = piece[size:]
+                size = 0
+        return b"".join(parts)
 
     def _submit(self, block: bytes, last: bool) -> None:
         self._crc = zlib.crc32(block, self._crc)
@@ -127,8 +156,9 @@ class ParallelGzipWriter(io.RawIOBase):
         if self.closed:
             return
         try:
-            self._submit(bytes(self._buf), last=True)
-            self._buf = bytearray()
+            self._submit(b"".join(self._pieces), last=True)
+            self._pieces.clear()
+            self._buffered = 0
             while self._pending:
                 self._out.write(_result(self._pending.popleft()))
             self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))

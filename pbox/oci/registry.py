@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, BinaryIO, Callable
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -114,15 +114,17 @@ class RegistryClient(RegistrySession):
         return raw, media_type, got
 
     def head_manifest(
-        self, repo: str, ref: str, accept: Sequence[str] | None = None
+        self, repo: str, ref: str, accept: Sequence[str] | None = None,
+        scopes: list[str] | None = None,
     ) -> tuple[str, str, int] | None:
-        """(digest, media type, size) from a HEAD, or None when the registry has no such tag."""
+        """(digest, media type, size) from a HEAD, or None when the registry has no such tag.
+        ``scopes``: the token's, when it is to serve a push afterwards too."""
         what = self._what(repo, ref)
         accept = list(accept or mt.ACCEPT_MANIFESTS)
         resp = self._request(
             "HEAD",
             self._path(repo, "manifests", ref),
-            scopes=self._pull(repo),
+            scopes=scopes or self._pull(repo),
             what=what,
             headers={"Accept": ", ".join(accept)},
         )
@@ -344,6 +346,76 @@ class RegistryClient(RegistrySession):
             raise self._error(resp, what=what, kind="blob")
         resp.close()
 
+    def push_blob_stream(self, repo: str, chunks: Iterable[bytes],
+                         digest: Callable[[], str], what: str) -> None:
+        """Upload a blob whose digest is known only once ``chunks`` is used up (a layer
+        compressed while it is sent): one ``PATCH`` with a chunked body (docker's stream
+        upload) or, when the registry asks for chunks of a minimum size, ``PATCH``es of
+        that size; then the ``PUT`` with ``digest()``.  Not retried: the chunks cannot be
+        sent twice (the caller may start over)."""
+        what = self._what(repo) + f" ({what})"
+        resp = self._request("POST", self._path(repo, "blobs", "uploads", ""),
+                             scopes=self._push(repo), what=what, data=b"")
+        if resp.status_code != 202:
+            raise self._error(resp, what=what)
+        url = self._upload_url(resp, what)
+        min_chunk = resp.headers.get("OCI-Chunk-Min-Length")
+        resp.close()
+        if min_chunk and min_chunk.isdigit():
+            url = self._upload_pieces(repo, url, chunks,
+                                      max(int(min_chunk), DEFAULT_CHUNK_UPLOAD), what)
+        else:
+            resp = self._request("PATCH", url, scopes=self._push(repo), what=what,
+                                 data=iter(chunks),
+                                 headers={"Content-Type": "application/octet-stream"},
+                                 retry=False)
+            if resp.status_code not in (202, 204):
+                raise self._error(resp, what=what)
+            url = self._upload_url(resp, what)
+            resp.close()
+        resp = self._request("PUT", self._with_query(url, digest=digest()),
+                             scopes=self._push(repo), what=what, data=b"",
+                             headers={"Content-Type": "application/octet-stream"},
+                             retry=False)
+        if resp.status_code not in (201, 204):
+            raise self._error(resp, what=what, kind="blob")
+        resp.close()
+
+    def _upload_pieces(self, repo: str, url: str, chunks: Iterable[bytes], size: int,
+                       what: str) -> str:
+        """``chunks`` as PATCHes of ``size`` bytes (the last one shorter)."""
+        offset = 0
+        buf = bytearray()
+        it = iter(chunks)
+        ended = False
+        while not ended:
+            for data in it:
+                buf += data
+                if len(buf) >= size:
+                    break
+            else:
+                ended = True
+            while len(buf) >= size or ended and buf:
+                piece = bytes(buf[:size])
+                del buf[:size]
+                url = self._patch_piece(repo, url, piece, offset, what)
+                offset += len(piece)
+        return url
+
+    def _patch_piece(self, repo: str, url: str, piece: bytes, offset: int, what: str) -> str:
+        resp = self._request(
+            "PATCH", url, scopes=self._push(repo), what=what, data=piece,
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                     "Content-Length": str(len(piece))},
+            retry=False,
+        )
+        if resp.status_code != 202:
+            raise self._error(resp, what=what)
+        url = self._upload_url(resp, what)
+        resp.close()
+        return url
+
     def _upload_chunks(
         self, repo: str, url: str, f: BinaryIO, size: int, chunk_size: int, what: str
     ) -> str:
@@ -355,23 +427,7 @@ class RegistryClient(RegistrySession):
                 raise DigestMismatch(
                     f"{what}: the content ended after {offset + len(chunk)} of {size} bytes"
                 )
-            resp = self._request(
-                "PATCH",
-                url,
-                scopes=self._push(repo),
-                what=what,
-                data=chunk,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{offset}-{offset + n - 1}",
-                    "Content-Length": str(n),
-                },
-                retry=False,
-            )
-            if resp.status_code != 202:
-                raise self._error(resp, what=what)
-            url = self._upload_url(resp, what)
-            resp.close()
+            url = self._patch_piece(repo, url, chunk, offset, what)
             offset += n
         return url
 

@@ -7,9 +7,12 @@ that mounts rather than uploads, and zstd layers on request.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import re
+import signal
 import subprocess
 import time
 
@@ -116,8 +119,23 @@ def test_second_push_uploads_nothing(mode, registry_factory, busybox, run_pbox):
     assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
     assert reg.count_requests("PATCH", UPLOADS, since=mark) == 0
     assert reg.count_requests("POST", UPLOADS, since=mark) == 0
+    # the tag's manifest is the one these blobs make: that one HEAD said it all
+    assert reg.count_requests("HEAD", r"/manifests/latest", since=mark) == 1
+    assert reg.count_requests("HEAD", r"/blobs/", since=mark) == 0
+    assert reg.count_requests("PUT", r"/manifests/", since=mark) == 0
     assert list(pushed_ids(second.stdout).values()) == ["Layer already exists"]
     assert final_digest(second.stdout, "latest") == final_digest(first.stdout, "latest")
+
+    # the tag moved to another manifest (zstd layers): the blobs are asked for one by
+    # one again, and the manifest is put back
+    run_pbox("push", *creds_args(reg), "--compression-format", "zstd", busybox.reference, dest)
+    mark = reg.log_mark()
+    third = run_pbox("push", *creds_args(reg), busybox.reference, dest)
+    assert reg.count_requests("HEAD", r"/blobs/", since=mark) >= 2  # the layer, the config
+    assert reg.count_requests("PUT", r"/manifests/latest", since=mark) == 1
+    assert reg.count_requests("PUT", UPLOADS, since=mark) == 0
+    assert list(pushed_ids(third.stdout).values()) == ["Layer already exists"]
+    assert final_digest(third.stdout, "latest") == final_digest(first.stdout, "latest")
 
 
 @pytest.mark.parametrize("mode", ["plain", "token"])
@@ -194,40 +212,90 @@ def push_temps(root: str) -> list[str]:
     return [n for n in os.listdir(os.path.join(root, "tmp")) if n.startswith("push-")]
 
 
+def _store_records(root: str) -> dict[str, bytes]:
+    """The store's records (images, tags, layers' layer.json), by path."""
+    out = {}
+    for top in ("images", "layers"):
+        for dirpath, dirnames, files in os.walk(os.path.join(root, top)):
+            dirnames[:] = [d for d in dirnames if d != "diff"]
+            for f in files:
+                if f.endswith(".json"):
+                    with open(os.path.join(dirpath, f), "rb") as fh:
+                        out[os.path.relpath(os.path.join(dirpath, f), root)] = fh.read()
+    with open(os.path.join(root, "repositories.json"), "rb") as fh:
+        out["repositories.json"] = fh.read()
+    return out
+
+
+def _uploading(reg) -> bool:
+    """Whether the registry holds a started upload with bytes in it."""
+    for dirpath, _, files in os.walk(reg.storage_dir):
+        if os.path.basename(os.path.dirname(dirpath)) == "_uploads" and "data" in files \
+                and os.path.getsize(os.path.join(dirpath, "data")) > 0:
+            return True
+    return False
+
+
 def test_killed_push_leaves_store_clean_and_reruns(registry_factory, busybox, run_pbox,
-                                                   pbox_cmd, pbox_root):
+                                                   pbox_cmd, pbox_root, tmp_path):
+    """kill -9 while a new layer streams to the registry, and at random moments: the
+    store's records are as before (a layer's blob is remembered only once the registry
+    has it), and the push run again completes."""
     reg = registry_factory("plain")
-    dest = f"{reg.host}/killed/busybox:1"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "big.bin").write_bytes(os.urandom(24 << 20))  # incompressible: a long upload
+    (ctx / "Dockerfile").write_text(f"FROM {busybox.reference}\nCOPY big.bin /big.bin\n")
+    run_pbox("build", "-q", "-t", "killed/big:1", str(ctx))
     env = pbox_root.env_with(None)
     if pbox_cmd[1:2] == ["-m"]:
         env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    # zstd: no blob of the pulled layer can serve, so the push compresses the layer into
-    # a temp file first, then hangs on its first request to the suspended registry
-    reg.suspend()
-    try:
-        proc = subprocess.Popen([*pbox_cmd, "push", "--compression-format", "zstd",
-                                 busybox.reference, dest], env=env,
+    before = _store_records(pbox_root.root)
+
+    def start(dest: str, *flags: str) -> subprocess.Popen:
+        return subprocess.Popen([*pbox_cmd, "push", *flags, "killed/big:1", dest], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while not push_temps(pbox_root.root) and proc.poll() is None:
-                assert time.monotonic() < deadline, "the push never wrote its temp file"
-                time.sleep(0.02)
-        finally:
-            proc.kill()
-            proc.wait()
+
+    # 1. in the middle of the streamed upload (the process frozen first, so the moment
+    #    cannot pass before the kill)
+    proc = start(f"{reg.host}/killed/big:1")
+    try:
+        deadline = time.monotonic() + 60
+        while not _uploading(reg):
+            assert proc.poll() is None, "the push ended before its upload was seen"
+            assert time.monotonic() < deadline, "the push never started its upload"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGSTOP)
     finally:
-        reg.resume()
-    r = run_pbox("push", "--compression-format", "zstd", busybox.reference, dest)
-    assert list(pushed_ids(r.stdout).values()) == ["Pushed"]
+        proc.kill()
+        proc.wait()
+    assert _store_records(pbox_root.root) == before
     assert push_temps(pbox_root.root) == []
-    run_pbox("rmi", busybox.reference)
-    run_pbox("pull", "-q", dest)
-    run_pbox("run", "--rm", dest, "true")
+
+    # 2. at random moments, zstd too (each to a new repository: nothing to skip)
+    rng = random.Random(os.environ.get("PYTEST_XDIST_WORKER", "") + str(time.time()))
+    for i in range(6):
+        proc = start(f"{reg.host}/killed/random{i}:1",
+                     *(["--compression-format", "zstd"] if i % 2 else []))
+        time.sleep(rng.uniform(0, 0.4))
+        proc.kill()
+        proc.wait()
+        for data in _store_records(pbox_root.root).values():
+            json.loads(data)  # every record whole
+    run_pbox("images")
+
+    r = run_pbox("push", "killed/big:1", f"{reg.host}/killed/big:1")
+    # each layer uploaded, or mounted from where a killed push had completed it
+    assert len(pushed_ids(r.stdout)) == 2 and "1: digest: sha256:" in r.stdout
+    assert push_temps(pbox_root.root) == []
+    run_pbox("rmi", "killed/big:1")
+    run_pbox("pull", "-q", f"{reg.host}/killed/big:1")
+    out = run_pbox("run", "--rm", f"{reg.host}/killed/big:1", "md5sum", "/big.bin").stdout
+    assert out.split()[0] == hashlib.md5((ctx / "big.bin").read_bytes()).hexdigest()
 
     # a push that fails leaves no temp file behind either
     reg.stop()
-    r = run_pbox("push", dest, f"{reg.host}/killed/other:1", expect_rc=125)
+    r = run_pbox("push", busybox.reference, f"{reg.host}/killed/other:1", expect_rc=125)
     assert "connect" in r.stderr
     assert push_temps(pbox_root.root) == []
 

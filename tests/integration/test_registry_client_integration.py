@@ -122,6 +122,11 @@ def test_push_mount_and_catalog(any_registry):
         assert c.push_blob(repo, sha(layer), len(layer), io.BytesIO(layer)) is False
         chunked = os.urandom(200_000)
         c.push_blob(repo, sha(chunked), len(chunked), io.BytesIO(chunked), chunk_size=65536)
+        # docker's stream upload: one PATCH with a chunked body, the digest at the end
+        streamed = os.urandom(1_000_003)
+        c.push_blob_stream(repo, iter([streamed[:300_000], streamed[300_000:]]),
+                           lambda: sha(streamed), "a layer")
+        assert read_all(c.fetch_blob(repo, sha(streamed))) == streamed
         c.push_blob(repo, sha(config), len(config), lambda: io.BytesIO(config))
         man = m.build_manifest(
             m.Descriptor(mt.OCI_CONFIG, sha(config), len(config)),

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import socket
 import threading
 import uuid
@@ -311,7 +312,8 @@ def make_handler(fake: Fake):
                 del fake.uploads[uid]
                 return self.send(204, b"")
             if self.command == "PATCH":
-                start = int(self.headers["Content-Range"].split("-")[0])
+                # no Content-Range: a stream upload, appended (as distribution does)
+                start = int((self.headers["Content-Range"] or str(len(buf))).split("-")[0])
                 if start != len(buf):
                     return self.err(416, "BLOB_UPLOAD_INVALID", "bad range")
                 buf += data
@@ -719,6 +721,41 @@ def test_push_blob_chunked_when_asked(fake):
         c.push_blob("x/app", d, len(data), io.BytesIO(data), chunk_size=100_000)
     assert fake.blobs[d] == data
     assert fake.count("PATCH", "/v2/x/app/blobs/uploads/") == 3
+
+
+def test_push_blob_stream(fake):
+    data = os.urandom(300_000)
+    with client(fake) as c:
+        c.push_blob_stream("x/app", iter([data[:1000], data[1000:]]), lambda: sha(data), "a")
+    assert fake.blobs[sha(data)] == data
+    patches = [h for m, _, h in fake.requests if m == "PATCH"]
+    assert len(patches) == 1 and patches[0].get("Transfer-Encoding") == "chunked"
+    assert "Content-Range" not in patches[0]
+
+
+def test_push_blob_stream_in_pieces_when_asked(fake, monkeypatch):
+    from pbox.oci import registry
+
+    monkeypatch.setattr(registry, "DEFAULT_CHUNK_UPLOAD", 100_000)
+    fake.chunk_min = 50_000
+    data = os.urandom(250_001)
+    with client(fake) as c:
+        c.push_blob_stream("x/app", (data[i:i + 7777] for i in range(0, len(data), 7777)),
+                           lambda: sha(data), "a")
+    assert fake.blobs[sha(data)] == data
+    ranges = [h["Content-Range"] for m, _, h in fake.requests if m == "PATCH"]
+    assert ranges == ["0-99999", "100000-199999", "200000-250000"]
+
+
+def test_a_failing_stream_stores_nothing(fake):
+    def chunks():
+        yield b"x" * 1000
+        raise RuntimeError("the layer could not be read")
+
+    with client(fake) as c, pytest.raises(RuntimeError):
+        c.push_blob_stream("x/app", chunks(), lambda: sha(b"x" * 2000), "a")
+    assert fake.blobs == {} or all(not v.startswith(b"x" * 1000) for v in fake.blobs.values())
+    assert fake.count("PUT", "/v2/x/app/blobs/uploads/") == 0
 
 
 def test_push_blob_bad_digest(fake):
