@@ -115,9 +115,11 @@ def save_load_case(t: Tools, s: Session, ref: str, runs: int) -> Case:
         def setup():
             if os.path.exists(archive):
                 os.unlink(archive)
-            common.stop_pbox_pause(run)
             scratch.fresh(root)
-            scratch.fresh(run)
+            if tool == "podman":
+                scratch.fresh(run)
+            # pbox's run root (with its pause process) stays, as podman's pause process
+            # stays in the user's runtime directory: an empty store, not a new login
 
         return Cmd(t.argv(tool, "save", "-o", archive, ref), t.env[tool], setup,
                    steps=[load + ["load", "-q", "-i", archive]])

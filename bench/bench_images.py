@@ -2,7 +2,9 @@
 
     python3 bench/bench_images.py [--runs N] [--pbox 'CMD'] [--markdown] [--json FILE]
 
-Cases (pbox and podman alternate, a fresh temp store per repetition for the pulls):
+Cases (pbox and podman alternate, a fresh temp store per repetition for the pulls; the
+run root, which holds pbox's pause process, is kept from one repetition to the next, as
+podman keeps its pause process in the user's runtime directory):
 
 * ``pull debian (cold)``: a one-layer Debian minbase (about 50 MB gzipped) from a local
   ``docker-registry`` into an empty store.  Target: pbox <= 0.3x podman's wall time.
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
         busybox = s.image("busybox")
         debian_ref = s.push_image(debian, DEBIAN_REPO)
         busybox_ref = s.push_image(busybox, BUSYBOX_REPO)
-        xenv, penv, pbox, scratch = s.xenv, s.penv, s.pbox, s.scratch
+        xenv, penv, pbox = s.xenv, s.penv, s.pbox
         # A .pyz unpacks its Python part to the user cache on its first run (any
         # command but --version): a user pays that once, so it happens here, untimed.
         common.run_once(pbox + ["--help"], xenv)
@@ -54,14 +56,13 @@ def main(argv=None) -> int:
         if "pull" in groups:
             for label, ref in ((f"pull {debian.name} (cold)", debian_ref),
                                ("pull busybox (cold)", busybox_ref)):
-                cases.append(pull_case(label, ref, pbox, xenv, penv, scratch, args.runs))
+                cases.append(pull_case(label, ref, s, args.runs))
         if "version" in groups:
             cases.append(Case("--version", Cmd(pbox + ["--version"], xenv),
                               Cmd(["podman", "--version"], penv), target=1.2,
                               runs=args.fast_runs, warmup=2))
         if "images" in groups:
-            cases.append(images_case(pbox, xenv, penv, scratch, debian_ref, busybox_ref,
-                                     args.fast_runs))
+            cases.append(images_case(s, debian_ref, busybox_ref, args.fast_runs))
         common.run_cases(cases)
 
     s.print_info(f"images: {debian.describe()}; {busybox.describe()}")
@@ -73,13 +74,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def pull_case(label, ref, pbox, xenv, penv, scratch, runs) -> Case:
+def pull_case(label, ref, s: Session, runs) -> Case:
+    pbox, xenv, penv, scratch = s.pbox, s.xenv, s.penv, s.scratch
     proot, prun = scratch.new_dir("pbox-root"), scratch.new_dir("pbox-run")
     qroot, qrun = scratch.new_dir("podman-root"), scratch.new_dir("podman-run")
+    s.runroots.append(prun)  # its pause process is ended with the session
 
     def fresh_pbox():
-        scratch.fresh(proot)
-        scratch.fresh(prun)
+        scratch.fresh(proot)  # the run root stays: see the module doc
 
     def fresh_podman():
         scratch.fresh(qroot)
@@ -93,9 +95,11 @@ def pull_case(label, ref, pbox, xenv, penv, scratch, runs) -> Case:
         target=0.3, runs=runs, rss=True)
 
 
-def images_case(pbox, xenv, penv, scratch, debian_ref, busybox_ref, runs) -> Case:
+def images_case(s: Session, debian_ref, busybox_ref, runs) -> Case:
     """Two images under five names in each store, then ``images`` on the warm store."""
+    pbox, xenv, penv, scratch = s.pbox, s.xenv, s.penv, s.scratch
     proot, prun = scratch.new_dir("pbox-root"), scratch.new_dir("pbox-run")
+    s.runroots.append(prun)
     qroot, qrun = scratch.new_dir("podman-root"), scratch.new_dir("podman-run")
     p = pbox + ["--root", proot, "--runroot", prun]
     q = PodmanEnv.argv(qroot, qrun)

@@ -132,6 +132,17 @@ def parse_header(block: bytes) -> TarEntry:
     return entry
 
 
+def parse_header_brief(block: bytes) -> TarEntry:
+    """Name, type and size of a header block, unchecked: for a reader that follows a
+    stream the extractor parses (and checks) too, the tar-split recorder."""
+    name = _cstring(block[0:100])
+    if block[257:263] == b"ustar\0":
+        prefix = _cstring(block[345:500])
+        if prefix:
+            name = prefix + b"/" + name
+    return TarEntry(name=name, type=block[156:157], size=parse_number(block[124:136]))
+
+
 def parse_pax(data: bytes) -> dict:
     """PAX extended header records: ``"<len> <key>=<value>\\n"``; keys str, values bytes."""
     records = {}

@@ -52,6 +52,7 @@ BLOCK = 512
 CHUNK = 1 << 20
 MAX_META = 8 << 20  # PAX / long-name data kept to parse it (as the extractor's limit)
 RAW_FLUSH = 1 << 20
+OUT_BATCH = 256 << 10  # records are compressed this much at a time
 _ZERO_BLOCK = bytes(BLOCK)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -91,7 +92,8 @@ class Recorder:
         self._path = path
         self._file = None
         self._created = False
-        self._zip = zlib.compressobj(6)
+        self._zip = zlib.compressobj(1)  # headers shrink ~30x at level 1 already
+        self._out = bytearray()  # records not compressed yet: zlib gets big pieces
         self._raw = bytearray()
         self._failed = False
         self._state = _HEADER
@@ -133,6 +135,7 @@ class Recorder:
                 raise _Unusable("the tar ended inside an entry")
             self._flush_raw()
             self._emit(b"e" + _varint(self._total))
+            self._compress_pending()
             self._output().write(self._zip.flush())
             self._file.close()
             self._file = None
@@ -149,6 +152,7 @@ class Recorder:
     def _fail(self) -> None:
         self._failed = True
         self._raw = bytearray()
+        self._out = bytearray()
         self._meta = bytearray()
         if self._file is not None:
             self._file.close()
@@ -168,16 +172,22 @@ class Recorder:
             self._file.write(self._zip.compress(MAGIC))
         return self._file
 
-    def _emit(self, record: bytes) -> None:
+    def _emit(self, record) -> None:
+        self._out += record
+        if len(self._out) >= OUT_BATCH:
+            self._compress_pending()
+
+    def _compress_pending(self) -> None:
         f = self._output()  # first: it writes the magic
-        out = self._zip.compress(record)
+        out = self._zip.compress(self._out)
+        self._out = bytearray()
         if out:
             f.write(out)
 
     def _flush_raw(self) -> None:
         if self._raw:
             self._emit(b"r" + _varint(len(self._raw)))
-            self._emit(bytes(self._raw))
+            self._emit(self._raw)
             self._raw = bytearray()
 
     def _keep(self, data) -> None:
@@ -246,7 +256,7 @@ class Recorder:
             self._state = _TAIL  # the end: everything after it is kept as it is
             return
         try:
-            entry = ex.parse_header(block)
+            entry = ex.parse_header_brief(block)  # the extractor checks the header
         except ex.LayerError as e:
             raise _Unusable(str(e))
         typ = entry.type
