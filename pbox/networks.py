@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import time
 
+from pbox import jsonio as json
 from pbox.errors import Conflict, NetworkNotFound, PboxError, RuntimeFailure, UsageError
 from pbox.storage.store import Store
 

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from pbox import jsonio as json
 
 # pbox.humanize (and with it datetime) is imported where used: stop and rm import
 # this module with the lifecycle code but write no log.

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from pbox import humanize
+from pbox import jsonio as json
 from pbox.containers import ports
 from pbox.containers.records import ContainerStore
 from pbox.errors import UsageError

@@ -12,7 +12,6 @@ silently ignored.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from pbox import humanize
+from pbox import jsonio as json
 from pbox.errors import Conflict, UsageError, VolumeNotFound
 from pbox.storage.store import Store
 

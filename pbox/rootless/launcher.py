@@ -29,7 +29,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import gc
-import json
 import os
 import signal
 import stat
@@ -37,6 +36,7 @@ import sys
 import termios
 from collections.abc import Callable
 
+from pbox import jsonio as json
 from pbox.errors import CommandNotExecutable, CommandNotFound, RuntimeFailure
 from pbox.rootless import caps, idmap, mounts, syscalls, userns
 from pbox.rootless.idmap import IdMapping

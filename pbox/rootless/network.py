@@ -19,11 +19,11 @@ closes (our stop, or our death).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 
+from pbox import jsonio as json
 from pbox.errors import RuntimeFailure
 from pbox.record import record
 

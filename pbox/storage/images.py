@@ -102,7 +102,7 @@ class ImageStore:
             pass
 
     def config(self, record: ImageRecord) -> dict:
-        import json
+        from pbox import jsonio as json
 
         return json.loads(self.store.read_blob(record.id))
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 
+from pbox import jsonio as json
 from pbox.errors import StoreError
 from pbox.storage.fsutil import atomic_write, remove_tree
 from pbox.storage.lock import FileLock, try_lock_path
@@ -344,7 +344,8 @@ class Store:
     # -- records ------------------------------------------------------------------------
 
     def write_json(self, path: str, obj, *, durable: bool = True) -> None:
-        atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode(),
+        # not indented: the C encoder writes it (see pbox.jsonio)
+        atomic_write(path, json.dumps(obj, sort_keys=True).encode(),
                      durable=durable)
 
     @staticmethod
