@@ -46,11 +46,11 @@ v2s2 cannot describe).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 
+from pbox import jsonio as json
 from pbox.config import Config
 from pbox.errors import AuthError, NotFound, PboxError, RegistryError, UsageError
 from pbox.oci import reference as refs

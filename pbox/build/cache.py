@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 
+from pbox import jsonio as json
 from pbox.config import Config
 
 CACHE_FILE = "build-cache.json"

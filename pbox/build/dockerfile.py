@@ -13,12 +13,12 @@ instruction (ARG and ENV values seen so far).
 
 from __future__ import annotations
 
-import json as _json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
+from pbox import jsonio as _json
 from pbox.build.shellwords import Lexer as _Lexer
 from pbox.build.shellwords import LexError as _LexError
 from pbox.errors import PboxError

@@ -24,11 +24,11 @@ mtimes are clamped to it, so the same inputs give the same image id.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import dataclass, field
 
+from pbox import jsonio as json
 from pbox.build import metadata
 from pbox.build.cache import FILE_SUMS, BuildCache, cache_key
 from pbox.build.copystep import CopySteps

@@ -5,10 +5,10 @@ make a layer (its directory, when the image lacks it)."""
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 
+from pbox import jsonio as json
 from pbox.build.imagetree import owner_of, resolve_in_image
 from pbox.build.runstep import DEFAULT_SHELL
 from pbox.errors import BuildError

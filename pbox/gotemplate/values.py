@@ -3,8 +3,9 @@ encoding/json print them (shortest floats, %-verbs, ``json``)."""
 
 from __future__ import annotations
 
-import json as _json
 import re
+
+from pbox import jsonio as _json
 
 TYPE_CHECKING = False  # typing costs ~3 ms to import; Any is only an annotation
 if TYPE_CHECKING:

@@ -21,12 +21,12 @@ and ``logout`` erases through it (``erase``) instead of writing an auth file.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from pbox import jsonio as json
 from pbox.errors import AuthError, UsageError
 from pbox.record import factory, record
 

@@ -7,10 +7,10 @@ are read alike; schema 1 is refused.  No I/O here.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Union
 
+from pbox import jsonio as json
 from pbox.errors import InvalidReference, UnsupportedFormat
 from pbox.oci import digest as _digest
 from pbox.oci import mediatypes as mt

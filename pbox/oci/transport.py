@@ -18,7 +18,6 @@ imported only by whoever makes the first TLS context.  Failures raise
 from __future__ import annotations
 
 import base64
-import json as _json
 import logging
 import os
 import select
@@ -28,6 +27,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
+
+from pbox import jsonio as _json
 
 if TYPE_CHECKING:
     import ssl
