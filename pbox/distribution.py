@@ -46,17 +46,17 @@ v2s2 cannot describe).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
 from pbox import jsonio as json
 from pbox.config import Config
 from pbox.errors import AuthError, NotFound, PboxError, RegistryError, UsageError
+from pbox.lazylog import get_logger
 from pbox.oci import reference as refs
 from pbox.record import factory, record
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FORMATS = ("oci", "v2s2")
 COMPRESSIONS = ("gzip", "zstd")
@@ -613,7 +613,7 @@ def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: 
     if len(known) <= 1 and also is None:
         return [_push_layer(client, store, repo, chain, algo, keep_owners, report, cands)
                 for chain, cands in known]
-    from concurrent.futures import ThreadPoolExecutor
+    from pbox.threads import Pool
 
     lock = threading.Lock()
 
@@ -621,8 +621,7 @@ def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: 
         with lock:
             report(*args, **info)
 
-    with ThreadPoolExecutor(min(PUSH_THREADS, len(known) + (also is not None)),
-                            thread_name_prefix="push-layer") as pool:
+    with Pool(min(PUSH_THREADS, len(known) + (also is not None)), "push-layer") as pool:
         futures = [pool.submit(_push_layer, client, store, repo, chain, algo, keep_owners,
                                said, cands) for chain, cands in known]
         extra = pool.submit(also) if also is not None else None

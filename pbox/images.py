@@ -313,9 +313,9 @@ def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, rep
         _pull_layer(client, store, repo, desc, diff_id, chain, parent_of[chain], keep_owners,
                     report, notice)
         return
-    from concurrent.futures import ThreadPoolExecutor
+    from pbox.threads import Pool
 
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_LAYERS, len(todo))) as pool:
+    with Pool(min(PARALLEL_LAYERS, len(todo)), "pull-layer") as pool:
         futures = [pool.submit(_pull_layer, client, store, repo, desc, diff_id, chain,
                                parent_of[chain], keep_owners, report, notice)
                    for desc, diff_id, chain in todo]

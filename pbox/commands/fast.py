@@ -169,9 +169,13 @@ def _config(globals_: dict):
 def configure_logging(level: str) -> None:
     """Log records of ``level`` and above to stderr as ``LEVEL[logger] message``.
 
-    At the default level nothing is logged unless something goes wrong, and `images`
-    or `ps` import no module that logs: there `logging` (~5 ms) is not imported here
-    but configured as it is first imported, by whichever module needs it."""
+    At the default level nothing is logged unless something goes wrong: `logging`
+    (~5 ms) is not imported here but configured as it is first imported, by whichever
+    module needs it, and the modules that log at debug level do it through
+    ``pbox.lazylog``, which imports it only for a record that is to be written."""
+    from pbox import lazylog
+
+    lazylog.set_level(level)
     if "logging" in sys.modules or level.lower() != "warning":
         _basic_config(sys.modules.get("logging") or __import__("logging"), level)
     elif not any(isinstance(f, _ConfigureLogging) for f in sys.meta_path):

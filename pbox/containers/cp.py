@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import errno
 import json
-import logging
 import os
 import signal
 import stat
@@ -46,10 +45,11 @@ from dataclasses import dataclass
 
 from pbox.config import Config
 from pbox.errors import Conflict, NotFound, PboxError, UsageError
+from pbox.lazylog import get_logger
 from pbox.rootless.launcher import stop_helpers
 from pbox.storage.treetar import CHUNK, TarWriter, write_tree
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 LOCK_WAIT = 10.0  # seconds cp waits for a stopped container's lock
 

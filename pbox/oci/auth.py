@@ -21,20 +21,20 @@ and ``logout`` erases through it (``erase``) instead of writing an auth file.
 from __future__ import annotations
 
 import base64
-import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from pbox import jsonio as json
 from pbox.errors import AuthError, UsageError
+from pbox.lazylog import get_logger
+from pbox.oci.reference import DEFAULT_REGISTRY, normalize_registry
 from pbox.record import factory, record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
-from pbox.oci.reference import DEFAULT_REGISTRY, normalize_registry
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # docker's credential helpers and config files know Docker Hub by this name
 DOCKER_HUB_SERVER = "https://index.docker.io/v1/"

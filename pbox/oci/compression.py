@@ -12,15 +12,14 @@ zstd uses the ``zstandard`` module, imported only when a zstd layer shows up.  T
 from __future__ import annotations
 
 import io
-import logging
 import threading
 import zlib
-from typing import BinaryIO, Callable
 
 from pbox.errors import DigestMismatch, PboxError, UnsupportedFormat
+from pbox.lazylog import get_logger
 from pbox.oci import mediatypes as mt
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 GZIP = "gzip"
 ZSTD = "zstd"
@@ -35,6 +34,10 @@ ZSTD_MISSING = (
     "zstd-compressed layers need the Python package 'zstandard' or the 'zstd' program; "
     "install one of them (pip install zstandard, or your distribution's zstd package)"
 )
+
+TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Callable
 
 
 def _close(f) -> None:

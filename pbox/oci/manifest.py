@@ -7,22 +7,24 @@ are read alike; schema 1 is refused.  No I/O here.
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Union
-
 from pbox import jsonio as json
 from pbox.errors import InvalidReference, UnsupportedFormat
+from pbox.lazylog import get_logger
 from pbox.oci import digest as _digest
 from pbox.oci import mediatypes as mt
 from pbox.oci.platform import Platform
 from pbox.record import factory, record
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SCHEMA1_MESSAGE = (
     "schema 1 manifests are not supported; the image was pushed by a very old client: "
     "pull it with a current docker/podman and push it again (schema 2 or OCI)"
 )
+
+TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def dumps(obj: Any) -> bytes:
@@ -156,7 +158,7 @@ class Index:
         return Descriptor(self.media_type, self.digest, self.size)
 
 
-ManifestOrIndex = Union[Manifest, Index]
+ManifestOrIndex = "Manifest | Index"  # for annotations
 
 
 # -- media type detection ------------------------------------------------------------------

@@ -138,9 +138,9 @@ class ParallelGzipWriter(io.RawIOBase):
             self._drain()
             return
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+            from pbox.threads import Pool
 
-            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pgzip")
+            self._pool = Pool(self._threads, "pgzip")
         self._pending.append(self._pool.submit(_deflate, block, level, last))
         self._drain()
 
@@ -174,7 +174,7 @@ class ParallelGzipWriter(io.RawIOBase):
 
     def _shutdown(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(cancel=True)
             self._pool = None
 
 

@@ -27,20 +27,23 @@ Protocol notes (what a reader of this code needs to know):
 from __future__ import annotations
 
 import base64
-import logging
 import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from pbox.errors import AuthError, ManifestUnknown, RegistryError
+from pbox.lazylog import get_logger
 from pbox.oci.auth import Challenge, Credentials, find_challenge, parse_challenges
 from pbox.oci.reference import DEFAULT_REGISTRY, DOCKER_HUB_API, LEGACY_DEFAULT_REGISTRY
 from pbox.record import record
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
+if TYPE_CHECKING:
+    from typing import Any
+
+log = get_logger(__name__)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 TOKEN_MIN_LIFETIME = 60  # the token spec's default and minimum

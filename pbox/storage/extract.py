@@ -36,11 +36,11 @@ variant of the call.  A symlink inside the layer is stored, never followed.  Rul
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
 from pbox.errors import StoreError
+from pbox.lazylog import get_logger
 from pbox.record import record
 from pbox.storage.fsutil import chmod_at, remove_tree_at
 from pbox.storage.safepath import (
@@ -80,7 +80,7 @@ from pbox.storage.whiteout import (
     write_whiteout_file,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["ExtractStats", "LayerError", "UnsafeLayer", "extract_layer"]
 

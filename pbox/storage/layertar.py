@@ -30,14 +30,14 @@ parent, and file contents are streamed, never held whole in memory.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
 from pbox.errors import StoreError
+from pbox.lazylog import get_logger
 from pbox.storage.whiteout import INTERNAL_XATTR_PREFIXES, OPAQUE_MARKER, WHITEOUT_PREFIX
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["write_layer_tar"]
 

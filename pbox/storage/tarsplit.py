@@ -34,16 +34,16 @@ Format (after zlib decompression): ``MAGIC``, then records, each a tag byte:
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import zlib
 
 from pbox.errors import StoreError
+from pbox.lazylog import get_logger
 from pbox.storage import tarread as ex
 from pbox.storage.whiteout import WHITEOUT_PREFIX
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["Recorder", "reassemble"]
 

@@ -7,15 +7,15 @@ driver's changes) and ``cp``; a layer as it is stored and pushed is written by
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 
+from pbox.lazylog import get_logger
 from pbox.storage import layertar
 from pbox.storage.layerview import _name_key
 from pbox.storage.whiteout import INTERNAL_XATTR_PREFIXES
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CHUNK = 1 << 20
 
