@@ -732,7 +732,7 @@ class _Pipe:
     """Bytes written in one thread and iterated in another, a few blocks buffered;
     the reading side hashes and counts them (``digest()``, ``size``)."""
 
-    DEPTH = 4  # blocks (pgzip writes 1 MiB ones) in flight
+    DEPTH = 8  # writes in flight (pgzip writes 1 MiB pieces and small ends of blocks)
 
     def __init__(self):
         import hashlib

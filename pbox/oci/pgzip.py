@@ -50,12 +50,14 @@ def deflate_block(block: bytes, level: int, last: bool) -> bytes:
     """Raw deflate of one block, byte-aligned at its end (final when ``last``)."""
     if level != 0 and incompressible(block):
         level = 0
-    return _deflate(block, level, last)
+    return b"".join(_deflate(block, level, last))
 
 
-def _deflate(block: bytes, level: int, last: bool) -> bytes:
+def _deflate(block: bytes, level: int, last: bool) -> tuple[bytes, bytes]:
+    """The deflated block in two pieces (written one after the other: joining them
+    would copy a stored megabyte once more)."""
     c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(block) + c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+    return c.compress(block), c.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
 
 
 def default_threads() -> int:
@@ -132,7 +134,7 @@ class ParallelGzipWriter(io.RawIOBase):
             # a stored block is a copy: no thread hand-off for it
             data = _deflate(block, level, last)
             if not self._pending:
-                self._out.write(data)
+                self._write(data)
                 return
             self._pending.append(data)  # after the blocks still in the pool
             self._drain()
@@ -144,13 +146,18 @@ class ParallelGzipWriter(io.RawIOBase):
         self._pending.append(self._pool.submit(_deflate, block, level, last))
         self._drain()
 
+    def _write(self, pieces: tuple) -> None:
+        for piece in pieces:
+            if piece:
+                self._out.write(piece)
+
     def _drain(self) -> None:
         """Write the finished blocks at the head; wait when too many are pending (the
         memory held is bounded by a few blocks)."""
         pending = self._pending
-        while pending and (len(pending) > 2 * self._threads or isinstance(pending[0], bytes)
+        while pending and (len(pending) > 2 * self._threads or isinstance(pending[0], tuple)
                            or pending[0].done()):
-            self._out.write(_result(pending.popleft()))
+            self._write(_result(pending.popleft()))
 
     def close(self) -> None:
         if self.closed:
@@ -160,7 +167,7 @@ class ParallelGzipWriter(io.RawIOBase):
             self._pieces.clear()
             self._buffered = 0
             while self._pending:
-                self._out.write(_result(self._pending.popleft()))
+                self._write(_result(self._pending.popleft()))
             self._out.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
         finally:
             self._shutdown()
@@ -178,6 +185,6 @@ class ParallelGzipWriter(io.RawIOBase):
             self._pool = None
 
 
-def _result(item) -> bytes:
-    """A pending block: bytes made in line, or a future of the pool."""
-    return item if isinstance(item, bytes) else item.result()
+def _result(item) -> tuple:
+    """A pending block: pieces made in line, or a future of the pool."""
+    return item if isinstance(item, tuple) else item.result()

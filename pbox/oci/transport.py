@@ -362,7 +362,13 @@ class _Connection:
                 if not block:
                     continue
                 if chunked:
-                    sock.sendall(b"%x\r\n" % len(block) + bytes(block) + b"\r\n")
+                    head = b"%x\r\n" % len(block)
+                    if len(block) <= 65536:
+                        sock.sendall(head + bytes(block) + b"\r\n")
+                    else:  # a big block is sent as it is, not copied into one piece
+                        sock.sendall(head)
+                        sock.sendall(block)
+                        sock.sendall(b"\r\n")
                 else:
                     sock.sendall(block)
             if chunked:

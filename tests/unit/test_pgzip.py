@@ -89,7 +89,7 @@ def test_pending_blocks_stay_few_behind_a_slow_block(monkeypatch):
         return real_deflate(block, level, last)
 
     def result(item):
-        if not isinstance(item, bytes) and not item.done():
+        if not isinstance(item, tuple) and not item.done():
             seen.append(len(w._pending) + 1)  # the item was popped already
             waiting.set()
         return real_result(item)
