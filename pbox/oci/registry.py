@@ -314,20 +314,9 @@ class RegistryClient(RegistrySession):
     def _upload(
         self, repo: str, digest: str, size: int, f: BinaryIO, what: str, chunk_size: int | None
     ) -> None:
-        resp = self._request(
-            "POST",
-            self._path(repo, "blobs", "uploads", ""),
-            scopes=self._push(repo),
-            what=what,
-            data=b"",
-        )
-        if resp.status_code != 202:
-            raise self._error(resp, what=what)
-        url = self._upload_url(resp, what)
-        min_chunk = resp.headers.get("OCI-Chunk-Min-Length")
-        resp.close()
-        if min_chunk and min_chunk.isdigit():
-            chunk_size = max(int(min_chunk), chunk_size or DEFAULT_CHUNK_UPLOAD)
+        url, min_chunk = self._start_upload(repo, what)
+        if min_chunk:
+            chunk_size = max(min_chunk, chunk_size or DEFAULT_CHUNK_UPLOAD)
         if chunk_size:
             url = self._upload_chunks(repo, url, f, size, chunk_size, what)
             body: Any = b""
@@ -349,6 +338,18 @@ class RegistryClient(RegistrySession):
             raise self._error(resp, what=what, kind="blob")
         resp.close()
 
+    def _start_upload(self, repo: str, what: str) -> tuple[str, int]:
+        """POST a new upload session: (its URL, the chunk size the registry asks for
+        with ``OCI-Chunk-Min-Length``, or 0)."""
+        resp = self._request("POST", self._path(repo, "blobs", "uploads", ""),
+                             scopes=self._push(repo), what=what, data=b"")
+        if resp.status_code != 202:
+            raise self._error(resp, what=what)
+        url = self._upload_url(resp, what)
+        min_chunk = resp.headers.get("OCI-Chunk-Min-Length") or ""
+        resp.close()
+        return url, int(min_chunk) if min_chunk.isdigit() else 0
+
     def push_blob_stream(self, repo: str, chunks: Iterable[bytes],
                          digest: Callable[[], str], what: str) -> None:
         """Upload a blob whose digest is known only once ``chunks`` is used up (a layer
@@ -357,16 +358,10 @@ class RegistryClient(RegistrySession):
         that size; then the ``PUT`` with ``digest()``.  Not retried: the chunks cannot be
         sent twice (the caller may start over)."""
         what = self._what(repo) + f" ({what})"
-        resp = self._request("POST", self._path(repo, "blobs", "uploads", ""),
-                             scopes=self._push(repo), what=what, data=b"")
-        if resp.status_code != 202:
-            raise self._error(resp, what=what)
-        url = self._upload_url(resp, what)
-        min_chunk = resp.headers.get("OCI-Chunk-Min-Length")
-        resp.close()
-        if min_chunk and min_chunk.isdigit():
-            url = self._upload_pieces(repo, url, chunks,
-                                      max(int(min_chunk), DEFAULT_CHUNK_UPLOAD), what)
+        url, min_chunk = self._start_upload(repo, what)
+        if min_chunk:
+            url = self._upload_pieces(repo, url, chunks, max(min_chunk, DEFAULT_CHUNK_UPLOAD),
+                                      what)
         else:
             resp = self._request("PATCH", url, scopes=self._push(repo), what=what,
                                  data=iter(chunks),

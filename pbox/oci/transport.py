@@ -298,26 +298,9 @@ class _Connection:
         sock.sendall((head + "\r\n").encode("latin-1"))
         rfile = sock.makefile("rb", buffering=0)  # nothing of the TLS bytes after it read
         try:
-            line = b""
-            while not line.endswith(b"\n"):
-                c = rfile.read(1)
-                if not c:
-                    raise RemoteDisconnected("the proxy closed the connection")
-                line += c
-                if len(line) > MAX_LINE:
-                    raise ProtocolError("the proxy's answer line is too long")
-            parts = line.decode("iso-8859-1").split(None, 2)
-            while True:  # its headers, byte by byte for the same reason
-                header = b""
-                while not header.endswith(b"\n"):
-                    c = rfile.read(1)
-                    if not c:
-                        raise RemoteDisconnected("the proxy closed the connection")
-                    header += c
-                    if len(header) > MAX_LINE:
-                        raise ProtocolError("a header of the proxy's answer is too long")
-                if header in (b"\r\n", b"\n"):
-                    break
+            parts = _tunnel_line(rfile).decode("iso-8859-1").split(None, 2)
+            while _tunnel_line(rfile) not in (b"\r\n", b"\n"):  # its headers
+                pass
         finally:
             rfile.close()
         if len(parts) < 2 or parts[1] != "200":
@@ -386,6 +369,20 @@ class _Connection:
                     thing.close()
                 except OSError:
                     pass
+
+
+def _tunnel_line(rfile) -> bytes:
+    """A line of a proxy's answer to CONNECT, read byte by byte: a buffered read could
+    take the first bytes of the TLS handshake that follows."""
+    line = b""
+    while not line.endswith(b"\n"):
+        c = rfile.read(1)
+        if not c:
+            raise RemoteDisconnected("the proxy closed the connection")
+        line += c
+        if len(line) > MAX_LINE:
+            raise ProtocolError("a line of the proxy's answer is too long")
+    return line
 
 
 def _blocks(body: Any) -> Iterator[bytes]:

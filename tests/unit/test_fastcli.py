@@ -227,28 +227,6 @@ BUILD_CLICK_ONLY = [
 ]
 
 
-@pytest.mark.parametrize("args", BUILD_ARGS, ids=" ".join)
-def test_build_parses_as_click_does(args):
-    from pbox.commands import build as bcmds
-
-    parsed = fast.parse_build(args)
-    assert parsed is not None
-    assert parsed == dict(bcmds.build.make_context("build", list(args)).params)
-
-
-@pytest.mark.parametrize("args", BUILD_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
-def test_build_leaves_to_click(args):
-    assert fast.parse_build(args) is None
-
-
-def test_every_build_short_path_option_is_one_of_clicks():
-    from pbox.commands import build as bcmds
-
-    names = {n for p in bcmds.build.params for n in getattr(p, "opts", [])}
-    assert set(fast.BUILD_FLAGS) | set(fast.BUILD_VALUES) <= names
-    assert set(fast.BUILD_DEFAULTS) | {"path"} == {p.name for p in bcmds.build.params}
-
-
 def test_the_installed_command_enters_without_click(tmp_path):
     """The console script of pyproject.toml reaches the short path without importing
     click (pbox.cli does, at its top)."""
@@ -292,29 +270,6 @@ PUSH_CLICK_ONLY = [
 ]
 
 
-@pytest.mark.parametrize("args", PUSH_ARGS, ids=" ".join)
-def test_push_parses_as_click_does(args):
-    from pbox.commands import distribution as dcmds
-
-    parsed = fast.parse_push(args)
-    assert parsed is not None
-    assert parsed == dict(dcmds.push.make_context("push", list(args)).params)
-
-
-@pytest.mark.parametrize("args", PUSH_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
-def test_push_leaves_to_click(args):
-    assert fast.parse_push(args) is None
-
-
-def test_every_push_short_path_option_is_one_of_clicks():
-    from pbox.commands import distribution as dcmds
-
-    names = {n for p in dcmds.push.params
-             for n in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
-    assert set(fast.PUSH_FLAGS) | set(fast.PUSH_VALUES) <= names
-    assert set(fast.PUSH_DEFAULTS) | {"image"} == {p.name for p in dcmds.push.params}
-
-
 PULL_ARGS = [
     ["img"], ["-q", "reg:5000/a/b@sha256:" + "0" * 64], ["img", "--quiet"],
     ["--platform", "linux/arm64", "img"], ["--platform=linux/arm/v7", "--creds", "u:p", "img"],
@@ -327,24 +282,54 @@ PULL_CLICK_ONLY = [
 ]
 
 
-@pytest.mark.parametrize("args", PULL_ARGS, ids=" ".join)
-def test_pull_parses_as_click_does(args):
-    from pbox.commands import images as icmds
+def _click_command(name):
+    """The click command a short-path parser stands for, and its positional names."""
+    if name == "build":
+        from pbox.commands import build as m
 
-    parsed = fast.parse_pull(args)
+        return m.build, {"path"}
+    if name == "push":
+        from pbox.commands import distribution as m
+
+        return m.push, {"image"}
+    from pbox.commands import images as m
+
+    return m.pull, {"image"}
+
+
+# name -> (the parser, arguments it takes, arguments it leaves to click, flags, values,
+# defaults)
+SHORT_PATHS = {
+    "build": (fast.parse_build, BUILD_ARGS, BUILD_CLICK_ONLY, fast.BUILD_FLAGS,
+              fast.BUILD_VALUES, fast.BUILD_DEFAULTS),
+    "push": (fast.parse_push, PUSH_ARGS, PUSH_CLICK_ONLY, fast.PUSH_FLAGS, fast.PUSH_VALUES,
+             fast.PUSH_DEFAULTS),
+    "pull": (fast.parse_pull, PULL_ARGS, PULL_CLICK_ONLY, fast.PULL_FLAGS, fast.PULL_VALUES,
+             fast.PULL_DEFAULTS),
+}
+
+
+@pytest.mark.parametrize("name, args", [(n, a) for n, v in SHORT_PATHS.items() for a in v[1]],
+                         ids=lambda x: x if isinstance(x, str) else " ".join(x))
+def test_short_path_parses_as_click_does(name, args):
+    parse = SHORT_PATHS[name][0]
+    command, _ = _click_command(name)
+    parsed = parse(args)
     assert parsed is not None
-    assert parsed == dict(icmds.pull.make_context("pull", list(args)).params)
+    assert parsed == dict(command.make_context(name, list(args)).params)
 
 
-@pytest.mark.parametrize("args", PULL_CLICK_ONLY, ids=lambda a: " ".join(a) or "(nothing)")
-def test_pull_leaves_to_click(args):
-    assert fast.parse_pull(args) is None
+@pytest.mark.parametrize("name, args", [(n, a) for n, v in SHORT_PATHS.items() for a in v[2]],
+                         ids=lambda x: x if isinstance(x, str) else " ".join(x) or "(nothing)")
+def test_short_path_leaves_to_click(name, args):
+    assert SHORT_PATHS[name][0](args) is None
 
 
-def test_every_pull_short_path_option_is_one_of_clicks():
-    from pbox.commands import images as icmds
-
-    names = {n for p in icmds.pull.params
+@pytest.mark.parametrize("name", sorted(SHORT_PATHS))
+def test_every_build_pull_push_option_is_one_of_clicks(name):
+    _, _, _, flags, values, defaults = SHORT_PATHS[name]
+    command, positional = _click_command(name)
+    names = {n for p in command.params
              for n in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
-    assert set(fast.PULL_FLAGS) | set(fast.PULL_VALUES) <= names
-    assert set(fast.PULL_DEFAULTS) | {"image"} == {p.name for p in icmds.pull.params}
+    assert set(flags) | set(values) <= names
+    assert set(defaults) | positional == {p.name for p in command.params}
