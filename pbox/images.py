@@ -376,14 +376,26 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
             if algo is not None:
                 stages.append(_ReadAhead(counted))
                 source = compression.decompress(stages[0], algo)
+            # The tar's digest (the diff id) is taken where there is CPU to spare: with
+            # isal the inflating thread has it and this one (which parses and writes
+            # every entry) sets the pace; with zlib it is the other way round.
+            hash_ahead = algo == compression.GZIP and compression.inflater_name() == "isal"
+            if hash_ahead:
+                source = VerifyingReader(source, diff_id, what="uncompressed layer")
             stages.insert(0, _ReadAhead(source))
-            tar = VerifyingReader(stages[0], diff_id, what="uncompressed layer")
+            tar = stages[0] if hash_ahead else VerifyingReader(stages[0], diff_id,
+                                                               what="uncompressed layer")
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
                                       keep_owners=keep_owners, notice=notice,
                                       split_to=os.path.join(entry.path, LAYER_SPLIT))
-                tar.finish()
+                if hash_ahead:
+                    while tar.read(_ReadAhead.CHUNK):  # to the end: checked there
+                        pass
+                    source.finish()
+                else:
+                    tar.finish()
             except Exception as e:
                 _stop(stages)
                 _blame_blob(packed, e)

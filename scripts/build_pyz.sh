@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build dist/pbox.pyz: pbox and its pure-Python dependencies in one zip archive that
-# runs with a system python3 (3.9 or newer), plus the compiled zstandard module for
-# each CPython version from 3.9 on (see zipapp/__main__.py for how it is loaded).
+# runs with a system python3 (3.9 or newer), plus the compiled modules of zstandard and
+# isal for each CPython version from 3.9 on (see zipapp/__main__.py for how they load).
 #
 #   scripts/build_pyz.sh [OUTPUT]       (needs python3 with pip; downloads wheels)
 #
@@ -38,33 +38,47 @@ with zipfile.ZipFile(whl) as z:
 PYEOF
 done
 
-# 3. The compiled zstandard backend per CPython version (only what the C backend needs).
-native_req=$(grep -v '^#' zipapp/native.txt | grep .)
+# 3. The compiled modules per CPython version, only the files they need: zstandard's C
+#    backend, and isal's inflater (isal_zlib with the two modules it loads).
 for v in $VERSIONS; do
     pyver="$(echo "$v" | cut -c1).$(echo "$v" | cut -c2-)"
-    d="$work/native/$v"
-    mkdir -p "$d"
-    if ! $PY -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        --python-version "$pyver" --platform "manylinux2014_$ARCH" \
-        --platform "manylinux_2_17_$ARCH" -d "$d" "$native_req"; then
-        echo "note: no zstandard wheel for CPython $pyver on $ARCH; that Python falls back to the zstd program" >&2
-        continue
-    fi
-    target="$stage/_native/cpython-$v/zstandard"
-    mkdir -p "$target"
-    $PY - "$d"/*.whl "$target" <<'PYEOF'
+    for req in $(grep -v '^#' zipapp/native.txt | grep .); do
+        pkg=${req%%==*}
+        d="$work/native/$v/$pkg"
+        mkdir -p "$d"
+        if ! $PY -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            --python-version "$pyver" --platform "manylinux2014_$ARCH" \
+            --platform "manylinux_2_17_$ARCH" -d "$d" "$req"; then
+            echo "note: no $pkg wheel for CPython $pyver on $ARCH; that Python does without it" >&2
+            continue
+        fi
+        target="$stage/_native/cpython-$v/$pkg"
+        mkdir -p "$target"
+        $PY - "$d"/*.whl "$target" "$pkg" <<'PYEOF'
 import os, sys, zipfile
-whl, target = sys.argv[1], sys.argv[2]
+whl, target, pkg = sys.argv[1:]
+KEEP = {
+    "zstandard": lambda base: base == "__init__.py" or base.startswith("backend_c."),
+    "isal": lambda base: base in ("__init__.py", "_version.py", "LICENSE")
+    or base.split(".")[0] in ("_isal", "isal_zlib", "igzip_lib") and base.endswith(".so"),
+}[pkg]
 with zipfile.ZipFile(whl) as z:
     for name in z.namelist():
         base = os.path.basename(name)
-        if name.startswith("zstandard/") and (base == "__init__.py" or base.startswith("backend_c.")):
+        if ".dist-info/" in name and base.startswith("LICENSE"):
+            with open(os.path.join(target, "LICENSE-" + pkg), "wb") as f:
+                f.write(z.read(name))  # the package's own licence, next to its files
+            continue
+        if name.startswith(pkg + "/") and name.count("/") <= 2 and KEEP(base):
+            if base == "LICENSE":
+                base = "LICENSE-" + name.split("/")[-2]  # isal/isa-l/LICENSE
             with open(os.path.join(target, base), "wb") as f:
                 f.write(z.read(name))
 PYEOF
-    if command -v strip >/dev/null 2>&1; then
-        strip --strip-unneeded "$target"/backend_c.*.so
-    fi
+        if command -v strip >/dev/null 2>&1; then
+            strip --strip-unneeded "$target"/*.so
+        fi
+    done
 done
 
 # 4. Bytecode for the building Python, next to each source (zipimport's layout), as

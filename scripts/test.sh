@@ -57,7 +57,7 @@ tar -cf - --anchored --exclude=./.git --exclude=./dist --exclude=./build \
     | (mkdir "$WORK/src" && tar -xf - -C "$WORK/src")
 /usr/bin/python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check \
-    click requests zstandard platformdirs pytest pytest-timeout ruff
+    click requests zstandard isal platformdirs pytest pytest-timeout ruff
 # Bytecode written now, as root: the test users cannot write __pycache__ here, and every
 # pbox subprocess would otherwise compile the whole package again.
 "$WORK/venv/bin/python" -m compileall -q "$WORK/src/pbox" "$WORK/src/tests" >/dev/null

@@ -14,17 +14,18 @@ away) and an interrupted one leaves only a temp dir (removed by a later first ru
 it is an hour old).  When the cache cannot be written, pbox runs from the archive.
 
 **Compiled part.**  A zip archive cannot hold an importable compiled module, so the
-archive carries the ``zstandard`` extension for several CPython versions under
-``_native/<cache tag>/``.  The first time pbox imports ``zstandard`` on this Python,
-the matching copy is unpacked to the user cache (temp dir, then rename, likewise) and
-put on ``sys.path``.  Without a matching copy the import fails and pbox falls back to
-the ``zstd`` program.
+archive carries the ``zstandard`` and ``isal`` extensions for several CPython versions
+under ``_native/<cache tag>/``.  The first time pbox imports one of them on this
+Python, the matching copy is unpacked to the user cache (temp dir, then rename,
+likewise) and put on ``sys.path``.  Without a matching copy the import fails and pbox
+does without: the ``zstd`` program instead of ``zstandard``, ``zlib`` instead of
+``isal``.
 """
 
 import os
 import sys
 
-NATIVE = ("zstandard",)
+NATIVE = ("zstandard", "isal")
 PAYLOAD_ID = "@PAYLOAD_ID@"  # replaced by scripts/build_pyz.sh
 VERSION = "@VERSION@"  # likewise: pbox's version, so --version imports nothing
 NATIVE_PREFIX = "_native/"
@@ -122,11 +123,14 @@ class _NativeFinder:
 
     def __init__(self, archive):
         self.archive = archive
+        self.pending = set(NATIVE)
 
     def find_spec(self, name, path=None, target=None):
-        if name not in NATIVE:
+        if name not in self.pending:
             return None
-        sys.meta_path.remove(self)
+        self.pending.discard(name)
+        if not self.pending:
+            sys.meta_path.remove(self)
         try:
             where = self._unpack(name)
         except Exception:

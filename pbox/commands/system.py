@@ -58,6 +58,8 @@ def _info_data(config) -> dict:
         n_containers = len(os.listdir(store.containers_dir))
     except FileNotFoundError:
         n_containers = 0
+    from pbox.oci import compression
+
     mapping = userns.current_mapping()
     uname = os.uname()
     return {
@@ -79,6 +81,7 @@ def _info_data(config) -> dict:
         "IdMapping": mapping.mode if mapping.mode != idmap.MODE_HOST else "host",
         "CgroupDriver": "none",
         "Python": sys.version.split()[0],
+        "GzipInflater": compression.inflater_name(),  # isal, or zlib without it
     }
 
 
@@ -135,6 +138,7 @@ def info(config, fmt):
         f" CPUs: {data['NCPU']}",
         f" Total Memory: {bytes_size(data['MemTotal'])}",
         f" Name: {data['Name']}",
+        f" Gzip Inflater: {data['GzipInflater']}",
     ]
     click.echo("\n".join(lines))
 

@@ -7,6 +7,12 @@ whole layer in memory.
 zstd uses the ``zstandard`` module, imported only when a zstd layer shows up.  The
 ``.pyz`` may run on a Python where that compiled module cannot be loaded; then the
 ``zstd`` program does the work through a pipe.
+
+gzip is inflated by python-isal's ``isal_zlib`` (Intel's ISA-L: about twice zlib's
+speed, and it lets go of the GIL as zlib does) when it can be imported, else by
+``zlib``; the output is the same either way.  ``PBOX_INFLATE=zlib`` picks zlib.
+Compression stays with ``zlib`` (``pgzip``): its bytes, hence the digests of pushed
+layers, must not depend on which modules are installed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,31 @@ ZSTD_MISSING = (
 TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
 if TYPE_CHECKING:
     from typing import BinaryIO, Callable
+
+
+_inflate = None  # (decompressobj, error classes, name), chosen on first use
+
+
+def _inflater() -> tuple:
+    global _inflate
+    if _inflate is None:
+        import os
+
+        choice = (zlib.decompressobj, (zlib.error,), "zlib")
+        if os.environ.get("PBOX_INFLATE", "").lower() != "zlib":
+            try:
+                from isal import isal_zlib
+            except ImportError:
+                pass
+            else:
+                choice = (isal_zlib.decompressobj, (isal_zlib.error, zlib.error), "isal")
+        _inflate = choice
+    return _inflate
+
+
+def inflater_name() -> str:
+    """``"isal"`` or ``"zlib"``: what inflates gzip layers here."""
+    return _inflater()[2]
 
 
 def _close(f) -> None:
@@ -185,6 +216,7 @@ class _GzipReader(_Reader):
     def __init__(self, fileobj: BinaryIO):
         super().__init__(fileobj)
         self._d = None  # the decompressor of the current member; None between members
+        self._errors: tuple = (zlib.error,)
         self._input = b""  # compressed bytes left after the end of a member
         self._members = 0
         self._eof = False
@@ -209,12 +241,13 @@ class _GzipReader(_Reader):
                 data = data.lstrip(b"\x00")
                 if not data:
                     continue
-                d = self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                make, self._errors, _ = _inflater()
+                d = self._d = make(zlib.MAX_WBITS | 16)
                 self._members += 1
             try:
                 # zlib releases the GIL while it inflates: other threads keep working
                 out = d.decompress(data, size)
-            except zlib.error as e:
+            except self._errors as e:
                 raise _decode_error(self._f, f"invalid gzip data: {e}") from None
             if d.eof:
                 self._input = d.unused_data

@@ -78,3 +78,15 @@ def test_stale_temp_dir_of_an_interrupted_unpack_is_removed(pyz, pbox_root):
     left = _payload_dirs(pbox_root.cache_dir)
     assert "0123abcd.tmp-interrupted" not in left
     assert "4567ef01.tmp-running" in left  # may belong to a first run going on now
+
+
+def test_bundled_compiled_modules_load_from_the_archive(pyz, pbox_root):
+    """isal (gzip inflate) and zstandard come out of the archive's _native/ on first use,
+    for the Python running it (scripts/build_pyz.sh bundles CPython 3.9-3.13)."""
+    r = subprocess.run([sys.executable, pyz, "info", "--format", "{{.GzipInflater}}"],
+                       env=pbox_root.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "isal"
+    natives = os.listdir(os.path.join(pbox_root.cache_dir, "native"))
+    assert any(os.path.isdir(os.path.join(pbox_root.cache_dir, "native", d, "isal"))
+               for d in natives), natives

@@ -45,6 +45,19 @@ def read_in_pieces(f, n=10240) -> bytes:
         out.append(chunk)
 
 
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """The gzip tests run with each inflater (isal where it is installed)."""
+    if request.param == "isal":
+        pytest.importorskip("isal")
+        monkeypatch.delenv("PBOX_INFLATE", raising=False)
+    else:
+        monkeypatch.setenv("PBOX_INFLATE", "zlib")
+    monkeypatch.setattr(c, "_inflate", None)
+    assert c.inflater_name() == request.param
+    return request.param
+
+
 def test_media_type_registry():
     assert c.for_media_type(mt.DOCKER_LAYER_GZIP) == "gzip"
     assert c.for_media_type(mt.DOCKER_FOREIGN_LAYER_GZIP) == "gzip"
@@ -57,19 +70,19 @@ def test_media_type_registry():
         c.for_media_type("application/octet-stream")
 
 
-def test_gzip_single_member():
+def test_gzip_single_member(inflater):
     blob = gzip.compress(DATA)
     out = read_in_pieces(c.decompress_media_type(Trickle(blob), mt.OCI_LAYER_GZIP))
     assert out == DATA
 
 
-def test_gzip_concatenated_members_and_padding():
+def test_gzip_concatenated_members_and_padding(inflater):
     blob = gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]) + b"\0" * 1024
     assert read_in_pieces(c.decompress(Trickle(blob, 100), "gzip"), 777) == DATA
     assert c.decompress(io.BytesIO(blob), "gzip").read() == DATA
 
 
-def test_gzip_reads_return_at_most_size_and_end_once():
+def test_gzip_reads_return_at_most_size_and_end_once(inflater):
     blob = gzip.compress(DATA[:5000]) + b"\0" * 3 + gzip.compress(DATA[5000:])
     r = c.decompress(io.BytesIO(blob), "gzip")
     sizes = [1, 4096, 1 << 20, 3]
@@ -85,7 +98,7 @@ def test_gzip_reads_return_at_most_size_and_end_once():
     assert r.read(10) == b""
 
 
-def test_gzip_truncated():
+def test_gzip_truncated(inflater):
     blob = gzip.compress(DATA)
     r = c.decompress(io.BytesIO(blob[: len(blob) // 2]), "gzip")
     with pytest.raises(c.CompressionError) as e:
@@ -93,11 +106,19 @@ def test_gzip_truncated():
     assert "truncated" in str(e.value)
 
 
-def test_gzip_garbage():
+def test_gzip_garbage(inflater):
     with pytest.raises(c.CompressionError):
         c.decompress(io.BytesIO(b"this is not gzip at all"), "gzip").read()
     with pytest.raises(c.CompressionError):
         c.decompress(io.BytesIO(b""), "gzip").read()
+
+
+def test_gzip_corrupt_in_the_middle(inflater):
+    blob = bytearray(gzip.compress(DATA))
+    for i in range(len(blob) // 2, len(blob) // 2 + 64):
+        blob[i] ^= 0x5A
+    with pytest.raises((c.CompressionError, DigestMismatch)):
+        read_in_pieces(c.decompress(io.BytesIO(bytes(blob)), "gzip"))
 
 
 def test_gzip_compressor_is_deterministic_and_standard():
