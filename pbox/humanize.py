@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import time
 
 _DECIMAL = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
@@ -83,21 +82,31 @@ def parse_rfc3339(text: str) -> float:
             i += 1
         t = head + "." + (frac[:6] or "0") + rest[i:]
     try:
-        return _dt.datetime.fromisoformat(t).timestamp()
+        import datetime
+
+        return datetime.datetime.fromisoformat(t).timestamp()
     except ValueError:
         return 0.0
 
 
 def rfc3339(ts: float, nanos: bool = True) -> str:
-    """UNIX time -> '2024-01-02T03:04:05.123456789Z' (docker's form)."""
-    d = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+    """UNIX time -> '2024-01-02T03:04:05.123456789Z' (docker's form).
+
+    Through ``time`` rather than ``datetime`` (whose import is ~1.5 ms of every
+    ``run``, which stamps the container it creates)."""
+    seconds = int(ts // 1)
+    day = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     if not nanos:
-        return d.strftime("%Y-%m-%dT%H:%M:%SZ")
-    frac = f"{ts - int(ts):.9f}"[2:].rstrip("0")
-    return d.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+        return day + "Z"
+    frac = f"{ts - seconds:.9f}"[2:].rstrip("0")
+    if frac.startswith("."):  # a fraction that rounded up to a whole second
+        return rfc3339(seconds + 1, nanos)
+    return day + (f".{frac}" if frac else "") + "Z"
 
 
 def local_time(ts: float) -> str:
     """'2024-01-02 03:04:05 +0000 UTC' as Go prints a time.Time."""
-    d = _dt.datetime.fromtimestamp(ts).astimezone()
+    import datetime
+
+    d = datetime.datetime.fromtimestamp(ts).astimezone()
     return d.strftime("%Y-%m-%d %H:%M:%S %z ") + (d.tzname() or "")
