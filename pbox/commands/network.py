@@ -137,7 +137,7 @@ def rm(config, names, force):
             click.echo(f"Error: {e}", err=True)
             failed = e
     if failed is not None:
-        sys.exit(failed.exit_code)
+        sys.exit(1)  # as docker, podman, and `volume rm`: each error printed above
 
 
 @click.command(context_settings=CTX)

@@ -86,10 +86,10 @@ def test_create_ls_inspect_rm(run_pbox):
         assert r.stderr == "Error: network nope not found\n"
     finally:
         assert run_pbox("network", "rm", "nw-a").stdout == "nw-a\n"
-    r = run_pbox("network", "rm", "nw-a", expect_rc=125)
+    r = run_pbox("network", "rm", "nw-a", expect_rc=1)
     assert r.stderr == "Error: network nw-a not found\n"
     run_pbox("network", "rm", "-f", "nw-a")
-    r = run_pbox("network", "rm", "bridge", expect_rc=125)
+    r = run_pbox("network", "rm", "bridge", expect_rc=1)
     assert "pre-defined network" in r.stderr
 
 
@@ -122,7 +122,7 @@ def test_tutorial_by_name_alias_hostname(bb, run_pbox):
         info = json.loads(run_pbox("network", "inspect", "app").stdout)[0]
         assert [c["Name"] for c in info["Containers"].values()] == ["redis"]
         # in use: rm refuses and names the container
-        r = run_pbox("network", "rm", "app", expect_rc=125)
+        r = run_pbox("network", "rm", "app", expect_rc=1)
         assert r.stderr.startswith("Error: ") and "(redis)" in r.stderr
         # a client that does not exist is not resolvable
         r = run_pbox("run", "--rm", "--network", "app", bb, "ping", "-c1", "-W1", "nosuch",
