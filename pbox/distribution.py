@@ -353,7 +353,7 @@ def push(config: Config, source: str, dest: str | None = None,
 
 def _upload(client, store, istore, record, ref, repo: str, tag: str, algo: str,
             types: tuple, keep_owners: bool, report) -> tuple:
-    """Push's steps 1-4 for every layer, then the config and the manifest: (manifest
+    """Push's steps 1-3 for every layer, then the config and the manifest: (manifest
     digest, manifest, config digest, layers)."""
     manifest_type = types[0]
     client.ping()  # once, before the layers' threads ask for it
