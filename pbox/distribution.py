@@ -330,52 +330,51 @@ def push(config: Config, source: str, dest: str | None = None,
     report("start", repository=here)
     tag = ref.tag or refs.DEFAULT_TAG
     types = (manifest_type, config_type, layer_type)
-    with client:
-        with store.gc_lock.shared():
-            done = _unchanged(client, store, record, repo, tag, algo, types, report)
-        if done is not None:
-            digest, size, config_digest, pushed = done
-            if config_digest == record.id:
-                istore.set_digest(ref.with_digest(digest).string(), record.id)
-            report("digest", tag=tag, digest=digest, size=size)
-            return PushResult(ref, digest, size, manifest_type, config_digest, pushed)
-        # from here on a layer may have to be read: with its files' owners, from the
-        # user's namespace, joined while this process has no other thread
-        keep_owners = images.enter_userns(config, notice)
-        store.clean_temp()
-        with store.gc_lock.shared():
-            digest, manifest, config_digest, pushed = _upload(
-                client, store, istore, record, ref, repo, tag, algo, types, keep_owners,
-                report)
+    with client, store.gc_lock.shared():
+        # each layer's record and the config, read once for the two ways below
+        layers = [(chain, diff_id, store.layer_info(chain))
+                  for chain, diff_id in zip(record.layers, record.diff_ids)]
+        stored_config = store.read_blob(record.id)
+        done = _unchanged(client, record, stored_config, layers, repo, tag, algo, types,
+                          report)
+        if done is None:
+            # from here on a layer may have to be read: with its files' owners, from the
+            # user's namespace, joined while this process has no other thread
+            keep_owners = images.enter_userns(config, notice)
+            store.clean_temp()
+            done = _upload(client, store, record, stored_config, layers, repo, tag, algo,
+                           types, keep_owners, report)
+        digest, manifest, config_digest, pushed = done
+        if config_digest == record.id:
+            istore.set_digest(ref.with_digest(digest).string(), record.id)
     report("digest", tag=tag, digest=digest, size=len(manifest.raw))
     return PushResult(ref, digest, len(manifest.raw), manifest_type, config_digest, pushed)
 
 
-def _upload(client, store, istore, record, ref, repo: str, tag: str, algo: str,
-            types: tuple, keep_owners: bool, report) -> tuple:
-    """Push's steps 1-3 for every layer, then the config and the manifest: (manifest
-    digest, manifest, config digest, layers)."""
+def _upload(client, store, record, stored_config: bytes, layers: list, repo: str, tag: str,
+            algo: str, types: tuple, keep_owners: bool, report) -> tuple:
+    """Push's steps 1-3 for every layer (``layers``: chain id, diff id, layer record),
+    then the config and the manifest: (manifest digest, manifest, config digest,
+    layers pushed)."""
     manifest_type = types[0]
     client.ping()  # once, before the layers' threads ask for it
-    known = [(chain, _known_blobs(store, chain, diff_id, algo))
-             for chain, diff_id in zip(record.layers, record.diff_ids)]
-    stored_config = store.read_blob(record.id)
+    known = [(chain, info, _known_blobs(info, diff_id, algo))
+             for chain, diff_id, info in layers]
     early = None
-    if any(not blobs for _, blobs in known):
+    if any(not blobs for _, _, blobs in known):
         # A layer never pushed: the image is new to the registry, its config too.  The
         # stored config goes up next to the layers; should the layers' tars come out
         # other than its diff ids say, the one naming theirs follows below.
         def early() -> None:
             _push_config(client, repo, record.id, stored_config, [])
     pushed = _push_layers(client, store, repo, known, algo, keep_owners, report, early)
-    config_raw, config_digest = _config_for(store, record, [p.diff_id for p in pushed])
+    config_raw, config_digest = _config_for(record, stored_config,
+                                            [p.diff_id for p in pushed])
     if early is None or config_digest != record.id:
         _push_config(client, repo, config_digest, config_raw, pushed)
     manifest = _manifest_of(types, config_digest, len(config_raw),
                             [(p.digest, p.size) for p in pushed])
     digest = client.put_manifest(repo, tag, manifest.raw, manifest_type)
-    if config_digest == record.id:
-        istore.set_digest(ref.with_digest(digest).string(), record.id)
     return digest, manifest, config_digest, pushed
 
 
@@ -391,17 +390,16 @@ def _push_config(client, repo: str, digest: str, raw: bytes, pushed: list) -> No
         client.push_blob(repo, digest, len(raw), lambda: _bytes_io(raw), check_exists=False)
 
 
-def _config_for(store, record, diff_ids: list[str]) -> tuple[bytes, str]:
+def _config_for(record, stored: bytes, diff_ids: list[str]) -> tuple[bytes, str]:
     """(the config to push, its digest): the stored one, or, when the pushed blobs
     decompress to other tars than the stored diff ids say, one naming theirs."""
     from pbox.oci import digest as dg
 
-    config_raw = store.read_blob(record.id)  # small, and in the page cache by now
     if list(diff_ids) != list(record.diff_ids):
-        config_raw = _with_diff_ids(config_raw, diff_ids)
+        config_raw = _with_diff_ids(stored, diff_ids)
         log.debug("pushing a config with re-serialised layers' diff ids")
         return config_raw, dg.compute(config_raw)
-    return config_raw, record.id
+    return stored, record.id
 
 
 def _manifest_of(types: tuple[str, str, str], config_digest: str, config_size: int,
@@ -416,18 +414,19 @@ def _manifest_of(types: tuple[str, str, str], config_digest: str, config_size: i
     )
 
 
-def _unchanged(client, store, record, repo: str, tag: str, algo: str, types: tuple,
-               report) -> tuple | None:
-    """(digest, size, config digest, layers) when the registry has, under ``tag``, the
-    very manifest the remembered blobs of every layer make (see the module doc); None
-    when a layer has no such blob or the registry has something else."""
+def _unchanged(client, record, stored_config: bytes, layers: list, repo: str, tag: str,
+               algo: str, types: tuple, report) -> tuple | None:
+    """What ``_upload`` returns, when the registry has, under ``tag``, the very
+    manifest the remembered blobs of every layer make (see the module doc); None when
+    a layer has no such blob or the registry has something else."""
     blobs = []
-    for chain, diff_id in zip(record.layers, record.diff_ids):
-        known = [c for c in _known_blobs(store, chain, diff_id, algo) if c[1]]
+    for _chain, diff_id, info in layers:
+        known = [c for c in _known_blobs(info, diff_id, algo) if c[1]]
         if not known:
             return None
         blobs.append(known[0])
-    config_raw, config_digest = _config_for(store, record, [did for _, _, did in blobs])
+    config_raw, config_digest = _config_for(record, stored_config,
+                                            [did for _, _, did in blobs])
     manifest = _manifest_of(types, config_digest, len(config_raw),
                             [(d, size) for d, size, _ in blobs])
     try:
@@ -440,7 +439,7 @@ def _unchanged(client, store, record, repo: str, tag: str, algo: str, types: tup
         return None
     for d, _, _ in blobs:
         report("layer-exists", layer=d)
-    return (manifest.digest, len(manifest.raw), config_digest,
+    return (manifest.digest, manifest, config_digest,
             [PushedLayer(d, size, did, "exists") for d, size, did in blobs])
 
 
@@ -565,9 +564,12 @@ def _remember(store, chain: str, **changes) -> None:
                      json.dumps(info, sort_keys=True).encode())
 
 
-def _add_location(store, chain: str, digest: str, where: str, size: int = 0) -> None:
+def _add_location(store, chain: str, digest: str, where: str, size: int = 0,
+                  compressed_by: dict | None = None) -> None:
     """Remember that ``where`` (registry/repository) has the blob, and its size (which
-    lets the next push of the image ask for its manifest alone)."""
+    lets the next push of the image ask for its manifest alone); ``compressed_by``:
+    the blob was made here (``{algo: {digest, size, diff_id}}``), written in the same
+    update of layer.json."""
     info = store.layer_info(chain)
     places = list((info.get("locations") or {}).get(digest) or [])
     sizes = dict(info.get("blob_sizes") or {})
@@ -575,9 +577,9 @@ def _add_location(store, chain: str, digest: str, where: str, size: int = 0) -> 
         if isinstance(made, dict) and made.get("digest"):
             sizes.setdefault(made["digest"], made.get("size"))
     sized = not size or sizes.get(digest) == size
-    if where in places and sized:
+    if where in places and sized and not compressed_by:
         return
-    changes: dict = {}
+    changes: dict = {"compressed_by": compressed_by} if compressed_by else {}
     if where not in places:
         changes["locations"] = {digest: ([where] + places)[:MAX_LOCATIONS]}
     if not sized:
@@ -585,12 +587,11 @@ def _add_location(store, chain: str, digest: str, where: str, size: int = 0) -> 
     _remember(store, chain, **changes)
 
 
-def _known_blobs(store, chain: str, diff_id: str, algo: str) -> list[tuple]:
-    """The blobs a layer is known as in ``algo``: ``[(digest, size or None, diff id)]``,
-    the one pbox compressed first, then the one it was pulled as."""
+def _known_blobs(info: dict, diff_id: str, algo: str) -> list[tuple]:
+    """The blobs a layer (its record ``info``) is known as in ``algo``: ``[(digest, size
+    or None, diff id)]``, the one pbox compressed first, then the one it was pulled as."""
     from pbox.oci import compression
 
-    info = store.layer_info(chain)
     known = (info.get("compressed_by") or {}).get(algo)
     candidates: list[tuple[str, int | None, str]] = []
     if known and known.get("digest") and known.get("diff_id"):
@@ -607,12 +608,12 @@ def _known_blobs(store, chain: str, diff_id: str, algo: str) -> list[tuple]:
 
 def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: bool,
                  report, also=None) -> list:
-    """``_push_layer`` for every layer (``(chain id, known blobs)``), several at once
-    (HEADs, mounts and uploads overlap), and ``also()`` next to them; the layers'
-    results in layer order, the first failure raised."""
+    """``_push_layer`` for every layer (``(chain id, layer record, known blobs)``),
+    several at once (HEADs, mounts and uploads overlap), and ``also()`` next to them;
+    the layers' results in layer order, the first failure raised."""
     if len(known) <= 1 and also is None:
-        return [_push_layer(client, store, repo, chain, algo, keep_owners, report, cands)
-                for chain, cands in known]
+        return [_push_layer(client, store, repo, chain, info, algo, keep_owners, report,
+                            cands) for chain, info, cands in known]
     from pbox.threads import Pool
 
     lock = threading.Lock()
@@ -622,8 +623,8 @@ def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: 
             report(*args, **info)
 
     with Pool(min(PUSH_THREADS, len(known) + (also is not None)), "push-layer") as pool:
-        futures = [pool.submit(_push_layer, client, store, repo, chain, algo, keep_owners,
-                               said, cands) for chain, cands in known]
+        futures = [pool.submit(_push_layer, client, store, repo, chain, info, algo,
+                               keep_owners, said, cands) for chain, info, cands in known]
         extra = pool.submit(also) if also is not None else None
         results = [f.result() for f in futures]
         if extra is not None:
@@ -631,9 +632,8 @@ def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: 
         return results
 
 
-def _push_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bool, report,
-                candidates: list) -> PushedLayer:
-    info = store.layer_info(chain)
+def _push_layer(client, store, repo: str, chain: str, info: dict, algo: str,
+                keep_owners: bool, report, candidates: list) -> PushedLayer:
     here = f"{client.registry}/{repo}"
     # 1. already there
     for d, size, did in candidates:
@@ -664,14 +664,11 @@ def _push_layer(client, store, repo: str, chain: str, algo: str, keep_owners: bo
     report("layer-preparing", layer=chain)
     made = compress_layer(store, chain, algo, keep_owners)
     try:
-        if not candidates or made.digest != candidates[0][0]:
-            # new, or another compressor version made other bytes: remember these
-            _remember(store, chain, compressed_by={algo: {
-                "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
         report("layer-pushing", layer=made.digest, total=made.size)
         client.push_blob(repo, made.digest, made.size, made.open, check_exists=False)
         report("layer-pushed", layer=made.digest)
-        _add_location(store, chain, made.digest, here)
+        _add_location(store, chain, made.digest, here, compressed_by={algo: {
+            "digest": made.digest, "size": made.size, "diff_id": made.diff_id}})
         return PushedLayer(made.digest, made.size, made.diff_id, "pushed")
     finally:
         made.discard()
@@ -711,9 +708,8 @@ def _stream_layer(client, store, repo: str, chain: str, algo: str, keep_owners: 
         raise failed[0]
     digest, size = pipe.digest(), pipe.size
     report("layer-pushed", layer=digest)
-    _remember(store, chain, compressed_by={algo: {
-        "digest": digest, "size": size, "diff_id": diff_id}})
-    _add_location(store, chain, digest, f"{client.registry}/{repo}")
+    _add_location(store, chain, digest, f"{client.registry}/{repo}", compressed_by={
+        algo: {"digest": digest, "size": size, "diff_id": diff_id}})
     return PushedLayer(digest, size, diff_id, "pushed")
 
 
@@ -735,10 +731,12 @@ class _Pipe:
     DEPTH = 8  # writes in flight (pgzip writes 1 MiB pieces and small ends of blocks)
 
     def __init__(self):
-        import hashlib
         import queue
 
-        self._hash = hashlib.sha256()
+        from pbox.oci.digest import CANONICAL, new_hasher
+
+        self._algorithm = CANONICAL
+        self._hash = new_hasher(CANONICAL)
         self.size = 0
         self._queue = queue.Queue(self.DEPTH)
         self._full, self._empty = queue.Full, queue.Empty
@@ -787,4 +785,4 @@ class _Pipe:
             yield item
 
     def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
+        return f"{self._algorithm}:{self._hash.hexdigest()}"

@@ -324,10 +324,14 @@ class RegistryClient(RegistrySession):
         else:
             body = _LimitedBody(f, size, what)
             length = size
-        put = self._with_query(url, digest=digest)
+        self._finish_upload(repo, url, digest, what, body, length)
+
+    def _finish_upload(self, repo: str, url: str, digest: str, what: str, body: Any = b"",
+                       length: int = 0) -> None:
+        """The upload's closing ``PUT ?digest=`` (with the rest of the body, if any)."""
         resp = self._request(
             "PUT",
-            put,
+            self._with_query(url, digest=digest),
             scopes=self._push(repo),
             what=what,
             data=body,
@@ -371,13 +375,7 @@ class RegistryClient(RegistrySession):
                 raise self._error(resp, what=what)
             url = self._upload_url(resp, what)
             resp.close()
-        resp = self._request("PUT", self._with_query(url, digest=digest()),
-                             scopes=self._push(repo), what=what, data=b"",
-                             headers={"Content-Type": "application/octet-stream"},
-                             retry=False)
-        if resp.status_code not in (201, 204):
-            raise self._error(resp, what=what, kind="blob")
-        resp.close()
+        self._finish_upload(repo, url, digest(), what)
 
     def _upload_pieces(self, repo: str, url: str, chunks: Iterable[bytes], size: int,
                        what: str) -> str:
