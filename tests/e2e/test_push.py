@@ -315,6 +315,12 @@ def test_push_back_to_origin_reuses_the_pulled_blobs(registry_factory, test_imag
                                  f"docker://{reg.host}/pbox-test/busybox:copy"))
     assert [d["digest"] for d in manifest["layers"]] == [d["digest"] for d in img.layers]
     assert manifest["config"]["digest"] == img.config_digest
+    # pull remembered the blob's size: pushing again is one manifest HEAD, no blob asked
+    mark = reg.log_mark()
+    again = run_pbox("push", img.reference, f"{reg.host}/pbox-test/busybox:copy")
+    assert pushed_ids(again.stdout) == pushed_ids(r.stdout)
+    assert reg.count_requests("HEAD", r"/manifests/copy", since=mark) == 1
+    assert reg.count_requests("HEAD", r"/blobs/", since=mark) == 0
 
 
 def test_pulled_layers_mount_into_another_repository(registry_factory, test_images, run_pbox):

@@ -77,6 +77,7 @@ class Fake:
         self.ignore_range = False
         self.redirect_blobs = False
         self.chunk_min: int | None = None
+        self.stream_failures = 0  # that many next stream uploads (PATCH, no range) get 503
         self.mountable = True
         self.downgrade_tokens = 0  # that many next tokens get pull scopes only
         self.private: set[str] = set()  # repositories anonymous tokens never cover
@@ -311,6 +312,11 @@ def make_handler(fake: Fake):
             if self.command == "DELETE":
                 del fake.uploads[uid]
                 return self.send(204, b"")
+            if self.command == "PATCH" and not self.headers["Content-Range"] \
+                    and fake.stream_failures:
+                fake.stream_failures -= 1
+                del fake.uploads[uid]
+                return self.err(503, "UNAVAILABLE", "try again")
             if self.command == "PATCH":
                 # no Content-Range: a stream upload, appended (as distribution does)
                 start = int((self.headers["Content-Range"] or str(len(buf))).split("-")[0])
@@ -756,6 +762,38 @@ def test_a_failing_stream_stores_nothing(fake):
         c.push_blob_stream("x/app", chunks(), lambda: sha(b"x" * 2000), "a")
     assert fake.blobs == {} or all(not v.startswith(b"x" * 1000) for v in fake.blobs.values())
     assert fake.count("PUT", "/v2/x/app/blobs/uploads/") == 0
+
+
+def test_a_layer_whose_stream_upload_fails_for_a_while_is_pushed_from_a_temp_file(
+        fake, tmp_path):
+    """A 503 to the streamed PATCH (a registry's passing trouble): the layer is compressed
+    into a temp file of the store and uploaded from there; the blob is remembered."""
+    import gzip
+
+    from pbox import distribution
+    from pbox.storage.store import Store
+
+    store = Store.open(str(tmp_path / "root"), str(tmp_path / "run"))
+    entry = store.new_layer()
+    payload = os.urandom(100_000)
+    with open(os.path.join(entry.path, "diff", "file"), "wb") as f:
+        f.write(payload)
+    chain = "sha256:" + "ab" * 32
+    store.commit_layer(entry, chain, {"chain_id": chain, "diff_id": chain, "size": 100_000})
+    fake.stream_failures = 1
+    events = []
+    with client(fake) as c:
+        pushed = distribution._push_layer(c, store, "x/app", chain, store.layer_info(chain),
+                                          "gzip", False, lambda e, **i: events.append(e), [])
+    assert fake.stream_failures == 0  # the stream was tried, and refused
+    assert pushed.status == "pushed" and fake.blobs[pushed.digest]
+    assert b"file" in gzip.decompress(fake.blobs[pushed.digest])[:512]
+    assert pushed.size == len(fake.blobs[pushed.digest])
+    assert "layer-preparing" in events and events[-1] == "layer-pushed"
+    remembered = store.layer_info(chain)["compressed_by"]["gzip"]
+    assert remembered == {"digest": pushed.digest, "size": pushed.size,
+                          "diff_id": pushed.diff_id}
+    assert [n for n in os.listdir(store.tmp_dir) if n.startswith("push-")] == []
 
 
 def test_push_blob_bad_digest(fake):
