@@ -14,7 +14,14 @@ import socket
 
 import pytest
 from harness import has_subuid
-from harness.images import REPO_PREFIX, RegistryClient, build_image, busybox_layer
+from harness.images import (
+    REPO_PREFIX,
+    RegistryClient,
+    build_image,
+    busybox_layer,
+    canonical_json,
+    sha256_digest,
+)
 
 EXIT_PBOX = 125
 
@@ -82,6 +89,32 @@ def test_corrupt_layer_blob_is_a_digest_mismatch_and_stores_nothing(how, own_bus
     # nothing half-done is taken for the real thing by the next attempt either
     r = run_pbox("pull", img.reference, expect_rc=EXIT_PBOX)
     assert "digest mismatch" in error_line(r).lower()
+    assert store_is_empty(pbox_root.root) == []
+
+
+@pytest.mark.parametrize("inflater", ["isal", "zlib"])
+def test_a_layer_that_is_not_what_the_config_names_is_refused(inflater, registry_factory,
+                                                              run_pbox, pbox_root):
+    """The config's diff id does not match the layer's tar (its compressed digest does):
+    refused, nothing stored, whichever thread hashes the tar (the inflating one with isal,
+    the extracting one with zlib)."""
+    import dataclasses
+    import json
+
+    registry = registry_factory("plain")
+    img = build_image([busybox_layer()])
+    config = json.loads(img.config)
+    config["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    config_bytes = canonical_json(config)
+    manifest = json.loads(img.manifest)
+    manifest["config"].update(digest=sha256_digest(config_bytes), size=len(config_bytes))
+    bad = dataclasses.replace(img, config=config_bytes, manifest=canonical_json(manifest))
+    pushed = RegistryClient(registry).push_image(f"{REPO_PREFIX}/wrong-diff-id", "latest", bad)
+    env = {"PBOX_INFLATE": "zlib"} if inflater == "zlib" else None
+    assert run_pbox("info", "--format", "{{.GzipInflater}}", env=env).stdout.strip() == inflater
+    r = run_pbox("pull", pushed.reference, env=env, expect_rc=EXIT_PBOX)
+    line = error_line(r)
+    assert "digest mismatch" in line.lower() and "sha256:" + "0" * 64 in line, line
     assert store_is_empty(pbox_root.root) == []
 
 
