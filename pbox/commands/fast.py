@@ -600,10 +600,7 @@ def _build(args, *, parse_only=False, config=None, prepared=None):
     if parse_only:
         return parse_build(args)
     from pbox.build.frontend import run_build
-
-    def echo(line: str) -> None:
-        sys.stdout.write(f"{line}\n")
-        sys.stdout.flush()  # before a RUN step's own output reaches the same terminal
+    from pbox.commands.listing import echo  # flushed: before a RUN step's own output
 
     def report():
         def first_event(event, **info):  # a base image to pull: progress as the CLI's

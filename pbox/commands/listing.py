@@ -3,6 +3,7 @@
 The click commands (``pbox.commands.images``, ``pbox.commands.containers``) and the
 short path of ``pbox.commands.fast`` both call these, so the two paths print the same
 bytes by construction; the short path only saves importing click to parse the options.
+``echo`` is the click-free ``click.echo`` of every short-path command.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
               "State": "STATE", "Status": "STATUS", "Names": "NAMES", "Size": "SIZE",
               "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS"}
+
+
+def echo(line: str) -> None:
+    """A line to stdout, flushed (what click.echo does), for the short path's commands."""
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 def write(text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+from pbox.commands.listing import echo
 from pbox.errors import UsageError
 
 
@@ -18,11 +19,6 @@ def is_tty(stream=None) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def echo(line: str) -> None:
-    sys.stdout.write(f"{line}\n")
-    sys.stdout.flush()
 
 
 class PullProgress:
