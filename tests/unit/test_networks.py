@@ -15,16 +15,16 @@ def store(tmp_path):
 
 
 def test_create_find_remove(store):
-    a = networks.create(store, "a", labels={"k": "v"})
+    a = networks.create(store, "na", labels={"k": "v"})
     b = networks.create(store, "b", subnet="10.89.200.0/24", internal=True)
     assert a["Subnet"] != b["Subnet"] and a["Subnet"].startswith("10.89.")
     assert not a["Subnet"].startswith("10.89.0.")
     assert a["Gateway"] == a["Subnet"].replace(".0/24", ".1")
-    assert networks.find(store, "a")["Id"] == a["Id"]
-    assert networks.find(store, a["Id"][:10])["Name"] == "a"
+    assert networks.find(store, "na")["Id"] == a["Id"]
+    assert networks.find(store, a["Id"][:10])["Name"] == "na"
     assert networks.inspect(store, "b")["Internal"] is True
-    with pytest.raises(Conflict, match="network with name a already exists"):
-        networks.create(store, "a")
+    with pytest.raises(Conflict, match="network with name na already exists"):
+        networks.create(store, "na")
     with pytest.raises(Conflict, match="Pool overlaps"):
         networks.create(store, "c", subnet="10.89.200.128/25")
     for bad in ("bridge", "host", "none"):
@@ -34,9 +34,10 @@ def test_create_find_remove(store):
         networks.create(store, "-x")
     with pytest.raises(UsageError):
         networks.create(store, "d", subnet="10.89.201.1/24")  # host bits set
-    assert networks.remove(store, "a") == "a"
-    with pytest.raises(NetworkNotFound, match="network a not found"):
-        networks.find(store, "a")
+    assert networks.remove(store, "na") == "na"
+    # (not "a": that is also a prefix of any id starting with a)
+    with pytest.raises(NetworkNotFound, match="network na not found"):
+        networks.find(store, "na")
     with pytest.raises(Conflict, match="pre-defined"):
         networks.remove(store, "bridge")
     names = [r["Name"] for r in networks.list_rows(store)]
