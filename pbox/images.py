@@ -28,6 +28,8 @@ def _log():
 
 # How many layers download at once (docker's default max-concurrent-downloads is 3).
 PARALLEL_LAYERS = 3
+# A layer blob up to this size is downloaded, inflated and extracted by one thread.
+INLINE_LAYER_BYTES = 4 << 20
 
 
 def open_store(config: Config, *, create: bool = True) -> Store:
@@ -364,38 +366,43 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
     try:
         # One pass: download (digest checked by the client's reader) -> decompress ->
         # diff id check -> extract.  Both checks need the streams read to their end.
-        # Each stage has a thread: one downloads and hashes the blob, one inflates,
-        # this one hashes the tar and extracts it.  zlib, zstd and hashlib release the
-        # GIL on big buffers, so a big layer keeps both cores busy.
+        # A big layer has a thread per stage: one downloads and hashes the blob, one
+        # inflates, this one extracts.  zlib, zstd and hashlib release the GIL on big
+        # buffers, so both cores stay busy.  A small layer is read in this thread alone:
+        # handing its few chunks between threads costs more than it overlaps.
         packed = client.fetch_blob(repo, desc.digest, size=desc.size)
         stages: list[_ReadAhead] = []  # consumer side first
         try:
             counted = _Counter(packed, report, desc.digest, desc.size)
             algo = compression.for_media_type(desc.media_type)
+            threaded = desc.size > INLINE_LAYER_BYTES
             source = counted
             if algo is not None:
-                stages.append(_ReadAhead(counted))
-                source = compression.decompress(stages[0], algo)
+                if threaded:
+                    stages.append(_ReadAhead(counted))
+                    source = stages[0]
+                source = compression.decompress(source, algo)
             # The tar's digest (the diff id) is taken where there is CPU to spare: with
             # isal the inflating thread has it and this one (which parses and writes
             # every entry) sets the pace; with zlib it is the other way round.
-            hash_ahead = algo == compression.GZIP and compression.inflater_name() == "isal"
+            hash_ahead = threaded and algo == compression.GZIP and \
+                compression.inflater_name() == "isal"
             if hash_ahead:
-                source = VerifyingReader(source, diff_id, what="uncompressed layer")
-            stages.insert(0, _ReadAhead(source))
-            tar = stages[0] if hash_ahead else VerifyingReader(stages[0], diff_id,
-                                                               what="uncompressed layer")
+                source = checked = VerifyingReader(source, diff_id, what="uncompressed layer")
+            if threaded:
+                stages.insert(0, _ReadAhead(source))
+                source = stages[0]
+            tar = source
+            if not hash_ahead:
+                tar = checked = VerifyingReader(source, diff_id, what="uncompressed layer")
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
                                       keep_owners=keep_owners, notice=notice,
                                       split_to=os.path.join(entry.path, LAYER_SPLIT))
-                if hash_ahead:
-                    while tar.read(_ReadAhead.CHUNK):  # to the end: checked there
-                        pass
-                    source.finish()
-                else:
-                    tar.finish()
+                while tar.read(_ReadAhead.CHUNK):  # to the end (the digest is checked there)
+                    pass
+                checked.finish()
             except Exception as e:
                 _stop(stages)
                 _blame_blob(packed, e)
