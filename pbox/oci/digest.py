@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 
 from pbox.errors import DigestMismatch, InvalidReference
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 # OCI image-spec: registered algorithms and the length of their lower-case hex encoding.
 ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 CANONICAL = "sha256"
-_HEX_RE = re.compile(r"^[a-f0-9]+$")
+_LOWER_HEX = frozenset("0123456789abcdef")
 _CHUNK = 1024 * 1024
 
 
@@ -32,7 +31,7 @@ def parse(digest: str) -> tuple[str, str]:
         raise InvalidReference(f"unsupported digest algorithm: {digest!r}")
     if len(hexpart) != ALGORITHMS[algorithm]:
         raise InvalidReference(f"invalid checksum digest length: {digest!r}")
-    if not _HEX_RE.match(hexpart):
+    if not set(hexpart) <= _LOWER_HEX:
         raise InvalidReference(f"invalid checksum digest format: {digest!r}")
     return algorithm, hexpart
 

@@ -46,6 +46,7 @@ def test_parse_and_validate():
         "sha256:" + "a" * 65,
         "sha256:" + "A" * 64,
         "sha256:" + "g" * 64,
+        "sha256:" + "a" * 63 + "\n",  # a regular expression's $ let this one through
         "md5:" + "a" * 32,
         "sha512:" + "a" * 64,
         None,

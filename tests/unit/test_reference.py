@@ -158,3 +158,75 @@ def test_helpers():
     assert reference.normalize_registry("https://index.docker.io/v1/") == "docker.io"
     assert reference.normalize_registry("registry-1.docker.io") == "docker.io"
     assert reference.normalize_registry("http://localhost:5000") == "localhost:5000"
+
+
+# -- the hand-written grammar against distribution/reference's regular expressions -------
+
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = _ALNUM + r"(?:" + _SEPARATOR + _ALNUM + r")*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_NAME = _DOMAIN_COMPONENT + r"(?:\." + _DOMAIN_COMPONENT + r")*"
+_DOMAIN = r"(?:" + _DOMAIN_NAME + r"|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_NAME = r"(?:" + _DOMAIN + r"/)?" + _PATH_COMPONENT + r"(?:/" + _PATH_COMPONENT + r")*"
+_REFERENCE = (r"(?P<name>" + _NAME + r")(?::(?P<tag>" + _TAG + r"))?"
+              r"(?:@(?P<digest>" + _DIGEST + r"))?")
+
+
+def _fragments():
+    """Pieces that make near-misses of every rule when glued at random."""
+    return ["a", "b0", "Z", "9", ".", "_", "__", "-", "--", ":", "/", "@", "[", "]",
+            "::1", "5000", "localhost", "example.com", "sha256", "ab" * 16, "Ab" * 16,
+            "é", " ", "\n", "x" * 130, "+", "A.b", "-a", "a-"]
+
+
+def _random_strings(n: int, seed: int, pieces=None):
+    import random
+
+    rng = random.Random(seed)
+    pieces = pieces or _fragments()
+    for _ in range(n):
+        yield "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+
+
+def test_grammar_matches_distribution_regexps():
+    import re
+
+    reference_re = re.compile(_REFERENCE, re.ASCII)
+    checks = [
+        (reference._is_tag, re.compile(_TAG, re.ASCII)),
+        (reference._is_domain, re.compile(_DOMAIN, re.ASCII)),
+        (reference._is_path, re.compile(_PATH_COMPONENT + r"(?:/" + _PATH_COMPONENT + r")*")),
+        (reference._is_digest, re.compile(_DIGEST, re.ASCII)),
+        (reference._is_name, re.compile(_NAME, re.ASCII)),
+    ]
+    tried = accepted = 0
+    for s in _random_strings(60000, seed=7):
+        for fn, pattern in checks:
+            assert fn(s) == bool(pattern.fullmatch(s)), (fn.__name__, s)
+        m = reference_re.fullmatch(s)
+        want = None if m is None else (m.group("name"), m.group("tag"), m.group("digest"))
+        assert reference._split(s) == want, s
+        tried += 1
+        accepted += want is not None
+    # the corpus reaches both outcomes often enough to mean something
+    assert tried == 60000 and accepted > 1000, accepted
+    digest_re = re.compile(_DIGEST, re.ASCII)
+    digests = 0
+    algorithms = _random_strings(20000, seed=8, pieces=["sha256", "a", "B", "1", "+", ".",
+                                                         "_", "-", "g", ":"])
+    hexes = _random_strings(20000, seed=9, pieces=["0f" * 16, "Ab9" * 11, "1", "g", ":"])
+    for algorithm, hexpart in zip(algorithms, hexes):
+        s = algorithm + ":" + hexpart
+        assert reference._is_digest(s) == bool(digest_re.fullmatch(s)), s
+        digests += reference._is_digest(s)
+    assert digests > 300, digests
+
+
+@pytest.mark.parametrize("text", ["busybox\n", "busybox:1\n", "a/b@sha256:" + "ab" * 32 + "\n",
+                                  "busybox:café"])
+def test_trailing_newline_and_non_ascii_refused(text):
+    with pytest.raises(InvalidReference):
+        parse(text)
