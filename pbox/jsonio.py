@@ -48,7 +48,8 @@ def _raise_as_json(s: str) -> None:
 def loads(s: str | bytes | bytearray) -> Any:
     """``json.loads(s)``."""
     if isinstance(s, (bytes, bytearray)):
-        s = bytes(s).decode("utf-8-sig")  # what json.loads detects for pbox's own files
+        # what json.loads detects for pbox's own files; "utf-8-sig" would cost a codec import
+        s = bytes(s[3:] if s[:3] == b"\xef\xbb\xbf" else s).decode("utf-8")
     if _scan is None:
         import json
 

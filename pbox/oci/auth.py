@@ -20,7 +20,7 @@ and ``logout`` erases through it (``erase``) instead of writing an auth file.
 
 from __future__ import annotations
 
-import base64
+import binascii  # (base64 imports re: ~3 ms)
 import os
 from collections.abc import Mapping
 
@@ -171,7 +171,7 @@ def decode_entry(entry: dict, source: str = "") -> Credentials | None:
     auth = entry.get("auth")
     if auth:
         try:
-            decoded = base64.b64decode(auth, validate=False).decode("utf-8")
+            decoded = binascii.a2b_base64(auth).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
             raise AuthError(f"invalid credentials in {source or 'auth file'}: bad base64")
         if ":" not in decoded:
@@ -376,7 +376,7 @@ def store(path: str, registry: str, username: str, password: str) -> None:
     for k in list(auths):
         if normalize_key(k) == key:
             del auths[k]
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    token = binascii.b2a_base64(f"{username}:{password}".encode(), newline=False).decode("ascii")
     auths[key] = {"auth": token}
     obj["auths"] = auths
     _write_atomic(path, obj)

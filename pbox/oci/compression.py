@@ -18,7 +18,6 @@ layers, must not depend on which modules are installed.
 from __future__ import annotations
 
 import io
-import threading
 import zlib
 
 from pbox.errors import DigestMismatch, PboxError, UnsupportedFormat
@@ -274,6 +273,8 @@ class _PipeReader(_Reader):
         )
         self._feed_error: BaseException | None = None
         self._stderr = b""
+        import threading  # (not imported by every pull: ~1 ms)
+
         self._feeder = threading.Thread(target=self._feed, daemon=True)
         self._feeder.start()
         self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -488,6 +489,8 @@ class _PipeWriter(_Writer):
         )
         self._copy_error: BaseException | None = None
         self._stderr = b""
+        import threading
+
         self._copier = threading.Thread(target=self._copy, daemon=True)
         self._copier.start()
         self._err_reader = threading.Thread(target=self._read_stderr, daemon=True)

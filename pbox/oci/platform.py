@@ -10,13 +10,14 @@ containerd: the wanted variant is preferred, then older variants the CPU can als
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
 
 from pbox.errors import NotFound, UsageError
 from pbox.record import record
 
 TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Iterable, Sequence
+
     from pbox.oci.manifest import Descriptor
 
 KNOWN_OS = frozenset(

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 from pbox.errors import DigestMismatch, RegistryError
 from pbox.lazylog import get_logger
 from pbox.oci import digest as _digest
 from pbox.oci import mediatypes as mt
+from pbox.oci import urls
 from pbox.oci.auth import Credentials
 from pbox.oci.regsession import (  # noqa: F401 (re-exported: the client's public names)
     RegistrySession,
@@ -52,7 +52,7 @@ class RegistryClient(RegistrySession):
     # -- names -----------------------------------------------------------------------------
 
     def _path(self, repo: str, *rest: str) -> str:
-        return "/v2/" + repo + "/" + "/".join(quote(r, safe=":@") for r in rest)
+        return "/v2/" + repo + "/" + "/".join(urls.quote(r, safe=":@") for r in rest)
 
     def _what(self, repo: str, ref: str | None = None) -> str:
         name = f"{self.registry}/{repo}"
@@ -234,13 +234,13 @@ class RegistryClient(RegistrySession):
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"{what}: the registry started an upload without a Location")
-        return urljoin(resp.url, loc)
+        return urls.join(resp.url, loc)
 
     @staticmethod
     def _with_query(url: str, **params: str) -> str:
-        parts = urlsplit(url)
-        q = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(q), ""))
+        parts = urls.split(url)
+        q = urls.parse_pairs(parts.query) + list(params.items())
+        return urls.unsplit((parts.scheme, parts.netloc, parts.path, urls.encode(q), ""))
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Ask the registry to link a blob of ``from_repo`` into ``repo`` (no upload).
@@ -251,7 +251,7 @@ class RegistryClient(RegistrySession):
         url = (
             self._path(repo, "blobs", "uploads", "")
             + "?"
-            + urlencode({"mount": digest, "from": from_repo})
+            + urls.encode({"mount": digest, "from": from_repo})
         )
         resp = self._request(
             "POST", url, what=what, scopes=self._push(repo) + self._pull(from_repo), data=b""

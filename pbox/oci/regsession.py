@@ -26,15 +26,15 @@ Protocol notes (what a reader of this code needs to know):
 
 from __future__ import annotations
 
-import base64
+import _thread  # (threading is ~1 ms to import; the locks are these)
+import binascii  # (base64 imports re: ~3 ms)
 import os
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from pbox.errors import AuthError, ManifestUnknown, RegistryError
 from pbox.lazylog import get_logger
+from pbox.oci import urls
 from pbox.oci.auth import Challenge, Credentials, find_challenge, parse_challenges
 from pbox.oci.reference import DEFAULT_REGISTRY, DOCKER_HUB_API, LEGACY_DEFAULT_REGISTRY
 from pbox.record import record
@@ -56,20 +56,20 @@ _SECRET_QUERY_WORDS = ("signature", "credential", "token", "secret", "password",
 def redact_url(url: str) -> str:
     """``url`` without user info and with token-like query values replaced."""
     try:
-        parts = urlsplit(url)
+        parts = urls.split(url)
     except ValueError:
         return "<url>"
     netloc = parts.netloc.rsplit("@", 1)[-1]
     query = parts.query
     if query:
         pairs = []
-        for k, v in parse_qsl(query, keep_blank_values=True):
+        for k, v in urls.parse_pairs(query):
             lk = k.lower()
             if lk in _SECRET_QUERY_KEYS or any(w in lk for w in _SECRET_QUERY_WORDS):
                 v = "REDACTED"
             pairs.append((k, v))
-        query = urlencode(pairs)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        query = urls.encode(pairs)
+    return urls.unsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def is_loopback(host: str) -> bool:
@@ -154,7 +154,7 @@ def find_tls_files(dirs: Iterable[str]) -> TLSFiles:
 
 
 _CONTEXTS: dict[tuple, Any] = {}
-_CONTEXTS_LOCK = threading.Lock()
+_CONTEXTS_LOCK = _thread.allocate_lock()
 
 
 def _ssl_context(verify: bool, files: TLSFiles):
@@ -285,8 +285,8 @@ class RegistrySession:
         self._base: str | None = None
         self._challenge: Challenge | None = None  # what /v2/ asked for (None: nothing)
         self._tokens: dict[tuple, _Token] = {}
-        self._lock = threading.RLock()
-        self._ping_lock = threading.Lock()
+        self._lock = _thread.RLock()
+        self._ping_lock = _thread.allocate_lock()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -521,7 +521,7 @@ class RegistrySession:
                     resp = self._send("POST", ch.realm, headers=headers, data=form)
                 else:
                     q = params + [("scope", s) for s in scopes]
-                    url = ch.realm + ("&" if "?" in ch.realm else "?") + urlencode(q)
+                    url = ch.realm + ("&" if "?" in ch.realm else "?") + urls.encode(q)
                     h = dict(headers)
                     if creds is not None:
                         h["Authorization"] = _basic_header(creds)
@@ -630,7 +630,7 @@ class RegistrySession:
 
         self.ping()
         if not url.startswith(("http://", "https://")):
-            url = urljoin(self._base + "/", url.lstrip("/"))
+            url = urls.join(self._base + "/", url.lstrip("/"))
         # a body that can be sent again: needed for any second attempt
         replayable = data is None or callable(data) or isinstance(data, (bytes, str, dict))
         retry = retry and replayable
@@ -768,7 +768,7 @@ class RegistrySession:
 
 def _basic_header(creds: Credentials) -> str:
     raw = f"{creds.username}:{creds.password}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    return "Basic " + binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def _short(e: BaseException) -> str:

@@ -17,21 +17,22 @@ imported only by whoever makes the first TLS context.  Failures raise
 
 from __future__ import annotations
 
-import base64
+import _socket  # the C module: ``socket`` (with selectors, enum) is ~3 ms to import
+import _thread
+import binascii  # (base64 imports re: ~3 ms)
+import io
 import os
 import select
-import socket
 import sys
-import threading
-from collections.abc import Iterator
-from urllib.parse import unquote, urlencode, urljoin, urlsplit
 
 from pbox import jsonio as _json
 from pbox.lazylog import get_logger
+from pbox.oci import urls
 
 TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Iterator
     from typing import Any, Callable
 
 log = get_logger(__name__)
@@ -68,7 +69,7 @@ def _wrap(e: BaseException, what: str) -> TransportError:
     ssl = sys.modules.get("ssl")  # not imported: no TLS connection made the error
     if ssl is not None and isinstance(e, ssl.SSLError):  # includes SSLCertVerificationError
         err: TransportError = TLSError(f"{what}: {e}")
-    elif isinstance(e, (socket.timeout, TimeoutError)):
+    elif isinstance(e, (_socket.timeout, TimeoutError)):
         err = Timeout(f"{what}: timed out")
     else:
         err = ConnectError(f"{what}: {type(e).__name__}: {e}")
@@ -273,9 +274,14 @@ class _Connection:
     def connect(self) -> None:
         # an ASCII name as bytes: getaddrinfo would otherwise import the idna codec
         host = self.host.encode("ascii") if self.host.isascii() else self.host
-        sock = socket.create_connection((host, self.port), self._timeout[0])
+        if self._context is None:
+            sock = _create_connection(host, self.port, self._timeout[0])
+        else:  # ssl wraps only the ``socket`` module's sockets (and imports it anyway)
+            import socket
+
+            sock = socket.create_connection((host, self.port), self._timeout[0])
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             server_name = self.host
             if self._tunnel is not None:
                 host, port, auth = self._tunnel
@@ -288,7 +294,7 @@ class _Connection:
             raise
         sock.settimeout(self._timeout[1])
         self.sock = sock
-        self.rfile = sock.makefile("rb", buffering=BLOCK)
+        self.rfile = io.BufferedReader(_SocketReader(sock), BLOCK)
 
     def _connect_tunnel(self, sock, host: str, port: int, auth: str | None) -> None:
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -296,7 +302,7 @@ class _Connection:
         if auth:
             head += f"Proxy-Authorization: {auth}\r\n"
         sock.sendall((head + "\r\n").encode("latin-1"))
-        rfile = sock.makefile("rb", buffering=0)  # nothing of the TLS bytes after it read
+        rfile = _SocketReader(sock)  # unbuffered: nothing of the TLS bytes after it read
         try:
             parts = _tunnel_line(rfile).decode("iso-8859-1").split(None, 2)
             while _tunnel_line(rfile) not in (b"\r\n", b"\n"):  # its headers
@@ -369,6 +375,40 @@ class _Connection:
                     thing.close()
                 except OSError:
                     pass
+
+
+def _create_connection(host, port: int, timeout: float):
+    """``socket.create_connection`` with the C module: each address in turn."""
+    error: OSError | None = None
+    for family, kind, proto, _, address in _socket.getaddrinfo(host, port, 0,
+                                                               _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error or OSError(f"getaddrinfo returned no address for {host!r}")
+
+
+class _SocketReader(io.RawIOBase):
+    """What ``socket.makefile("rb", buffering=0)`` gives, for a C-module socket (or
+    an ``ssl`` one: both have ``recv_into``)."""
+
+    def __init__(self, sock):
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._sock.recv_into(b)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
 
 
 def _tunnel_line(rfile) -> bytes:
@@ -552,7 +592,7 @@ class Session:
         self.user_agent = user_agent
         self.timeout = timeout
         self._idle: dict[tuple, list] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self.connections_made = 0  # for tests and debugging: new TCP connections
 
     # -- the pool -------------------------------------------------------------------------------
@@ -592,7 +632,7 @@ class Session:
         scheme, host, port, proxy = key
         what = f"{host}:{port}"
         if proxy:
-            p = urlsplit(proxy)
+            p = urls.split(proxy)
             phost, pport = p.hostname or "", p.port or 80
             what = f"proxy {phost}:{pport}"
         else:
@@ -638,7 +678,7 @@ class Session:
         h = {"User-Agent": self.user_agent, "Accept": "*/*"}
         h.update(headers or {})
         if isinstance(data, dict):
-            data = urlencode(data)
+            data = urls.encode(data)
             h.setdefault("Content-Type", "application/x-www-form-urlencoded")
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -655,7 +695,7 @@ class Session:
                     resp._release()
                 return resp
             resp.close()
-            new = urljoin(url, loc)
+            new = urls.join(url, loc)
             log.debug("%s %s -> %d, to %s", method, self._redact(url), resp.status_code,
                       self._redact(new))
             if resp.status_code == 303 and method != "HEAD" or \
@@ -673,7 +713,7 @@ class Session:
 
     def _send_once(self, method: str, url: str, headers: dict, data: Any,
                    timeout: tuple[float, float]) -> Response:
-        parts = urlsplit(url)
+        parts = urls.split(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise TransportError(f"unsupported URL scheme {scheme!r}")
@@ -714,15 +754,15 @@ class Session:
 
 
 def _proxy_auth(proxy: str) -> str | None:
-    p = urlsplit(proxy)
+    p = urls.split(proxy)
     if p.username is None:
         return None
-    raw = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
+    raw = f"{urls.unquote(p.username)}:{urls.unquote(p.password or '')}".encode()
+    return "Basic " + binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
 def _origin(url: str) -> str:
-    p = urlsplit(url)
+    p = urls.split(url)
     return f"{p.scheme}://{p.hostname}"
 
 
@@ -733,7 +773,7 @@ def _default_port(scheme: str) -> int:
 def _strip_auth(old: str, new: str) -> bool:
     """Whether a redirect from ``old`` to ``new`` must drop the Authorization header:
     another host, scheme or port (http to https on the default ports keeps it)."""
-    o, n = urlsplit(old), urlsplit(new)
+    o, n = urls.split(old), urls.split(new)
     if o.hostname != n.hostname:
         return True
     op, np_ = o.port or _default_port(o.scheme), n.port or _default_port(n.scheme)

@@ -16,9 +16,9 @@ The pause process is ``sleep infinity`` exec'd inside the new namespace under th
 
 from __future__ import annotations
 
+import _signal as signal  # (signal imports enum: ~2 ms of every pull)
 import fcntl
 import os
-import signal
 
 from pbox.errors import RuntimeFailure
 from pbox.rootless import syscalls

@@ -22,15 +22,18 @@ which a forked child does not inherit.
 
 from __future__ import annotations
 
+import _signal as signal  # (signal imports enum: ~2 ms of every pull)
 import os
-import signal
 import sys
-from collections.abc import Callable
 
 from pbox.errors import RuntimeFailure
 from pbox.rootless import idmap, syscalls
 from pbox.rootless.idmap import IdMapping
 from pbox.rootless.pause import ENV_MARKER  # defined there, for the path that joins
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Signals the waiting parent passes on to the child.  SIGINT is not among them: a ^C
 # from the terminal already reaches both through the process group.

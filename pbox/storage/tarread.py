@@ -10,8 +10,7 @@ limits; what is done with the entries is ``extract``'s job.
 
 from __future__ import annotations
 
-import base64
-from urllib.parse import unquote_to_bytes
+import binascii  # (base64 imports re: ~3 ms)
 
 from pbox.errors import UnsupportedFormat
 from pbox.record import record
@@ -210,11 +209,13 @@ def apply_pax(entry: TarEntry, pax: dict) -> None:
             entry.xattrs = entry.xattrs or {}
             entry.xattrs[key[len("SCHILY.xattr.") :]] = value
         elif key.startswith("LIBARCHIVE.xattr."):
+            from urllib.parse import unquote_to_bytes  # (a rare header: imported here)
+
             name = unquote_to_bytes(key[len("LIBARCHIVE.xattr.") :]).decode(
                 "utf-8", "surrogateescape"
             )
             try:
-                decoded = base64.b64decode(value + b"=" * (-len(value) % 4))
+                decoded = binascii.a2b_base64(value + b"=" * (-len(value) % 4))
             except ValueError:
                 raise LayerError(f"invalid PAX xattr value for {name!r}")
             entry.xattrs = entry.xattrs or {}
