@@ -473,6 +473,27 @@ class RegistrySession:
                 continue
             return resp
 
+    def _guess(self, method: str, url: str, base: str, *, headers: dict, stream: bool):
+        """The response to a first request sent to ``base`` before any ping, when it
+        settles the scheme; else None (nothing settled, the response closed)."""
+        from pbox.oci.transport import TransportError
+
+        try:
+            resp = self._send(method, url, headers=headers, stream=stream)
+        except TransportError:
+            return None
+        plain = base.startswith("http:")
+        if plain and not (resp.headers.get("Docker-Distribution-Api-Version") or
+                          resp.status_code == 401 and resp.headers.get("WWW-Authenticate")) \
+                or resp.status_code in RETRY_STATUSES:
+            resp.close()  # not a registry over plain HTTP (a TLS port answering 400...)
+            return None
+        with self._ping_lock:
+            if self._base is None:
+                log.debug("%s: %s, settled by the first request", self.registry, base)
+                self._base = base
+        return resp
+
     def _pick_challenge(self, resp) -> Challenge | None:
         challenges = parse_challenges(resp.headers.get("WWW-Authenticate"))
         return find_challenge(challenges, "bearer") or find_challenge(challenges, "basic")
@@ -628,9 +649,19 @@ class RegistrySession:
         """
         from pbox.oci import transport
 
-        self.ping()
-        if not url.startswith(("http://", "https://")):
-            url = urls.join(self._base + "/", url.lstrip("/"))
+        path = None if url.startswith(("http://", "https://")) else url.lstrip("/")
+        # The first GET or HEAD to a registry goes out without the /v2/ ping: its answer
+        # settles the scheme as well (an auth challenge is handled below either way), and
+        # a pull or a re-push saves a round trip.  Anything odd: the ping, as before.
+        guess = None
+        if path is not None and self._base is None and method in ("GET", "HEAD") and \
+                data is None:
+            guess = f"http://{self.host}" if is_loopback(self.host) and self.tls_verify \
+                else f"https://{self.host}"
+        else:
+            self.ping()
+        if path is not None:
+            url = urls.join((guess or self._base) + "/", path)
         # a body that can be sent again: needed for any second attempt
         replayable = data is None or callable(data) or isinstance(data, (bytes, str, dict))
         retry = retry and replayable
@@ -642,8 +673,18 @@ class RegistrySession:
             if auth:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
+            if guess is not None:
+                resp = self._guess(method, url, guess, headers=h, stream=stream)
+                guess = None
+                if resp is None:  # not settled that way: ping, then as usual
+                    self.ping()
+                    url = urls.join(self._base + "/", path)
+                    continue
+            else:
+                resp = None
             try:
-                resp = self._send(method, url, headers=h, data=body, stream=stream)
+                if resp is None:
+                    resp = self._send(method, url, headers=h, data=body, stream=stream)
             except transport.TransportError as e:
                 if (
                     retry

@@ -82,6 +82,7 @@ class Fake:
         self.downgrade_tokens = 0  # that many next tokens get pull scopes only
         self.private: set[str] = set()  # repositories anonymous tokens never cover
         self.repos = [f"repo{i:02d}" for i in range(7)]
+        self.api_header = True  # Docker-Distribution-Api-Version on /v2/ answers
         self.port = 0
 
     def count(self, method: str, prefix: str) -> int:
@@ -106,6 +107,8 @@ def make_handler(fake: Fake):
             if isinstance(body, (dict, list)):
                 body = json.dumps(body).encode()
             self.send_response(status)
+            if self.path.startswith("/v2/") and fake.api_header:  # as distribution does
+                self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
             for k, v in (headers or {}).items():
                 self.send_header(k, v)
             if ctype and "Content-Type" not in (headers or {}):
@@ -287,6 +290,8 @@ def make_handler(fake: Fake):
                 return self.send(status, body, headers, ctype="application/octet-stream")
             cut = fake.drop_blob_after.pop(0)
             self.send_response(206 if start else 200)
+            if self.path.startswith("/v2/") and fake.api_header:
+                self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Content-Length", str(len(body)))
@@ -495,6 +500,25 @@ def test_fetch_blob(fake):
         assert not c.blob_exists("x/app", "sha256:" + "1" * 64)
 
 
+def test_first_request_settles_the_scheme_without_a_ping(fake):
+    with client(fake) as c:
+        assert c.get_manifest("x/app", "v1")[0] == MANIFEST
+        assert read_all(c.fetch_blob("x/app", BLOB_DIGEST, len(BLOB))) == BLOB
+    assert [(m, p) for m, p, _ in fake.requests] == [
+        ("GET", "/v2/x/app/manifests/v1"), ("GET", f"/v2/x/app/blobs/{BLOB_DIGEST}")]
+
+
+def test_first_answer_not_from_a_registry_means_the_ping(fake):
+    """A plain-HTTP answer without the registry's header (a TLS port's 400, some other
+    server) settles nothing: the ping decides, as it did before, then the request again."""
+    fake.api_header = False
+    with client(fake) as c:
+        assert c.get_manifest("x/app", "v1")[0] == MANIFEST
+        assert c.base_url == f"http://127.0.0.1:{fake.port}"
+    paths = [p for _, p, _ in fake.requests]
+    assert paths.count("/v2/x/app/manifests/v1") == 2 and "/v2/" in paths
+
+
 def test_fetch_blob_resumes_with_range(fake):
     fake.drop_blob_after = [300_000, 200_000]
     with client(fake) as c:
@@ -566,21 +590,24 @@ def test_expired_token_renewed(fake):
     fake.auth = "bearer"
     with client(fake) as c:
         c.get_manifest("x/app", "v1")
+        # no ping: the first GET is answered by the challenge, then sent with the token
+        assert fake.count("GET", "/v2/x/app/manifests/v1") == 2
         for tok in c._tokens.values():
             tok.expires = 0.0  # as if its lifetime had passed
         c.get_manifest("x/app", "v1")
     assert len(fake.token_requests) == 2
-    assert fake.count("GET", "/v2/x/app/manifests/v1") == 2  # renewed before, not after a 401
+    assert fake.count("GET", "/v2/x/app/manifests/v1") == 3  # renewed before, not after a 401
 
 
 def test_token_refused_by_registry_gets_one_new_exchange(fake):
     fake.auth = "bearer"
     with client(fake) as c:
         c.get_manifest("x/app", "v1")
+        assert fake.count("GET", "/v2/x/app/manifests/v1") == 2  # the challenge, the token
         fake.tokens.clear()  # the registry no longer accepts the token we hold
         assert c.get_manifest("x/app", "v1")[0] == MANIFEST
     assert len(fake.token_requests) == 2
-    assert fake.count("GET", "/v2/x/app/manifests/v1") == 3
+    assert fake.count("GET", "/v2/x/app/manifests/v1") == 4  # refused, then a new exchange
 
 
 def test_access_token_field_and_missing_service(fake):
@@ -615,8 +642,10 @@ def test_401_on_manifest_with_anonymous_token_says_not_found_or_not_authorized(f
     assert msg.startswith(f"unauthorized: 127.0.0.1:{fake.port}/private/app:v1: not found or not")
     assert f"pbox login 127.0.0.1:{fake.port}" in msg
     assert e.value.status == 401
-    # one anonymous token up front, one new exchange after the 401: then give up
-    assert len(fake.token_requests) == 2
+    # the first GET's challenge names the scope: one anonymous token for it, refused
+    # again: then give up
+    assert len(fake.token_requests) == 1
+    assert fake.count("GET", "/v2/private/app/manifests/v1") == 2
     with client(fake, credentials=alice()) as c:
         assert c.get_manifest("private/app", "v1")[0] == MANIFEST
 
@@ -684,8 +713,14 @@ def test_basic_auth(fake):
     fake.auth = "basic"
     with client(fake, credentials=alice()) as c:
         assert c.get_manifest("x/app", "v1")[0] == MANIFEST
-    sent = [h.get("Authorization", "") for m, p, h in fake.requests if p.startswith("/v2/x")]
-    assert sent and all(s.startswith("Basic ") for s in sent)
+    sent = [h.get("Authorization", "") for m, p, h in fake.requests if p.startswith("/v2/")]
+    # the first request (no ping before it) learns that basic auth is wanted
+    assert sent[0] == "" and len(sent) == 2 and sent[1].startswith("Basic ")
+    with client(fake, credentials=alice()) as c:
+        c.get_manifest("x/app", "v1")
+        c.get_manifest("x/app", "v1")
+    sent = [h.get("Authorization", "") for m, p, h in fake.requests if p.startswith("/v2/")]
+    assert len(sent) == 5 and all(s.startswith("Basic ") for s in sent[3:])
 
 
 def test_basic_auth_wrong_password_and_none(fake):
