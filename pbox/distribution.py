@@ -46,8 +46,8 @@ v2s2 cannot describe).
 
 from __future__ import annotations
 
+import _thread  # the locks; threading (~1 ms) only when an upload streams
 import os
-import threading
 
 from pbox import jsonio as json
 from pbox.config import Config
@@ -63,7 +63,7 @@ COMPRESSIONS = ("gzip", "zstd")
 MAX_LOCATIONS = 8  # repositories remembered per blob, for cross-repository mounts
 PUSH_THREADS = 4  # layers checked, mounted or uploaded at once
 # layer.json updates of one process, one at a time (the store's FileLock is per process)
-_REMEMBER_LOCK = threading.Lock()
+_REMEMBER_LOCK = _thread.allocate_lock()
 
 
 # -- login / logout ------------------------------------------------------------------------
@@ -616,7 +616,7 @@ def _push_layers(client, store, repo: str, known: list, algo: str, keep_owners: 
                             cands) for chain, info, cands in known]
     from pbox.threads import Pool
 
-    lock = threading.Lock()
+    lock = _thread.allocate_lock()
 
     def said(*args, **info):
         with lock:
@@ -692,6 +692,8 @@ def _stream_layer(client, store, repo: str, chain: str, algo: str, keep_owners: 
             pipe.reader_done()
 
     report("layer-pushing", layer=chain)
+    import threading
+
     sender = threading.Thread(target=upload, name="push-stream", daemon=True)
     sender.start()
     try:
