@@ -6,7 +6,6 @@ bytes that went through one of these wrappers hashed to the name they were asked
 
 from __future__ import annotations
 
-import hashlib
 import io
 
 from pbox.errors import DigestMismatch, InvalidReference
@@ -59,10 +58,31 @@ def hex_of(digest: str) -> str:
     return parse(digest)[1]
 
 
+_new = None
+
+
 def new_hasher(algorithm: str = CANONICAL):
     if algorithm not in ALGORITHMS:
         raise InvalidReference(f"unsupported digest algorithm: {algorithm!r}")
-    return hashlib.new(algorithm)
+    return (_new or _hash_constructor())(algorithm)
+
+
+def _hash_constructor():
+    """OpenSSL's constructor (what ``hashlib.new`` tries first), imported on first use:
+    loading libcrypto is ~3 ms, which a pull spends while it waits on the registry
+    (``preload``).  ``hashlib`` where the interpreter has no ``_hashlib``."""
+    global _new
+    try:
+        from _hashlib import new
+    except ImportError:  # pragma: no cover - CPython built without OpenSSL
+        from hashlib import new
+    _new = new
+    return new
+
+
+def preload() -> None:
+    """Import what hashing needs now (see ``pbox.images``: in a thread, ahead of use)."""
+    _new or _hash_constructor()
 
 
 def compute(data: bytes, algorithm: str = CANONICAL) -> str:

@@ -69,5 +69,5 @@ def test_plain_http_pull_and_push_import_no_tls_nor_http_client(registry_plain, 
     # the standard modules that cost milliseconds to import for a function or two
     for modules in (pulled, again):
         for name in ("re", "enum", "urllib.parse", "ipaddress", "socket", "selectors",
-                     "threading", "base64", "signal", "typing", "queue"):
+                     "threading", "base64", "signal", "typing", "queue", "hashlib"):
             assert name not in modules, name
