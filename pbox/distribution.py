@@ -590,7 +590,7 @@ def _add_location(store, chain: str, digest: str, where: str, size: int = 0,
 def _known_blobs(info: dict, diff_id: str, algo: str) -> list[tuple]:
     """The blobs a layer (its record ``info``) is known as in ``algo``: ``[(digest, size
     or None, diff id)]``, the one pbox compressed first, then the one it was pulled as."""
-    from pbox.oci import compression
+    from pbox.oci import mediatypes as mt
 
     known = (info.get("compressed_by") or {}).get(algo)
     candidates: list[tuple[str, int | None, str]] = []
@@ -599,7 +599,10 @@ def _known_blobs(info: dict, diff_id: str, algo: str) -> list[tuple]:
     # the blob a pulled layer came as: the registry may have it already
     sizes = info.get("blob_sizes") or {}
     for d, media_type in (info.get("compressed") or {}).items():
-        same = compression.for_media_type(media_type) == algo
+        try:  # (compression.for_media_type, without importing that module)
+            same = mt.layer_compression(media_type) == algo
+        except KeyError:  # a type pbox cannot push as it is
+            same = False
         if same and info.get("diff_id") == diff_id and all(d != c[0] for c in candidates):
             size = sizes.get(d)
             candidates.append((d, size if isinstance(size, int) else None, diff_id))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import binascii  # (base64 imports re: ~3 ms)
 import os
-from collections.abc import Mapping
 
 from pbox import jsonio as json
 from pbox.errors import AuthError, UsageError
@@ -33,6 +32,7 @@ from pbox.record import factory, record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+    from collections.abc import Mapping
 
 log = get_logger(__name__)
 

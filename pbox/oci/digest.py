@@ -85,11 +85,31 @@ def preload() -> None:
     _new or _hash_constructor()
 
 
+# Up to this size, sha256 is taken by CPython's own module (~0.1 ms to import, ~1/5 of
+# OpenSSL's speed here): a manifest or a config does not need libcrypto loaded (~3 ms).
+SMALL = 1 << 16
+
+
 def compute(data: bytes, algorithm: str = CANONICAL) -> str:
     """The digest of ``data`` in full form."""
+    if algorithm == "sha256" and len(data) <= SMALL and _new is None:
+        small = _builtin_sha256()
+        if small is not None:
+            return "sha256:" + small(data).hexdigest()
     h = new_hasher(algorithm)
     h.update(data)
     return f"{algorithm}:{h.hexdigest()}"
+
+
+def _builtin_sha256():
+    try:
+        from _sha2 import sha256  # CPython 3.12 and later
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:  # pragma: no cover - a build without it
+            return None
+    return sha256
 
 
 def compute_file(fileobj: BinaryIO, algorithm: str = CANONICAL) -> tuple[str, int]:

@@ -12,8 +12,20 @@ from pbox.errors import InvalidReference, UnsupportedFormat
 from pbox.lazylog import get_logger
 from pbox.oci import digest as _digest
 from pbox.oci import mediatypes as mt
-from pbox.oci.platform import Platform
 from pbox.record import factory, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pbox.oci.platform import Platform
+
+
+def _platform(d) -> Platform | None:
+    """An index entry's platform (the module is imported only when there is one)."""
+    if not isinstance(d, dict):
+        return None
+    from pbox.oci.platform import Platform
+
+    return Platform.from_json(d)
 
 log = get_logger(__name__)
 
@@ -103,7 +115,7 @@ class Descriptor:
             size=size,
             urls=tuple(str(u) for u in urls) if isinstance(urls, list) else (),
             annotations=dict(ann) if isinstance(ann, dict) else {},
-            platform=Platform.from_json(d.get("platform")),
+            platform=_platform(d.get("platform")),
             artifact_type=str(d.get("artifactType") or ""),
         )
 
@@ -362,6 +374,8 @@ class ImageConfig:
 
     @property
     def platform(self) -> Platform:
+        from pbox.oci.platform import Platform
+
         return Platform(
             os=self.os,
             architecture=self.architecture,

@@ -10,7 +10,6 @@ nothing for commands that never reach one.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Sequence
 
 from pbox.errors import DigestMismatch, RegistryError
 from pbox.lazylog import get_logger
@@ -32,6 +31,7 @@ from pbox.oci.regsession import (  # noqa: F401 (re-exported: the client's publi
 
 TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
     from typing import Any, BinaryIO, Callable
 
 log = get_logger(__name__)

@@ -63,6 +63,21 @@ def test_compute():
     assert digest.compute_file(io.BytesIO(DATA)) == (GOOD, len(DATA))
 
 
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 64, 1000, digest.SMALL, digest.SMALL + 1])
+def test_compute_small_and_large_agree_with_hashlib(size, monkeypatch):
+    """Small data goes through CPython's own sha256 until OpenSSL's is loaded."""
+    import hashlib
+    import random
+
+    data = random.Random(size).randbytes(size)
+    want = "sha256:" + hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(digest, "_new", None)  # as in a new process
+    assert digest.compute(data) == want
+    assert digest._builtin_sha256() is not None  # (the path under test exists here)
+    digest.preload()
+    assert digest.compute(data) == want
+
+
 def test_hashing_reader_tees():
     r = digest.HashingReader(Trickle(DATA))
     out = b""
