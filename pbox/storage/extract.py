@@ -122,6 +122,12 @@ class _Extractor:
         self.cache = Cursor(self.root_fd, self._open_parent_component)
         self.entry_name = b""
         self.can_chown = keep_owners
+        # who owns what this process creates here: nothing to change for an entry that
+        # should belong to that very owner (most of a layer: root's).  A set-group-ID
+        # layer directory passes its group on, to files and to the directories below.
+        st = os.fstat(self.root_fd)
+        self.new_owner = (os.geteuid(), st.st_gid if st.st_mode & stat.S_ISGID
+                          else os.getegid())
         self.can_mknod_whiteout = True
         self.is_real_root = os.geteuid() == 0 and _in_initial_userns()
 
@@ -178,8 +184,10 @@ class _Extractor:
 
     # -- metadata
 
-    def _chown(self, uid: int, gid: int, *, fd=None, parent_fd=None, name=None) -> None:
-        if not self.can_chown:
+    def _chown(self, uid: int, gid: int, *, fd=None, parent_fd=None, name=None,
+               new: bool = False) -> None:
+        """Give an entry its owner; ``new``: this process just created it."""
+        if not self.can_chown or new and (uid, gid) == self.new_owner:
             return
         try:
             if fd is not None:
@@ -240,7 +248,7 @@ class _Extractor:
 
     def _finish_node(self, parent_fd: int, name: bytes, entry: TarEntry, *, chmod: bool) -> None:
         """Owner, mode, xattrs, times of a non-regular, non-directory entry just created."""
-        self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name)
+        self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name, new=True)
         if chmod:
             chmod_at(parent_fd, name, entry.mode & 0o7777)
         if entry.xattrs:
@@ -330,7 +338,7 @@ class _Extractor:
             reader.copy_to_fd(fd, size)
             self.stats.bytes_written += size
             # chown first: it clears setuid/setgid bits, the chmod sets them back
-            self._chown(entry.uid, entry.gid, fd=fd)
+            self._chown(entry.uid, entry.gid, fd=fd, new=True)
             os.fchmod(fd, entry.mode & 0o7777)
             if entry.xattrs:
                 self._set_xattrs(entry.xattrs, fd=fd)
@@ -346,15 +354,17 @@ class _Extractor:
 
     def _directory(self, parent_fd, name, parts, entry) -> None:
         opaque = False
+        new = True
         try:
             os.mkdir(name, 0o700, dir_fd=parent_fd)
         except FileExistsError:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
+            new = not stat.S_ISDIR(st.st_mode)  # (an earlier entry may have chowned it)
+            if new:
                 opaque = is_whiteout_dev(st)
                 self._remove_existing(parent_fd, name, parts, st)
                 os.mkdir(name, 0o700, dir_fd=parent_fd)
-        self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name)
+        self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name, new=new)
         if entry.xattrs or opaque:
             fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
             try:

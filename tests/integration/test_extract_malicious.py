@@ -418,6 +418,32 @@ def test_owners_kept_as_root(sandbox):
     assert stat.S_IMODE(st.st_mode) == 0o4750  # chown did not eat the setuid bit
 
 
+@pytest.mark.skipif(not IS_ROOT, reason="chown to other ids needs root")
+def test_owners_when_the_creator_already_owns_the_entry(sandbox):
+    """New entries that should belong to the creating process are not chowned; an
+    entry that existed already (a directory given twice) or a set-group-ID layer
+    directory (its group passes on) still gets its owner."""
+    os.chown(sandbox.dest, 0, 4321)
+    os.chmod(sandbox.dest, 0o2755)
+    sandbox.extract(
+        make_tar(
+            member("dd", tarfile.DIRTYPE, mode=0o755, uid=1000, gid=1000),
+            member("dd", tarfile.DIRTYPE, mode=0o755, uid=0, gid=0),
+            member("f", data=b"x", uid=0, gid=0),
+            member("f", data=b"y", uid=0, gid=4321),
+            member("g", data=b"x", uid=1000, gid=1000),
+            member("g", data=b"y", uid=0, gid=0),
+            sym("l", "f"),
+        ),
+        keep_owners=True,
+    )
+    for name in ("dd", "g", "l"):
+        st = os.lstat(os.path.join(sandbox.dest, name))
+        assert (st.st_uid, st.st_gid) == (0, 0), name
+    st = os.lstat(os.path.join(sandbox.dest, "f"))
+    assert (st.st_uid, st.st_gid) == (0, 4321)
+
+
 @pytest.mark.skipif(IS_ROOT, reason="needs an unprivileged user")
 def test_keep_owners_without_privilege_tells_once(sandbox):
     sandbox.extract(
