@@ -103,6 +103,27 @@ def test_reassembled_tar_is_the_original(fmt, tmp_path):
     assert again.getvalue() != tar
 
 
+@pytest.mark.parametrize("module", ["zlib", "isal"])
+def test_split_recorded_with_either_zlib_module(module, monkeypatch, tmp_path):
+    """isal's CRC-32 and deflate record the split where isal is installed; reading it
+    back (zlib) and checking the files' CRCs give the same tar either way."""
+    import zlib
+
+    from pbox.storage import tarsplit
+
+    if module == "isal":
+        isal_zlib = pytest.importorskip("isal.isal_zlib")
+        monkeypatch.setattr(tarsplit, "_ZLIB", isal_zlib)
+    else:
+        monkeypatch.setattr(tarsplit, "_ZLIB", zlib)
+    tar = sample_tar(tarfile.PAX_FORMAT)
+    diff, split = extract_with_split(tar, tmp_path)
+    monkeypatch.setattr(tarsplit, "_ZLIB", zlib if module == "isal" else None)
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(tar))
+    assert out.getvalue() == tar
+
+
 def sample_tar_ustar() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
