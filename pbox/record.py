@@ -5,7 +5,7 @@
 then runs several ``exec`` calls at import, about 0.3 ms a class.  ``pbox run`` would pay
 that for some fifteen classes before starting anything.  :func:`record` gives the part
 pbox uses (keyword or positional ``__init__`` with defaults and factories, ``__repr__``,
-``__eq__``, ``frozen``) from one ``exec`` per class.
+``__eq__``, ``frozen``) from one ``exec`` per class, run when its first instance is made.
 
     @record
     class Mount:
@@ -79,10 +79,19 @@ def record(cls=None, *, frozen: bool = False):
                         else f"self.{name} = {value}")
         src = (f"def __init__(self, {', '.join(params)}):\n "
                + ("\n ".join(body) or "pass") + "\n")
-        exec(src, env)  # noqa: S102 - generated from the class's own field names
-        init = env["__init__"]
-        init.__qualname__ = f"{cls.__qualname__}.__init__"
-        cls.__init__ = init
+
+        def make_init():
+            exec(src, env)  # noqa: S102 - generated from the class's own field names
+            init = env["__init__"]
+            init.__qualname__ = f"{cls.__qualname__}.__init__"
+            cls.__init__ = init
+            return init
+
+        def __init__(self, *args, **kwargs):  # the first instance compiles the real one
+            make_init()(self, *args, **kwargs)
+
+        # (a compile is ~0.08 ms: a command defines dozens of records and makes few)
+        cls.__init__ = __init__
         cls.__record_fields__ = names
         if "__repr__" not in cls.__dict__:
             cls.__repr__ = _repr

@@ -30,7 +30,6 @@ import _thread  # (threading is ~1 ms to import; the locks are these)
 import binascii  # (base64 imports re: ~3 ms)
 import os
 import time
-from collections.abc import Iterable, Sequence
 
 from pbox.errors import AuthError, ManifestUnknown, RegistryError
 from pbox.lazylog import get_logger
@@ -41,6 +40,7 @@ from pbox.record import record
 
 TYPE_CHECKING = False  # (importing typing costs ~2 ms of every registry command)
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
 log = get_logger(__name__)

@@ -96,3 +96,28 @@ def test_run_path_does_not_import_dataclasses():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_init_made_at_first_instance_behaves_the_same():
+    @record
+    class Late:
+        a: int
+        b: list = factory(list)
+
+    stub = Late.__init__
+    with pytest.raises(TypeError):  # the first call may be a wrong one, too
+        Late()
+    assert Late.__init__ is not stub  # compiled once, then the real one is used
+    real = Late.__init__
+    x, y = Late(1), Late(a=2, b=[3])
+    assert (x.a, x.b, y.a, y.b) == (1, [], 2, [3]) and Late.__init__ is real
+
+    @record
+    class Base:
+        n: int
+
+    class Child(Base):  # not a record: inherits the stub, which installs on Base
+        def __init__(self, n):
+            super().__init__(n * 2)
+
+    assert Child(2).n == 4 and Base(1).n == 1
