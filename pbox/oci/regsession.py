@@ -653,9 +653,11 @@ class RegistrySession:
         # The first GET or HEAD to a registry goes out without the /v2/ ping: its answer
         # settles the scheme as well (an auth challenge is handled below either way), and
         # a pull or a re-push saves a round trip.  Anything odd: the ping, as before.
+        # Not with credentials: those go with the first request the ping's challenge
+        # allows (a registry may answer a private repository's anonymous GET with 404).
         guess = None
         if path is not None and self._base is None and method in ("GET", "HEAD") and \
-                data is None:
+                data is None and self.credentials is None:
             guess = f"http://{self.host}" if is_loopback(self.host) and self.tls_verify \
                 else f"https://{self.host}"
         else:
