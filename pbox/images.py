@@ -241,7 +241,20 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
     keep_owners = enter_userns(config, notice)
-    _preload()
+    loaded = _preload()
+    try:
+        return _pull(config, text, opts, report, notice, conf, ref if conf is None else None,
+                     wanted, keep_owners)
+    finally:
+        # no thread outlives a pull: `run` and `build` fork (and may join namespaces)
+        # after one
+        loaded.acquire()
+
+
+def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, ref,
+          wanted, keep_owners: bool) -> PullResult:
+    from pbox.oci import platform as plat
+
     # the registry first: while it answers, the preloading thread has the interpreter
     if conf is None:
         client = _client_for(config, ref, opts)
@@ -309,12 +322,16 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
                       old_id is not None, layers=[d.digest for d in manifest.layers])
 
 
-def _preload() -> None:
+def _preload():
     """Import what hashing, inflating and extracting need in a thread, while this one
     waits on the registry for the manifest, the config and the first layer: libcrypto
     and isal load in ~5 ms, about what those answers take from a local registry.  (After
-    ``enter_userns``: joining a user namespace needs a single thread.)"""
+    ``enter_userns``: joining a user namespace needs a single thread.)  Returns a lock
+    held until the thread is done."""
     import _thread
+
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def load() -> None:
         try:
@@ -326,8 +343,11 @@ def _preload() -> None:
             import pbox.storage.tarsplit  # noqa: F401
         except BaseException:  # noqa: S110 - the pull imports them again and reports
             pass
+        finally:
+            done.release()
 
     _thread.start_new_thread(load, ())
+    return done
 
 
 def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):

@@ -146,3 +146,32 @@ def test_progress_on_a_terminal(registry_plain, test_images, pbox_cmd, pbox_root
     assert "\x1b[" in text  # redrawn in place
     assert text.count("Pull complete") >= len(img.diff_ids)
     assert f"Digest: {img.manifest_digest}" in text
+
+
+def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
+    """pull imports in a thread while it waits on the registry; `run` and `build` fork
+    and join namespaces after a pull in the same process, so that thread must be gone."""
+    import subprocess
+    import sys
+
+    img = test_images(registry_plain).busybox
+    script = (
+        "import _thread, os, sys, time\n"
+        "from pbox import images\n"
+        "from pbox.config import Config\n"
+        "from pbox.oci import compression\n"
+        "main, inflater_name = _thread.get_ident(), compression.inflater_name\n"
+        "def slow():  # the thread outlasts the pull unless the pull waits for it\n"
+        "    if _thread.get_ident() != main:\n"
+        "        time.sleep(0.5)\n"
+        "    return inflater_name()\n"
+        "compression.inflater_name = slow\n"
+        "images.pull(Config.from_env(), sys.argv[1])\n"
+        "print(sorted(os.listdir('/proc/self/task')) == [str(os.getpid())])\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = pbox_root.env_with({"PYTHONPATH": repo})
+    r = subprocess.run([sys.executable, "-c", script, img.reference], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
