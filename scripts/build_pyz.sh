@@ -91,8 +91,22 @@ $PY -m compileall -q -b --invalidation-mode unchecked-hash -x '/_native/' -s "$s
 #    first run unpacks the Python part, see zipapp/__main__.py) and pbox's version,
 #    then the archive (entries sorted, so the build is reproducible).
 $PY - "$stage" zipapp/__main__.py "$stage/__main__.py" <<'PYEOF'
-import hashlib, os, re, sys
+import hashlib, os, re, sys, zlib
 stage, src, dest = sys.argv[1:4]
+# the stamp of each bundled compiled package, as zipapp/__main__.py computes it from
+# the archive's entries (sums of their CRC-32s and sizes)
+stamps = {}
+native = os.path.join(stage, "_native")
+for tag in sorted(os.listdir(native)) if os.path.isdir(native) else []:
+    for name in sorted(os.listdir(os.path.join(native, tag))):
+        crc = size = 0
+        for root, dirs, files in os.walk(os.path.join(native, tag, name)):
+            for f in files:
+                with open(os.path.join(root, f), "rb") as fh:
+                    data = fh.read()
+                crc += zlib.crc32(data)
+                size += len(data)
+        stamps[f"{tag}/{name}"] = f"{crc:x}-{size:x}"
 h = hashlib.sha256()
 for root, dirs, files in os.walk(stage):
     dirs.sort()
@@ -107,6 +121,7 @@ with open(src) as f:
     text = f.read()
 text = text.replace('"@PAYLOAD_ID@"', '"%s"' % h.hexdigest()[:32])
 text = text.replace('"@VERSION@"', '"%s"' % version)
+text = text.replace('"@NATIVE_STAMPS@"', repr(stamps))
 with open(dest, "w") as f:
     f.write(text)
 PYEOF

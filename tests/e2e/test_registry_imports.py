@@ -69,7 +69,8 @@ def test_plain_http_pull_and_push_import_no_tls_nor_http_client(registry_plain, 
     # the standard modules that cost milliseconds to import for a function or two
     for modules in (pulled, again):
         for name in ("re", "enum", "urllib.parse", "ipaddress", "socket", "selectors",
-                     "threading", "base64", "signal", "typing", "queue", "hashlib"):
+                     "threading", "base64", "signal", "typing", "queue", "hashlib",
+                     "zipfile"):
             assert name not in modules, name
     # nor libcrypto (~3 ms) to hash the few hundred bytes of a manifest
     assert "_hashlib" not in again
