@@ -50,7 +50,11 @@ def enter_userns(config: Config, notice=None) -> bool:
     """Join the user's namespace (see ``pbox.rootless.pause``) when the store keeps
     real file owners; must run before any thread starts.  Returns whether file owners
     are kept (real root, or a namespace with a subordinate id range)."""
-    from pbox.rootless import idmap, pause, userns
+    from pbox.rootless import pause
+
+    if os.getuid() != 0 and pause.join_existing(config.runroot):
+        return True  # the usual case: the pause process (with a subordinate range) runs
+    from pbox.rootless import idmap, userns
 
     mapping = userns.current_mapping()
     if mapping.mode == idmap.MODE_HOST:
