@@ -430,27 +430,20 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
                     stages.append(_ReadAhead(counted))
                     source = stages[0]
                 source = compression.decompress(source, algo)
-            # The tar's digest (the diff id) is taken where there is CPU to spare: with
-            # isal the inflating thread has it and this one (which parses and writes
-            # every entry) sets the pace; with zlib it is the other way round.
-            hash_ahead = threaded and algo == compression.GZIP and \
-                compression.inflater_name() == "isal"
-            if hash_ahead:
-                source = checked = VerifyingReader(source, diff_id, what="uncompressed layer")
             if threaded:
                 stages.insert(0, _ReadAhead(source))
                 source = stages[0]
-            tar = source
-            if not hash_ahead:
-                tar = checked = VerifyingReader(source, diff_id, what="uncompressed layer")
+            # The tar's digest (the diff id) is taken here, as the tar is read: with the
+            # inflating thread hashing it instead (isal leaves it time to spare), a
+            # Debian-sized pull took 498 against 456 ms (median of 10 alternating runs)
+            # once extracting no longer chowned root's files nor CRCed with zlib.
+            tar = VerifyingReader(source, diff_id, what="uncompressed layer")
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
                                       keep_owners=keep_owners, notice=notice,
                                       split_to=os.path.join(entry.path, LAYER_SPLIT))
-                while tar.read(_ReadAhead.CHUNK):  # to the end (the digest is checked there)
-                    pass
-                checked.finish()
+                tar.finish()  # to the end: the digest is checked there
             except Exception as e:
                 _stop(stages)
                 _blame_blob(packed, e)
