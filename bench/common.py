@@ -667,11 +667,30 @@ def reexec_as(user: str, argv: Sequence[str]) -> None:
     for key in ("PBOX_BENCH_CMD", "TMPDIR"):
         if key in os.environ:
             env.append(f"{key}={os.environ[key]}")
-    cmd = ["runuser", "-u", user, "--", "env", "-i", *env, sys.executable, *argv]
+    cmd = ["runuser", "-u", user, "--", "env", "-i", *env, sys.executable,
+           *_absolute_pbox(argv)]
     log(f"running as {user}: {shlex.join(cmd[4:])}")
     sys.stdout.flush()
     rc = subprocess.call(cmd, cwd="/")
     raise SystemExit(rc)
+
+
+def _absolute_pbox(argv: Sequence[str]) -> list:
+    """``argv`` with the files named in ``--pbox 'CMD'`` made absolute: the run as the
+    other user starts in / (``--pbox 'python3 dist/pbox.pyz'`` from the checkout)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        value = None
+        if arg == "--pbox" and i + 1 < len(out):
+            i, value = i + 1, out[i + 1]
+        elif arg.startswith("--pbox="):
+            value = arg[len("--pbox="):]
+        if value is None:
+            continue
+        words = [os.path.abspath(w) if not w.startswith("-") and not os.path.isabs(w)
+                 and os.sep in w and os.path.exists(w) else w for w in shlex.split(value)]
+        out[i] = shlex.join(words) if out[i] == value else "--pbox=" + shlex.join(words)
+    return out
 
 
 # -- scratch space and stores -----------------------------------------------------------------
