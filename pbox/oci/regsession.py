@@ -428,10 +428,7 @@ class RegistrySession:
             resp = self._ping_once(base)
         except TransportError:
             return None
-        is_registry = resp.status_code == 200 and \
-            resp.headers.get("Docker-Distribution-Api-Version") or \
-            resp.status_code == 401 and resp.headers.get("WWW-Authenticate")
-        if not is_registry:
+        if resp.status_code not in (200, 401) or not _speaks_registry(resp):
             resp.close()
             return None
         log.debug("%s: plain HTTP registry", self.registry)
@@ -482,10 +479,8 @@ class RegistrySession:
             resp = self._send(method, url, headers=headers, stream=stream)
         except TransportError:
             return None
-        plain = base.startswith("http:")
-        if plain and not (resp.headers.get("Docker-Distribution-Api-Version") or
-                          resp.status_code == 401 and resp.headers.get("WWW-Authenticate")) \
-                or resp.status_code in RETRY_STATUSES:
+        if base.startswith("http:") and not _speaks_registry(resp) or \
+                resp.status_code in RETRY_STATUSES:
             resp.close()  # not a registry over plain HTTP (a TLS port answering 400...)
             return None
         with self._ping_lock:
@@ -676,27 +671,21 @@ class RegistrySession:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
             if guess is not None:
-                resp = self._guess(method, url, guess, headers=h, stream=stream)
-                guess = None
+                resp, guess = self._guess(method, url, guess, headers=h, stream=stream), None
                 if resp is None:  # not settled that way: ping, then as usual
                     self.ping()
                     url = urls.join(self._base + "/", path)
                     continue
             else:
-                resp = None
-            try:
-                if resp is None:
+                try:
                     resp = self._send(method, url, headers=h, data=body, stream=stream)
-            except transport.TransportError as e:
-                if (
-                    retry
-                    and attempt < self.retries
-                    and not isinstance(e, transport.TLSError)
-                ):
-                    self._sleep(attempt)
-                    attempt += 1
-                    continue
-                raise self._transport_error(e, url)
+                except transport.TransportError as e:
+                    if retry and attempt < self.retries and \
+                            not isinstance(e, transport.TLSError):
+                        self._sleep(attempt)
+                        attempt += 1
+                        continue
+                    raise self._transport_error(e, url)
             if resp.status_code in (401, 403) and not reauthed and replayable:
                 challenges = parse_challenges(resp.headers.get("WWW-Authenticate"))
                 ch = find_challenge(challenges, "bearer") or find_challenge(challenges, "basic")
@@ -807,6 +796,13 @@ class RegistrySession:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _speaks_registry(resp) -> bool:
+    """Whether a plain-HTTP answer comes from a registry: the distribution API's
+    version header, or a 401 with a challenge."""
+    return bool(resp.headers.get("Docker-Distribution-Api-Version") or
+                resp.status_code == 401 and resp.headers.get("WWW-Authenticate"))
 
 
 def _basic_header(creds: Credentials) -> str:
