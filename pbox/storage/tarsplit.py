@@ -43,25 +43,13 @@ from pbox.lazylog import get_logger
 from pbox.storage import tarread as ex
 from pbox.storage.whiteout import WHITEOUT_PREFIX
 
-_ZLIB = None
-
 
 def _zlib():
-    """isal's zlib module where it can be imported (and ``PBOX_INFLATE`` is not "zlib"),
-    else zlib: the same CRC-32 at ~5 times the speed (a CRC of every file's content is
-    ~10% of a layer's extraction with zlib's), and level-1 deflate, readable by zlib,
-    ~4 times as fast."""
-    global _ZLIB
-    if _ZLIB is None:
-        _ZLIB = zlib
-        if os.environ.get("PBOX_INFLATE", "").lower() != "zlib":
-            try:
-                from isal import isal_zlib
-            except ImportError:
-                pass
-            else:
-                _ZLIB = isal_zlib
-    return _ZLIB
+    """isal's zlib where installed (``pbox.oci.compression.fast_zlib``): a CRC of every
+    file's content is ~10% of a layer's extraction with zlib's."""
+    from pbox.oci.compression import fast_zlib
+
+    return fast_zlib()
 
 
 log = get_logger(__name__)

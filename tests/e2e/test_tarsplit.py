@@ -109,16 +109,16 @@ def test_split_recorded_with_either_zlib_module(module, monkeypatch, tmp_path):
     back (zlib) and checking the files' CRCs give the same tar either way."""
     import zlib
 
-    from pbox.storage import tarsplit
+    from pbox.oci import compression
 
     if module == "isal":
         isal_zlib = pytest.importorskip("isal.isal_zlib")
-        monkeypatch.setattr(tarsplit, "_ZLIB", isal_zlib)
+        monkeypatch.setattr(compression, "_FAST_ZLIB", isal_zlib)
     else:
-        monkeypatch.setattr(tarsplit, "_ZLIB", zlib)
+        monkeypatch.setattr(compression, "_FAST_ZLIB", zlib)
     tar = sample_tar(tarfile.PAX_FORMAT)
     diff, split = extract_with_split(tar, tmp_path)
-    monkeypatch.setattr(tarsplit, "_ZLIB", zlib if module == "isal" else None)
+    monkeypatch.setattr(compression, "_FAST_ZLIB", zlib if module == "isal" else None)
     out = io.BytesIO()
     write_layer_tar(diff, out, split=split, diff_id=digest(tar))
     assert out.getvalue() == tar

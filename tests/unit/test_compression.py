@@ -53,7 +53,7 @@ def inflater(request, monkeypatch):
         monkeypatch.delenv("PBOX_INFLATE", raising=False)
     else:
         monkeypatch.setenv("PBOX_INFLATE", "zlib")
-    monkeypatch.setattr(c, "_inflate", None)
+    monkeypatch.setattr(c, "_FAST_ZLIB", None)
     assert c.inflater_name() == request.param
     return request.param
 
