@@ -270,12 +270,9 @@ class Store:
 
     def put_blob(self, data: bytes, digest: str | None = None) -> str:
         """Store small content (manifests, configs); verified against ``digest``."""
-        try:
-            from _hashlib import openssl_sha256 as sha256  # (hashlib itself: +0.5 ms)
-        except ImportError:  # pragma: no cover - CPython built without OpenSSL
-            from hashlib import sha256
+        from pbox.oci.digest import compute
 
-        actual = "sha256:" + sha256(data).hexdigest()
+        actual = compute(data)
         if digest is not None and digest != actual:
             from pbox.errors import DigestMismatch
 
