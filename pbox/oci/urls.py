@@ -71,9 +71,6 @@ class SplitURL:
         _, colon, password = userinfo.partition(":")
         return password if colon else None
 
-    def geturl(self) -> str:
-        return unsplit((self.scheme, self.netloc, self.path, self.query, self.fragment))
-
 
 def split(url: str) -> SplitURL:
     """``scheme://netloc/path?query#fragment`` (``urllib.parse.urlsplit``)."""
