@@ -101,15 +101,20 @@ def compute(data: bytes, algorithm: str = CANONICAL) -> str:
     return f"{algorithm}:{h.hexdigest()}"
 
 
+_SMALL_SHA256 = []  # [constructor or None], found once
+
+
 def _builtin_sha256():
-    try:
-        from _sha2 import sha256  # CPython 3.12 and later
-    except ImportError:
+    if not _SMALL_SHA256:  # (a failed import searches sys.path: not on every digest)
         try:
-            from _sha256 import sha256
-        except ImportError:  # pragma: no cover - a build without it
-            return None
-    return sha256
+            from _sha2 import sha256  # CPython 3.12 and later
+        except ImportError:
+            try:
+                from _sha256 import sha256
+            except ImportError:  # pragma: no cover - a build without it
+                sha256 = None
+        _SMALL_SHA256.append(sha256)
+    return _SMALL_SHA256[0]
 
 
 def compute_file(fileobj: BinaryIO, algorithm: str = CANONICAL) -> tuple[str, int]:
