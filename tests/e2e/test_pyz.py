@@ -90,3 +90,13 @@ def test_bundled_compiled_modules_load_from_the_archive(pyz, pbox_root):
     natives = os.listdir(os.path.join(pbox_root.cache_dir, "native"))
     assert any(os.path.isdir(os.path.join(pbox_root.cache_dir, "native", d, "isal"))
                for d in natives), natives
+    # a later run finds that copy by the stamp the build wrote, without reading the
+    # archive (zipfile would be imported to compute it or to unpack it again)
+    again = subprocess.run([sys.executable, "-X", "importtime", pyz, "info", "--format",
+                            "{{.GzipInflater}}"], env=pbox_root.env, capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == "isal", again.stderr[-2000:]
+    imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "isal" in imported and "zipfile" not in imported
+    assert os.listdir(os.path.join(pbox_root.cache_dir, "native")) == natives
