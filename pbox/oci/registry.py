@@ -71,12 +71,14 @@ class RegistryClient(RegistrySession):
     # -- manifests -------------------------------------------------------------------------
 
     def get_manifest(
-        self, repo: str, ref: str, accept: Sequence[str] | None = None
+        self, repo: str, ref: str, accept: Sequence[str] | None = None, *,
+        while_waiting=None,
     ) -> tuple[bytes, str, str]:
         """(raw bytes, media type, digest) of a manifest or index, by tag or digest.
 
         A manifest fetched by digest is checked against it (``DigestMismatch``).
-        Schema 1 is refused (``UnsupportedFormat``).
+        Schema 1 is refused (``UnsupportedFormat``).  ``while_waiting``: see
+        ``transport.Session.request``.
         """
         from pbox.oci.manifest import detect_media_type
 
@@ -89,6 +91,7 @@ class RegistryClient(RegistrySession):
             what=what,
             headers={"Accept": ", ".join(accept)},
             stream=True,
+            while_waiting=while_waiting,
         )
         if resp.status_code != 200:
             raise self._error(resp, what=what, kind="manifest")
@@ -199,19 +202,20 @@ class RegistryClient(RegistrySession):
         return self.stat_blob(repo, digest) is not None
 
     def fetch_blob(
-        self, repo: str, digest: str, size: int | None = None
+        self, repo: str, digest: str, size: int | None = None, *, while_waiting=None
     ) -> _digest.VerifyingReader:
         """A stream of a blob, verified against ``digest`` (and ``size``) at its end.
 
         A connection that breaks in the middle of the body is resumed with a ``Range``
         request from the bytes already delivered.  Read to the end, or call ``finish()``.
+        ``while_waiting``: see ``transport.Session.request``.
         """
         _digest.validate(digest)
         stream = _BlobStream(self, repo, digest, size)
-        stream.open(0)
+        stream.open(0, while_waiting)
         return _digest.VerifyingReader(stream, digest, size, what=f"blob {self._what(repo)}")
 
-    def _get_blob_response(self, repo: str, digest: str, offset: int):
+    def _get_blob_response(self, repo: str, digest: str, offset: int, while_waiting=None):
         what = self._what(repo, digest)
         headers = {"Accept-Encoding": "identity"}
         if offset:
@@ -223,6 +227,7 @@ class RegistryClient(RegistrySession):
             what=what,
             headers=headers,
             stream=True,
+            while_waiting=while_waiting,
         )
         if resp.status_code not in (200, 206):
             raise self._error(resp, what=what, kind="blob")
@@ -547,8 +552,8 @@ class _BlobStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def open(self, offset: int) -> None:
-        resp = self._c._get_blob_response(self._repo, self._digest, offset)
+    def open(self, offset: int, while_waiting=None) -> None:
+        resp = self._c._get_blob_response(self._repo, self._digest, offset, while_waiting)
         self._skip = 0
         if offset:
             if resp.status_code == 206:

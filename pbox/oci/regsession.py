@@ -363,6 +363,7 @@ class RegistrySession:
         data=None,
         stream: bool = False,
         allow_redirects: bool = True,
+        while_waiting=None,
     ):
         from pbox.oci.transport import TransportError
 
@@ -374,6 +375,7 @@ class RegistrySession:
                 data=data,
                 stream=stream,
                 allow_redirects=allow_redirects,
+                while_waiting=while_waiting,
             )
         except TransportError as e:
             log.debug("%s %s -> %s", method, redact_url(url), _short(e))
@@ -470,13 +472,15 @@ class RegistrySession:
                 continue
             return resp
 
-    def _guess(self, method: str, url: str, base: str, *, headers: dict, stream: bool):
+    def _guess(self, method: str, url: str, base: str, *, headers: dict, stream: bool,
+               while_waiting=None):
         """The response to a first request sent to ``base`` before any ping, when it
         settles the scheme; else None (nothing settled, the response closed)."""
         from pbox.oci.transport import TransportError
 
         try:
-            resp = self._send(method, url, headers=headers, stream=stream)
+            resp = self._send(method, url, headers=headers, stream=stream,
+                              while_waiting=while_waiting)
         except TransportError:
             return None
         if base.startswith("http:") and not _speaks_registry(resp) or \
@@ -636,11 +640,14 @@ class RegistrySession:
         data: Any = None,
         stream: bool = False,
         retry: bool = True,
+        while_waiting=None,
     ):
         """Send a request; returns the response whatever its status (``_error`` maps it).
 
         ``data`` may be bytes, a callable making a fresh body for each attempt, or a
         file (then the request is not retried).  Sets ``resp.pbox_anonymous``.
+        ``while_waiting``: called at most once, while the first attempt's answer is
+        awaited (see ``transport.Session.request``).
         """
         from pbox.oci import transport
 
@@ -670,15 +677,18 @@ class RegistrySession:
             if auth:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
+            meanwhile, while_waiting = while_waiting, None
             if guess is not None:
-                resp, guess = self._guess(method, url, guess, headers=h, stream=stream), None
+                resp, guess = self._guess(method, url, guess, headers=h, stream=stream,
+                                          while_waiting=meanwhile), None
                 if resp is None:  # not settled that way: ping, then as usual
                     self.ping()
                     url = urls.join(self._base + "/", path)
                     continue
             else:
                 try:
-                    resp = self._send(method, url, headers=h, data=body, stream=stream)
+                    resp = self._send(method, url, headers=h, data=body, stream=stream,
+                                      while_waiting=meanwhile)
                 except transport.TransportError as e:
                     if retry and attempt < self.retries and \
                             not isinstance(e, transport.TLSError):

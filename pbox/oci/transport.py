@@ -666,13 +666,18 @@ class Session:
 
     def request(self, method: str, url: str, *, headers: dict | None = None, data: Any = None,
                 stream: bool = False, timeout: tuple[float, float] | None = None,
-                allow_redirects: bool = True) -> Response:
+                allow_redirects: bool = True,
+                while_waiting: Callable[[], None] | None = None) -> Response:
         """Send a request; the response whatever its status.
 
         ``data``: None, bytes, str, a dict (sent as a form), a file object (streamed;
         chunked unless a Content-Length header is given or it has ``__len__``) or an
         iterable of bytes (chunked).  Without ``stream`` the body is read before this
         returns and the connection goes back to the pool.
+
+        ``while_waiting`` is called once the request is sent, before its answer is read
+        (work that overlaps the server's time); at most once, and not at all when the
+        request could not be sent.  What it raises ends the request.
         """
         timeout = timeout or self.timeout
         h = {"User-Agent": self.user_agent, "Accept": "*/*"}
@@ -686,8 +691,9 @@ class Session:
                 hasattr(data, "__len__") and hasattr(data, "read") and \
                 not any(k.lower() == "content-length" for k in h):
             h["Content-Length"] = str(len(data))
+        waiting = [while_waiting] if while_waiting is not None else []
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._send_once(method, url, h, data, timeout)
+            resp = self._send_once(method, url, h, data, timeout, waiting)
             loc = resp.headers.get("Location")
             if not allow_redirects or resp.status_code not in (301, 302, 303, 307, 308) or not loc:
                 if not stream:
@@ -712,7 +718,9 @@ class Session:
         raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     def _send_once(self, method: str, url: str, headers: dict, data: Any,
-                   timeout: tuple[float, float]) -> Response:
+                   timeout: tuple[float, float], waiting: list) -> Response:
+        """One request and its answer's head; ``waiting``: a ``while_waiting`` to call
+        (and take out of the list) once the request is sent."""
         parts = urls.split(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -738,7 +746,15 @@ class Session:
                 conn = self._connect(key, timeout)
             try:
                 conn.send(method, target, host_header, headers, data)
+                if waiting:
+                    try:
+                        waiting.pop()()
+                    except BaseException as e:
+                        raise _Meanwhile(e) from None
                 raw = conn.answer(method)
+            except _Meanwhile as m:  # the caller's own error, not the connection's
+                conn.close()
+                raise m.error from None
             except (OSError, TransportError) as e:
                 conn.close()
                 # a kept-alive connection the server closed meanwhile: once more on a
@@ -751,6 +767,15 @@ class Session:
                 conn.close()
                 raise
             return Response(self, key, conn, raw, url)
+
+
+class _Meanwhile(Exception):
+    """What a ``while_waiting`` callable raised, on its way past the transport's own
+    error handling."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
 
 
 def _proxy_auth(proxy: str) -> str | None:

@@ -399,3 +399,55 @@ def test_https_through_a_connect_proxy(server, tmp_path, monkeypatch):
     assert asked[0].startswith(f"CONNECT 127.0.0.1:{target.server_address[1]} HTTP/1.1\r\n")
     assert "Proxy-Authorization: Basic dTpw" in asked[0]
     assert [p for _, p, *_ in target.seen] == ["/tunnelled"]
+
+
+def test_while_waiting_runs_once_between_the_request_and_its_answer(server):
+    """The callable runs after the request reached the server and before the answer is
+    read: the server has seen the request when it runs; through a redirect (two
+    requests), once."""
+    srv = server()
+    calls = []
+
+    def meanwhile():
+        calls.append([path for _, path, *_ in srv.seen])
+
+    with session() as s:
+        # (the server records the request before answering; its thread may lag: wait)
+        def seen_first():
+            import time
+
+            for _ in range(500):
+                if srv.seen:
+                    break
+                time.sleep(0.01)
+            meanwhile()
+
+        target = url(srv, "/a")
+        r = s.request("GET", url(srv, f"/redirect?to={target}"), while_waiting=seen_first)
+        assert r.status_code == 200 and r.json() == {"len": 0}
+    assert calls == [[f"/redirect?to={target}"]]  # once, with the first request sent
+
+
+def test_while_waiting_error_ends_the_request_and_its_connection(server):
+    srv = server()
+
+    def fails():
+        raise OSError("the caller's own failure, not the connection's")
+
+    with session() as s:
+        with pytest.raises(OSError, match="the caller's own failure"):
+            s.request("GET", url(srv, "/a"), while_waiting=fails)
+        assert len(srv.seen) <= 1  # not sent again as if the connection had broken
+        assert s.request("GET", url(srv, "/b")).status_code == 200
+        assert s.connections_made == 2  # the first one was closed, not pooled half-read
+
+
+def test_while_waiting_not_called_when_nothing_was_sent():
+    calls = []
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    port = lsock.getsockname()[1]
+    lsock.close()  # nothing listens there
+    with session() as s, pytest.raises(transport.ConnectError):
+        s.request("GET", f"http://127.0.0.1:{port}/", while_waiting=lambda: calls.append(1))
+    assert calls == []
