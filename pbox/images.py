@@ -28,8 +28,9 @@ def _log():
 
 # How many layers download at once (docker's default max-concurrent-downloads is 3).
 PARALLEL_LAYERS = 3
-# A layer blob up to this size is downloaded, inflated and extracted by one thread.
-INLINE_LAYER_BYTES = 4 << 20
+# A layer blob up to this size is downloaded and inflated by one thread (a third
+# thread downloading costs more than it overlaps), in smaller chunks.
+SMALL_LAYER_BYTES = 4 << 20
 
 
 def open_store(config: Config, *, create: bool = True) -> Store:
@@ -245,26 +246,20 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
     keep_owners = enter_userns(config, notice)
-    loaded = _preload()
-    try:
-        return _pull(config, text, opts, report, notice, conf, ref if conf is None else None,
-                     wanted, keep_owners)
-    finally:
-        # no thread outlives a pull: `run` and `build` fork (and may join namespaces)
-        # after one
-        loaded.acquire()
+    return _pull(config, text, opts, report, notice, conf, ref if conf is None else None,
+                 wanted, keep_owners)
 
 
 def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, ref,
           wanted, keep_owners: bool) -> PullResult:
     from pbox.oci import platform as plat
 
-    # the registry first: while it answers, the preloading thread has the interpreter
     if conf is None:
         client = _client_for(config, ref, opts)
         repo = ref.repository
         report("resolving", ref=ref)
-        raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref)
+        raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref,
+                                                      while_waiting=_preload)
     else:
         ref, client, repo, (raw, media_type, digest) = _resolve_with_conf(
             config, conf, text, opts, report)
@@ -280,14 +275,36 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
         parsed = mf.parse_manifest(raw, media_type)
     manifest = parsed
     with store.gc_lock.shared():
-        config_raw = None
+        result = _pull_image(client, store, istore, repo, ref, manifest, raw, media_type,
+                             digest, keep_owners, report, notice)
+    report("digest", digest=digest)
+    return result
+
+
+def _pull_image(client, store: Store, istore: ImageStore, repo, ref, manifest, raw,
+                media_type, digest, keep_owners, report, notice) -> PullResult:
+    from pbox.oci import manifest as mf
+
+    early = None  # the layer's answer of a one-layer image, asked for with its config
+    try:
         if store.has_blob(manifest.config.digest):
             config_raw = store.read_blob(manifest.config.digest)
+        elif len(manifest.layers) == 1:
+            # A new image of one layer (most base images): its layer is asked for
+            # first, and its config fetched (on a second connection) while the registry
+            # prepares that answer, as docker fetches them at once.  Should the layer
+            # be in the store after all (under another config), its answer is closed
+            # unread.
+            got = []
+            layer = manifest.layers[0]
+            early = client.fetch_blob(
+                repo, layer.digest, size=layer.size,
+                while_waiting=lambda: got.append(
+                    _fetch_config(client, store, repo, manifest.config)))
+            config_raw = got[0] if got else \
+                _fetch_config(client, store, repo, manifest.config)
         else:
-            stream = client.fetch_blob(repo, manifest.config.digest, manifest.config.size)
-            config_raw = stream.read()
-            stream.finish()
-            store.put_blob(config_raw, manifest.config.digest)
+            config_raw = _fetch_config(client, store, repo, manifest.config)
         image_config = mf.parse_config(config_raw)
         diff_ids = image_config.diff_ids
         if len(diff_ids) != len(manifest.layers):
@@ -305,64 +322,69 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
             else:
                 report("layer-waiting", layer=desc.digest, total=desc.size)
                 todo.append((desc, diff_id, chain))
-        _pull_layers(client, store, repo, todo, chains, keep_owners, report, notice)
-        size = sum(store.layer_info(c).get("size", 0) for c in chains)
-        store.put_blob(raw, digest)
-        record = ImageRecord(
-            id=image_id, layers=chains, diff_ids=diff_ids, manifest_digest=digest,
-            manifest_media_type=media_type, created=image_config.created or "", size=size,
-            added=istore.get(image_id).added if already else time.time(),
-        )
-        istore.put(record)
-        names = []
-        if ref.tag is not None and ref.digest is None:
-            names.append(ref.string())
-        old_id = None
-        for n in names:
-            old_id = istore.set_tag(n, image_id) or old_id
-        istore.set_digest(ref.with_digest(digest).string(), image_id)
-    report("digest", digest=digest)
+        _pull_layers(client, store, repo, todo, chains, keep_owners, report, notice,
+                     early=early)
+    finally:
+        if early is not None:
+            early.close()  # (unread when the layer was there)
+    size = sum(store.layer_info(c).get("size", 0) for c in chains)
+    store.put_blob(raw, digest)
+    record = ImageRecord(
+        id=image_id, layers=chains, diff_ids=diff_ids, manifest_digest=digest,
+        manifest_media_type=media_type, created=image_config.created or "", size=size,
+        added=istore.get(image_id).added if already else time.time(),
+    )
+    istore.put(record)
+    names = []
+    if ref.tag is not None and ref.digest is None:
+        names.append(ref.string())
+    old_id = None
+    for n in names:
+        old_id = istore.set_tag(n, image_id) or old_id
+    istore.set_digest(ref.with_digest(digest).string(), image_id)
     return PullResult(image_id, ref, digest, downloaded=bool(todo) or not already or
                       old_id is not None, layers=[d.digest for d in manifest.layers])
 
 
-def _preload():
-    """Import what hashing, inflating and extracting need in a thread, while this one
-    waits on the registry for the manifest, the config and the first layer: libcrypto
-    and isal load in ~5 ms, about what those answers take from a local registry.  (After
-    ``enter_userns``: joining a user namespace needs a single thread.)  Returns a lock
-    held until the thread is done."""
-    import _thread
-
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def load() -> None:
-        try:
-            from pbox.oci import compression, digest
-
-            digest.preload()
-            compression.inflater_name()
-            import pbox.storage.extract  # noqa: F401
-            import pbox.storage.tarsplit  # noqa: F401
-        except BaseException:  # noqa: S110 - the pull imports them again and reports
-            pass
-        finally:
-            done.release()
-
-    _thread.start_new_thread(load, ())
-    return done
+def _fetch_config(client, store: Store, repo: str, desc) -> bytes:
+    stream = client.fetch_blob(repo, desc.digest, desc.size)
+    config_raw = stream.read()
+    stream.finish()
+    store.put_blob(config_raw, desc.digest)
+    return config_raw
 
 
-def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):
+def _preload() -> None:
+    """Import what hashing, inflating and extracting need while the registry prepares
+    the manifest (``while_waiting``): libcrypto, isal and the extractor load in ~5 ms,
+    about what that answer takes from a local registry.  In this thread, not another:
+    two threads importing at once fight over the interpreter lock (a busybox pull took
+    ~5 ms longer with a preloading thread)."""
+    try:
+        from pbox.oci import compression, digest
+
+        digest.preload()
+        compression.inflater_name()
+        import pbox.oci.manifest
+        import pbox.storage.extract
+        import pbox.storage.tarsplit  # noqa: F401
+    except Exception:  # noqa: S110 - the pull imports them again and reports
+        pass
+
+
+def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice,
+                 early=None):
+    """Pull the layers ``todo``; ``early``: the blob stream of the only one, already
+    asked for (the caller closes it)."""
     if not todo:
         return
     parent_of = {c: (chains[i - 1] if i else "") for i, c in enumerate(chains)}
     if len(todo) == 1:  # no pool for one layer (its stages have threads of their own)
         desc, diff_id, chain = todo[0]
         _pull_layer(client, store, repo, desc, diff_id, chain, parent_of[chain], keep_owners,
-                    report, notice)
+                    report, notice, early)
         return
+    assert early is None
     from pbox.threads import Pool
 
     with Pool(min(PARALLEL_LAYERS, len(todo)), "pull-layer") as pool:
@@ -404,7 +426,9 @@ class _Counter:
 
 
 def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_owners,
-                report, notice):
+                report, notice, packed=None):
+    """``packed``: the blob's stream when it was asked for already (the caller's to
+    close)."""
     from pbox.oci import compression
     from pbox.oci.digest import VerifyingReader
     from pbox.storage.extract import extract_layer
@@ -416,23 +440,25 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
         # diff id check -> extract.  Both checks need the streams read to their end.
         # A big layer has a thread per stage: one downloads and hashes the blob, one
         # inflates, this one extracts.  zlib, zstd and hashlib release the GIL on big
-        # buffers, so both cores stay busy.  A small layer is read in this thread alone:
-        # handing its few chunks between threads costs more than it overlaps.
-        packed = client.fetch_blob(repo, desc.digest, size=desc.size)
+        # buffers, so both cores stay busy.  A small layer has one thread downloading
+        # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
+        # median of 40; a third thread cost more than it overlapped).
+        if packed is None:
+            packed = client.fetch_blob(repo, desc.digest, size=desc.size)
         stages: list[_ReadAhead] = []  # consumer side first
         try:
             counted = _Counter(packed, report, desc.digest, desc.size)
             algo = compression.for_media_type(desc.media_type)
-            threaded = desc.size > INLINE_LAYER_BYTES
+            big = desc.size > SMALL_LAYER_BYTES
             source = counted
             if algo is not None:
-                if threaded:
+                if big:
                     stages.append(_ReadAhead(counted))
                     source = stages[0]
                 source = compression.decompress(source, algo)
-            if threaded:
-                stages.insert(0, _ReadAhead(source))
-                source = stages[0]
+            # small: ~8 chunks, for this thread to start extracting early
+            stages.insert(0, _ReadAhead(source, chunk=1 << 20 if big else 256 << 10))
+            source = stages[0]
             # The tar's digest (the diff id) is taken here, as the tar is read: with the
             # inflating thread hashing it instead (isal leaves it time to spare), a
             # Debian-sized pull took 498 against 456 ms (median of 10 alternating runs)
@@ -472,54 +498,82 @@ def _stop(stages) -> None:
 
 
 class _ReadAhead:
-    """Reads ``stream`` to its end in a thread, a few MiB ahead of the consumer.
+    """Reads ``stream`` to its end in a thread, up to ``depth`` chunks ahead of the
+    consumer.
 
     An error of the producer is raised by the consumer's next read; ``close()`` stops
     the producer and waits for it (so the stream is free for the caller again).  A read
     returns at most one chunk of the producer, without copying it when it is taken
-    whole."""
+    whole.  Built on ``_thread`` locks (``queue`` and ``threading`` cost ~2 ms to
+    import, a fair part of a small pull)."""
 
-    CHUNK = 1 << 20
+    def __init__(self, stream, chunk: int = 1 << 20, depth: int = 4):
+        import _thread
 
-    def __init__(self, stream, depth: int = 4):
-        import queue
-        import threading
-
-        self._q: queue.Queue = queue.Queue(depth)
-        self._stop = threading.Event()
+        self._chunk, self._depth = chunk, depth
+        self._items: list = []  # chunks, then None (the end) or an exception
+        self._mu = _thread.allocate_lock()
+        # each released once by the other side when this side waits for it
+        self._wake_consumer = _thread.allocate_lock()
+        self._wake_consumer.acquire()
+        self._wake_producer = _thread.allocate_lock()
+        self._wake_producer.acquire()
+        self._consumer_waits = self._producer_waits = False
+        self._stopped = False
         self._item = b""  # the chunk being consumed, from ``_off`` on
         self._off = 0
         self._done = False
-        self._thread = threading.Thread(target=self._produce, args=(stream,), daemon=True)
-        self._thread.start()
+        self._finished = _thread.allocate_lock()  # held while the producer runs
+        self._finished.acquire()
+        _thread.start_new_thread(self._produce, (stream,))
+
+    def _put(self, item) -> bool:
+        """Hand ``item`` over; False when the consumer has stopped."""
+        while True:
+            with self._mu:
+                if self._stopped:
+                    return False
+                if len(self._items) < self._depth or item is None or \
+                        isinstance(item, BaseException):
+                    self._items.append(item)
+                    if self._consumer_waits:
+                        self._consumer_waits = False
+                        self._wake_consumer.release()
+                    return True
+                self._producer_waits = True
+            self._wake_producer.acquire()
 
     def _produce(self, stream) -> None:
-        import queue
-
-        item: object = None
         try:
-            while not self._stop.is_set():
-                data = stream.read(self.CHUNK)
-                if not data:
-                    break
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(data, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as e:  # handed to the consumer
-            item = e
-        while not self._stop.is_set():
             try:
-                self._q.put(item, timeout=0.1)
+                while True:
+                    data = stream.read(self._chunk)
+                    if not data:
+                        break
+                    if not self._put(data):
+                        return
+            except BaseException as e:  # handed to the consumer
+                self._put(e)
                 return
-            except queue.Full:
-                continue
+            self._put(None)
+        finally:
+            self._finished.release()
+
+    def _get(self):
+        while True:
+            with self._mu:
+                if self._items:
+                    item = self._items.pop(0)
+                    if self._producer_waits:
+                        self._producer_waits = False
+                        self._wake_producer.release()
+                    return item
+                self._consumer_waits = True
+            self._wake_consumer.acquire()
 
     def read(self, n: int = -1) -> bytes:
         while self._off >= len(self._item) and not self._done:
-            item = self._q.get()
+            item = self._get()
             if item is None:
                 self._done = True
             elif isinstance(item, BaseException):
@@ -530,7 +584,7 @@ class _ReadAhead:
         if n is None or n < 0:
             parts = [self.read(len(self._item))]
             while True:
-                more = self.read(self.CHUNK)
+                more = self.read(self._chunk)
                 if not more:
                     return b"".join(parts)
                 parts.append(more)
@@ -548,8 +602,13 @@ class _ReadAhead:
         return len(data)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        with self._mu:
+            self._stopped = True
+            if self._producer_waits:
+                self._producer_waits = False
+                self._wake_producer.release()
+        with self._finished:  # the producer has returned
+            pass
 
 
 def _blame_blob(packed, error: Exception) -> None:

@@ -149,29 +149,54 @@ def test_progress_on_a_terminal(registry_plain, test_images, pbox_cmd, pbox_root
 
 
 def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
-    """pull imports in a thread while it waits on the registry; `run` and `build` fork
-    and join namespaces after a pull in the same process, so that thread must be gone."""
+    """A layer is downloaded and inflated by a thread of its own (two for a big one);
+    `run` and `build` fork and join namespaces after a pull in the same process, so
+    those threads must be gone when the pull returns, after a failed layer too (its
+    config names another diff id: the extraction stops at the end, the thread
+    handing it data must be stopped as well)."""
+    import dataclasses
     import subprocess
     import sys
 
+    from harness.images import (
+        REPO_PREFIX,
+        RegistryClient,
+        build_image,
+        busybox_layer,
+        canonical_json,
+        sha256_digest,
+    )
+
     img = test_images(registry_plain).busybox
+    good = build_image([busybox_layer()])
+    config = json.loads(good.config)
+    config["rootfs"]["diff_ids"] = ["sha256:" + "1" * 64]
+    config_bytes = canonical_json(config)
+    manifest = json.loads(good.manifest)
+    manifest["config"].update(digest=sha256_digest(config_bytes), size=len(config_bytes))
+    bad = RegistryClient(registry_plain).push_image(
+        f"{REPO_PREFIX}/threads-bad", "latest",
+        dataclasses.replace(good, config=config_bytes, manifest=canonical_json(manifest)))
     script = (
-        "import _thread, os, sys, time\n"
+        "import os, sys\n"
         "from pbox import images\n"
         "from pbox.config import Config\n"
-        "from pbox.oci import compression\n"
-        "main, inflater_name = _thread.get_ident(), compression.inflater_name\n"
-        "def slow():  # the thread outlasts the pull unless the pull waits for it\n"
-        "    if _thread.get_ident() != main:\n"
-        "        time.sleep(0.5)\n"
-        "    return inflater_name()\n"
-        "compression.inflater_name = slow\n"
+        "from pbox.errors import PboxError\n"
+        "def alone():\n"
+        "    return sorted(os.listdir('/proc/self/task')) == [str(os.getpid())]\n"
+        "try:\n"
+        "    images.pull(Config.from_env(), sys.argv[2])\n"
+        "except PboxError as e:\n"
+        "    print('failed:', e)\n"
+        "print(alone())\n"
         "images.pull(Config.from_env(), sys.argv[1])\n"
-        "print(sorted(os.listdir('/proc/self/task')) == [str(os.getpid())])\n"
+        "print(alone())\n"
     )
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = pbox_root.env_with({"PYTHONPATH": repo})
-    r = subprocess.run([sys.executable, "-c", script, img.reference], env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", script, img.reference, bad.reference],
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "True"
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("failed:") and "1" * 64 in lines[0], r.stdout
+    assert lines[1:] == ["True", "True"], r.stdout
