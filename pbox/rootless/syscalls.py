@@ -4,13 +4,17 @@ This is the only module of pbox that uses ``ctypes``.  Every function here is a 
 Python function that raises ``OSError`` (with ``errno`` set) when the kernel refuses,
 so the code above never sees a return code or ``ctypes`` object.
 
+``setns`` and ``unshare``, which every command joining the user namespace calls, go
+through ctypes' C core (``_ctypes``) alone; the ``ctypes`` package, whose import and
+set-up here cost ~1.5 ms, is loaded by the first of the other calls.
+
 Calls already in ``os`` (``setresuid``, ``setgroups``, ``mknod``, ``pidfd_open``...) are
 used from there directly and are not repeated here.
 """
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 
 # -- namespaces (linux/sched.h) ------------------------------------------------------------
@@ -102,53 +106,81 @@ _PIVOT_ROOT_NR = {
 }
 _NR_MOUNT_SETATTR = 442
 
-_libc = ctypes.CDLL(None, use_errno=True)
+class _Program:
+    """What ``ctypes.CDLL(None)`` wraps: the program and the libraries it has loaded."""
 
-_libc.unshare.argtypes = [ctypes.c_int]
-_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.prctl.argtypes = [
-    ctypes.c_int,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-    ctypes.c_ulong,
-]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-_libc.syscall.restype = ctypes.c_long
+    _handle = _ctypes.dlopen(None, os.RTLD_NOW)
 
 
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _IntFunction(_ctypes.CFuncPtr):
+    """A C function taking and returning ``int``s, errno kept (a ``CDLL`` function with
+    its default argument and result types)."""
+
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
 
 
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
+_unshare = _IntFunction(("unshare", _Program))
+_setns = _IntFunction(("setns", _Program))
+
+_c = None  # the ctypes package and what is built with it (``_ctypes_part``)
+
+
+def _ctypes_part():
+    """``(ctypes, libc, structures)``, made at the first call that needs them."""
+    global _c
+    if _c is not None:
+        return _c
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_char_p,
+        ctypes.c_ulong,
+        ctypes.c_char_p,
     ]
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.prctl.argtypes = [
+        ctypes.c_int,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+        ctypes.c_ulong,
     ]
+    libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    libc.syscall.restype = ctypes.c_long
+    libc.syncfs.argtypes = [ctypes.c_int]
+    libc.socket.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+
+    class CapHeader(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class CapData(ctypes.Structure):
+        _fields_ = [
+            ("effective", ctypes.c_uint32),
+            ("permitted", ctypes.c_uint32),
+            ("inheritable", ctypes.c_uint32),
+        ]
+
+    class MountAttr(ctypes.Structure):
+        _fields_ = [
+            ("attr_set", ctypes.c_uint64),
+            ("attr_clr", ctypes.c_uint64),
+            ("propagation", ctypes.c_uint64),
+            ("userns_fd", ctypes.c_uint64),
+        ]
+
+    libc.capget.argtypes = [ctypes.POINTER(CapHeader), ctypes.POINTER(CapData)]
+    libc.capset.argtypes = [ctypes.POINTER(CapHeader), ctypes.POINTER(CapData)]
+    _c = (ctypes, libc, {"cap_header": CapHeader, "cap_data": CapData,
+                         "mount_attr": MountAttr})
+    return _c
 
 
-_libc.capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
-_libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+def _libc():
+    return _ctypes_part()[1]
 
 
 def _fs(path: str | bytes | os.PathLike | None) -> bytes | None:
@@ -159,7 +191,7 @@ def _fs(path: str | bytes | os.PathLike | None) -> bytes | None:
 
 def _check(ret: int, call: str, filename: object = None) -> int:
     if ret == -1:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         msg = f"{call}: {os.strerror(err)}"
         if filename is not None:
             raise OSError(
@@ -174,12 +206,12 @@ def _check(ret: int, call: str, filename: object = None) -> int:
 
 def unshare(flags: int) -> None:
     """unshare(2).  CLONE_NEWUSER needs a single-threaded process (EINVAL otherwise)."""
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
     """setns(2) on an open /proc/PID/ns/* (or pidfd) file descriptor."""
-    _check(_libc.setns(fd, nstype), "setns")
+    _check(_setns(fd, nstype), "setns")
 
 
 # -- mounts ----------------------------------------------------------------------------------
@@ -195,12 +227,12 @@ def mount(
     """mount(2).  ``data`` must fit in one page (the kernel copies at most PAGE_SIZE)."""
     src = _fs(source)
     dat = data.encode() if data is not None else None
-    ret = _libc.mount(src, _fs(target), fstype.encode() if fstype else None, flags, dat)
+    ret = _libc().mount(src, _fs(target), fstype.encode() if fstype else None, flags, dat)
     _check(ret, f"mount {fstype or ''} {source or ''}".replace("  ", " ").strip(), target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_fs(target), flags), "umount", target)
+    _check(_libc().umount2(_fs(target), flags), "umount", target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
@@ -208,7 +240,8 @@ def pivot_root(new_root: str, put_old: str) -> None:
     nr = _PIVOT_ROOT_NR.get(machine)
     if nr is None:
         raise OSError(38, f"pivot_root: unsupported architecture {machine}")
-    ret = _libc.syscall(ctypes.c_long(nr), _fs(new_root), _fs(put_old))
+    ctypes, libc, _ = _ctypes_part()
+    ret = libc.syscall(ctypes.c_long(nr), _fs(new_root), _fs(put_old))
     _check(ret, "pivot_root", new_root)
 
 
@@ -225,9 +258,10 @@ def mount_setattr(
     Used to make a recursive bind mount read-only, which MS_REMOUNT would have to do
     mount by mount.
     """
-    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    ctypes, libc, structs = _ctypes_part()
+    attr = structs["mount_attr"](attr_set, attr_clr, 0, 0)
     flags = AT_RECURSIVE if recursive else 0
-    ret = _libc.syscall(
+    ret = libc.syscall(
         ctypes.c_long(_NR_MOUNT_SETATTR),
         ctypes.c_int(dirfd),
         _fs(path),
@@ -242,7 +276,7 @@ def mount_setattr(
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
+    return _check(_libc().prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
 
 
 def set_pdeathsig(sig: int) -> None:
@@ -251,8 +285,9 @@ def set_pdeathsig(sig: int) -> None:
 
 
 def get_pdeathsig() -> int:
+    ctypes, libc, _ = _ctypes_part()
     out = ctypes.c_int(0)
-    ret = _libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(out), 0, 0, 0)
+    ret = libc.prctl(PR_GET_PDEATHSIG, ctypes.addressof(out), 0, 0, 0)
     _check(ret, "prctl(PR_GET_PDEATHSIG)")
     return out.value
 
@@ -275,8 +310,9 @@ def set_keepcaps(on: bool) -> None:
 
 def set_name(name: str) -> None:
     """The process (thread) name shown by ps, at most 15 bytes."""
+    ctypes, libc, _ = _ctypes_part()
     buf = ctypes.create_string_buffer(name.encode()[:15])
-    ret = _libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value, 0, 0, 0)
+    ret = libc.prctl(PR_SET_NAME, ctypes.cast(buf, ctypes.c_void_p).value, 0, 0, 0)
     _check(ret, "prctl(PR_SET_NAME)")
 
 
@@ -298,9 +334,10 @@ def cap_ambient_raise(cap: int) -> None:
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """(effective, permitted, inheritable) capability sets as 64-bit masks."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
-    data = (_CapData * 2)()
-    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
+    ctypes, libc, structs = _ctypes_part()
+    hdr = structs["cap_header"](_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (structs["cap_data"] * 2)()
+    _check(libc.capget(ctypes.byref(hdr), data), "capget")
     eff = data[0].effective | (data[1].effective << 32)
     perm = data[0].permitted | (data[1].permitted << 32)
     inh = data[0].inheritable | (data[1].inheritable << 32)
@@ -308,13 +345,14 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
+    ctypes, libc, structs = _ctypes_part()
+    hdr = structs["cap_header"](_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (structs["cap_data"] * 2)()
     mask = 0xFFFFFFFF
     data[0].effective, data[1].effective = effective & mask, (effective >> 32) & mask
     data[0].permitted, data[1].permitted = permitted & mask, (permitted >> 32) & mask
     data[0].inheritable, data[1].inheritable = inheritable & mask, (inheritable >> 32) & mask
-    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
+    _check(libc.capset(ctypes.byref(hdr), data), "capset")
 
 
 _last_cap: int | None = None
@@ -345,18 +383,15 @@ def last_cap() -> int:
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+    _check(_libc().sethostname(raw, len(raw)), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.setdomainname(raw, len(raw)), "setdomainname")
+    _check(_libc().setdomainname(raw, len(raw)), "setdomainname")
 
 
 # -- files and network -----------------------------------------------------------------------
-
-_libc.syncfs.argtypes = [ctypes.c_int]
-_libc.socket.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -365,7 +400,7 @@ IFF_UP = 0x1
 
 def syncfs(fd: int) -> None:
     """Flush the filesystem holding ``fd`` (e.g. a FUSE mount before its daemon stops)."""
-    _check(_libc.syncfs(fd), "syncfs")
+    _check(_libc().syncfs(fd), "syncfs")
 
 
 def set_link_up(name: str = "lo") -> None:
@@ -375,7 +410,7 @@ def set_link_up(name: str = "lo") -> None:
 
     # socket(2) through libc: the socket module costs ~3 ms to import, in the container's
     # setup, for one descriptor to ioctl on.
-    fd = _libc.socket(2, 2 | os.O_CLOEXEC, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
+    fd = _libc().socket(2, 2 | os.O_CLOEXEC, 0)  # AF_INET, SOCK_DGRAM | SOCK_CLOEXEC
     _check(fd, "socket")
     try:
         req = struct.pack("16sH22x", name.encode(), 0)

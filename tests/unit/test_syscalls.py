@@ -1,0 +1,63 @@
+"""pbox.rootless.syscalls against the kernel: errors as OSError with errno, and the two
+calls every namespace join makes without the ctypes package."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pbox.rootless import syscalls
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_setns_and_unshare_errors_carry_errno():
+    with pytest.raises(OSError) as e:
+        syscalls.setns(999_999, syscalls.CLONE_NEWUSER)
+    assert e.value.errno == errno.EBADF and "setns" in str(e.value)
+    with pytest.raises(OSError) as e:
+        syscalls.unshare(0x1)  # not a namespace flag
+    assert e.value.errno == errno.EINVAL
+
+
+def test_unshare_and_setns_work_without_the_ctypes_package():
+    """In a fresh interpreter: a child unshares a user namespace, the parent joins it
+    with setns, and the ctypes package was never imported."""
+    script = r"""
+import os, sys
+from pbox.rootless import syscalls
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    syscalls.unshare(syscalls.CLONE_NEWUSER)
+    os.write(w, b"x")
+    __import__("time").sleep(30)  # until the parent has joined (it kills us then)
+    os._exit(0)
+os.read(r, 1)
+mine = os.readlink("/proc/self/ns/user")
+fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+theirs = os.readlink(f"/proc/{pid}/ns/user")
+syscalls.setns(fd, syscalls.CLONE_NEWUSER)
+print(mine != theirs, os.readlink("/proc/self/ns/user") == theirs, "ctypes" in sys.modules)
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "False"]
+
+
+def test_the_ctypes_calls_still_work():
+    assert isinstance(syscalls.get_no_new_privs(), bool)
+    syscalls.set_pdeathsig(0)
+    assert syscalls.get_pdeathsig() == 0
+    eff, perm, inh = syscalls.capget()
+    assert all(isinstance(x, int) for x in (eff, perm, inh))
+    with pytest.raises(OSError) as e:
+        syscalls.mount_setattr("/nonexistent/path", syscalls.MOUNT_ATTR_RDONLY)
+    assert e.value.errno in (errno.ENOENT, errno.ENOSYS, errno.EPERM)
