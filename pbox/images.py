@@ -259,7 +259,7 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
         repo = ref.repository
         report("resolving", ref=ref)
         raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref,
-                                                      while_waiting=_preload)
+                                                      while_waiting=_preload_manifest)
     else:
         ref, client, repo, (raw, media_type, digest) = _resolve_with_conf(
             config, conf, text, opts, report)
@@ -279,7 +279,8 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
         if store.has_blob(manifest.config.digest):
             config_raw = store.read_blob(manifest.config.digest)
         else:
-            stream = client.fetch_blob(repo, manifest.config.digest, manifest.config.size)
+            stream = client.fetch_blob(repo, manifest.config.digest, manifest.config.size,
+                                       while_waiting=_preload_config)
             config_raw = stream.read()
             stream.finish()
             store.put_blob(config_raw, manifest.config.digest)
@@ -324,21 +325,39 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
                       old_id is not None, layers=[d.digest for d in manifest.layers])
 
 
-def _preload() -> None:
-    """Import what hashing, inflating and extracting need while the registry prepares
-    the manifest (``while_waiting``): libcrypto, isal and the extractor load in ~5 ms,
-    about what that answer takes from a local registry.  In this thread, not another:
-    two threads importing at once fight over the interpreter lock (a busybox pull took
-    ~5 ms longer with a preloading thread)."""
+# What a pull imports while the registry prepares an answer (``while_waiting``), not
+# in a thread: two threads importing at once fight over the interpreter lock (a
+# busybox pull took ~5 ms longer with a preloading thread).  Each does what the
+# steps after that answer need; an error is left for those steps to report.
+
+def _preload_manifest() -> None:
+    """While the manifest comes: the manifest parser."""
     try:
-        from pbox.oci import compression, digest
+        import pbox.oci.manifest  # noqa: F401
+    except Exception:  # noqa: S110
+        pass
+
+
+def _preload_config() -> None:
+    """While the config comes: libcrypto (~3 ms), for the config's digest and then the
+    layers'."""
+    try:
+        from pbox.oci import digest
 
         digest.preload()
+    except Exception:  # noqa: S110
+        pass
+
+
+def _preload_layer() -> None:
+    """While a layer's answer comes: the inflater (isal) and the extractor."""
+    try:
+        from pbox.oci import compression
+
         compression.inflater_name()
-        import pbox.oci.manifest
         import pbox.storage.extract
         import pbox.storage.tarsplit  # noqa: F401
-    except Exception:  # noqa: S110 - the pull imports them again and reports
+    except Exception:  # noqa: S110
         pass
 
 
@@ -393,9 +412,7 @@ class _Counter:
 
 def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_owners,
                 report, notice):
-    from pbox.oci import compression
     from pbox.oci.digest import VerifyingReader
-    from pbox.storage.extract import extract_layer
     from pbox.storage.store import LAYER_SPLIT
 
     entry = store.new_layer()
@@ -407,7 +424,11 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
         # buffers, so both cores stay busy.  A small layer has one thread downloading
         # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
         # median of 40; a third thread cost more than it overlapped).
-        packed = client.fetch_blob(repo, desc.digest, size=desc.size)
+        packed = client.fetch_blob(repo, desc.digest, size=desc.size,
+                                   while_waiting=_preload_layer)
+        from pbox.oci import compression
+        from pbox.storage.extract import extract_layer
+
         stages: list[_ReadAhead] = []  # consumer side first
         try:
             counted = _Counter(packed, report, desc.digest, desc.size)

@@ -80,8 +80,6 @@ class RegistryClient(RegistrySession):
         Schema 1 is refused (``UnsupportedFormat``).  ``while_waiting``: see
         ``transport.Session.request``.
         """
-        from pbox.oci.manifest import detect_media_type
-
         what = self._what(repo, ref)
         accept = list(accept or mt.ACCEPT_MANIFESTS)
         resp = self._request(
@@ -95,6 +93,8 @@ class RegistryClient(RegistrySession):
         )
         if resp.status_code != 200:
             raise self._error(resp, what=what, kind="manifest")
+        from pbox.oci.manifest import detect_media_type  # (after the request: see pull)
+
         with resp:
             raw = _read_limited(resp, MAX_MANIFEST_SIZE, what)
             content_type = resp.headers.get("Content-Type")
