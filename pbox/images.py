@@ -245,24 +245,35 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     from pbox.oci import platform as plat
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
-    keep_owners = enter_userns(config, notice)
     return _pull(config, text, opts, report, notice, conf, ref if conf is None else None,
-                 wanted, keep_owners)
+                 wanted)
 
 
 def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, ref,
-          wanted, keep_owners: bool) -> PullResult:
+          wanted) -> PullResult:
     from pbox.oci import platform as plat
+
+    owners = []  # [whether file owners are kept], once in the user namespace
+
+    def meanwhile() -> None:
+        # The user namespace is joined (the store holds files of subordinate ids) while
+        # the manifest is on its way, with what the steps after it import.  The process
+        # is still single-threaded, as joining needs.
+        owners.append(enter_userns(config, notice))
+        _preload_manifest()
 
     if conf is None:
         client = _client_for(config, ref, opts)
         repo = ref.repository
         report("resolving", ref=ref)
         raw, media_type, digest = client.get_manifest(repo, ref.manifest_ref,
-                                                      while_waiting=_preload_manifest)
+                                                      while_waiting=meanwhile)
     else:
         ref, client, repo, (raw, media_type, digest) = _resolve_with_conf(
             config, conf, text, opts, report)
+    if not owners:  # the request was not sent as planned (a retry, several registries)
+        owners.append(enter_userns(config, notice))
+    keep_owners = owners[0]
     store = open_store(config)
     store.clean_temp()
     istore = ImageStore(store)
