@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from pbox.rootless import syscalls
 
+syscalls.load()  # ctypes, while imports work: before any pivot_root or setns
+
 # linux/capability.h
 NUMBERS = {
     "CAP_CHOWN": 0,

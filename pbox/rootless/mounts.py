@@ -41,6 +41,8 @@ from pbox.rootless.syscalls import (
     MS_STRICTATIME,
 )
 
+syscalls.load()  # ctypes, while imports work: before any pivot_root or setns
+
 # The kernel copies at most one page of mount data; keep clear of it.
 MOUNT_DATA_MAX = 4000
 

@@ -6,7 +6,9 @@ so the code above never sees a return code or ``ctypes`` object.
 
 ``setns`` and ``unshare``, which every command joining the user namespace calls, go
 through ctypes' C core (``_ctypes``) alone; the ``ctypes`` package, whose import and
-set-up here cost ~1.5 ms, is loaded by the first of the other calls.
+set-up here cost ~1.5 ms, is loaded by the first of the other calls, or by ``load()``,
+which the container-side modules (mounts, caps, launcher, nsexec) call as they are
+imported, before any of them leaves the host's filesystem.
 
 Calls already in ``os`` (``setresuid``, ``setgroups``, ``mknod``, ``pidfd_open``...) are
 used from there directly and are not repeated here.
@@ -181,6 +183,13 @@ def _ctypes_part():
 
 def _libc():
     return _ctypes_part()[1]
+
+
+def load() -> None:
+    """Import the ctypes part now.  The modules that set up and enter containers call
+    this when they are imported: after a pivot_root, or a setns into a container's
+    mount namespace, no module can be imported any more."""
+    _ctypes_part()
 
 
 def _fs(path: str | bytes | os.PathLike | None) -> bytes | None:
