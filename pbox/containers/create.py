@@ -76,7 +76,7 @@ def create(config: Config, o: opt.RunOptions, *, report=None, notice=None,
     res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,
                              report=report, notice=notice)
     if hold_signals:
-        import signal
+        import _signal as signal
 
         signal.pthread_sigmask(signal.SIG_BLOCK, hold_signals)
     # Shared gc lock from here to the written record: rmi/prune of the image and of

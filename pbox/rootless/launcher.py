@@ -26,11 +26,11 @@ is no longer reachable then.  Every module it needs is imported at the top.
 
 from __future__ import annotations
 
+import _signal as signal  # (signal imports enum: ~2 ms of every run)
 import errno
 import fcntl
 import gc
 import os
-import signal
 import stat
 import sys
 import termios

@@ -10,10 +10,10 @@ Nothing here may import lazily: after ``pivot_root`` the host's Python library i
 
 from __future__ import annotations
 
+import _signal as signal  # (signal imports enum: ~2 ms of every run)
 import errno
 import fcntl
 import os
-import signal
 import stat
 import time
 
