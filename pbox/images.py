@@ -254,6 +254,11 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
     from pbox.oci import platform as plat
 
     owners = []  # [whether file owners are kept], once in the user namespace
+    if os.getuid() != 0:
+        from pbox.rootless import pause
+
+        # a run root that cannot be used is reported before any registry's trouble
+        pause.make_runroot(config.runroot)
 
     def meanwhile() -> None:
         # The user namespace is joined (the store holds files of subordinate ids) while

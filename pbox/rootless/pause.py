@@ -151,6 +151,16 @@ def join_existing(runroot: str) -> bool:
     return _join(pid)
 
 
+def make_runroot(runroot: str) -> None:
+    """Create the run root if needed; RuntimeFailure when it cannot be used."""
+    try:
+        os.makedirs(runroot, mode=0o700, exist_ok=True)
+    except OSError as e:
+        why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
+        raise RuntimeFailure(f"cannot use the run root {runroot} (--runroot, "
+                             f"PBOX_RUNROOT): {why}")
+
+
 def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> idmap.IdMapping:
     """Join the user's namespace, creating its pause process when needed.
 
@@ -167,12 +177,7 @@ def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> 
     pid = pause_pid(runroot)
     if pid is not None and _join(pid):
         return userns.current_mapping()
-    try:
-        os.makedirs(runroot, mode=0o700, exist_ok=True)
-    except OSError as e:
-        why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
-        raise RuntimeFailure(f"cannot use the run root {runroot} (--runroot, "
-                             f"PBOX_RUNROOT): {why}")
+    make_runroot(runroot)
     lock_fd = os.open(os.path.join(runroot, "pause.lock"),
                       os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
