@@ -154,7 +154,6 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
     those threads must be gone when the pull returns, after a failed layer too (its
     config names another diff id: the extraction stops at the end, the thread
     handing it data must be stopped as well)."""
-    import dataclasses
     import subprocess
     import sys
 
@@ -163,20 +162,13 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
         RegistryClient,
         build_image,
         busybox_layer,
-        canonical_json,
-        sha256_digest,
+        with_diff_ids,
     )
 
     img = test_images(registry_plain).busybox
-    good = build_image([busybox_layer()])
-    config = json.loads(good.config)
-    config["rootfs"]["diff_ids"] = ["sha256:" + "1" * 64]
-    config_bytes = canonical_json(config)
-    manifest = json.loads(good.manifest)
-    manifest["config"].update(digest=sha256_digest(config_bytes), size=len(config_bytes))
     bad = RegistryClient(registry_plain).push_image(
         f"{REPO_PREFIX}/threads-bad", "latest",
-        dataclasses.replace(good, config=config_bytes, manifest=canonical_json(manifest)))
+        with_diff_ids(build_image([busybox_layer()]), ["sha256:" + "1" * 64]))
     script = (
         "import os, sys\n"
         "from pbox import images\n"

@@ -429,6 +429,19 @@ def build_image(layers: list[LayerSpec], *, arch: str | None = None, os_name: st
                       plat, state, absent, found)
 
 
+def with_diff_ids(image: BuiltImage, diff_ids: list[str]) -> BuiltImage:
+    """``image`` with a config that names ``diff_ids`` (a lie about its layers' tars),
+    and a manifest pointing at that config."""
+    import dataclasses
+
+    config = json.loads(image.config)
+    config["rootfs"]["diff_ids"] = list(diff_ids)
+    config_bytes = canonical_json(config)
+    manifest = json.loads(image.manifest)
+    manifest["config"].update(digest=sha256_digest(config_bytes), size=len(config_bytes))
+    return dataclasses.replace(image, config=config_bytes, manifest=canonical_json(manifest))
+
+
 def build_index(children: list[BuiltImage], *, docker: bool = False) -> BuiltIndex:
     media_type = DOCKER_LIST if docker else OCI_INDEX
     manifests = []
