@@ -346,6 +346,7 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
 # busybox pull took ~5 ms longer with a preloading thread).  Each does what the
 # steps after that answer need; an error is left for those steps to report.
 
+
 def _preload_manifest() -> None:
     """While the manifest comes: the manifest parser."""
     try:

@@ -108,6 +108,7 @@ _PIVOT_ROOT_NR = {
 }
 _NR_MOUNT_SETATTR = 442
 
+
 class _Program:
     """What ``ctypes.CDLL(None)`` wraps: the program and the libraries it has loaded."""
 
