@@ -25,11 +25,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import time
 
 from pbox import jsonio as json
 from pbox.errors import Conflict, NetworkNotFound, PboxError, RuntimeFailure, UsageError
+from pbox.names import is_name
 from pbox.storage.store import Store
 
 DEFAULT = "bridge"
@@ -39,7 +39,6 @@ PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
 LINK_SUBNET = "10.88.0.0/16"
 LINK_GATEWAY = "10.88.0.1"
 USER_POOL = "10.89.0.0/16"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 HOSTS_MARK = "# pbox network names"
 PASTA_IFNAME = "pasta0"  # pasta's interface in a container whose eth0 is a veth
 PREDEFINED_IDS = {
@@ -92,7 +91,7 @@ def records(store: Store) -> list[dict]:
 
 def find(store: Store, text: str) -> dict:
     """A user network by name, full id or unique id prefix."""
-    if NAME_RE.match(text or ""):
+    if is_name(text or ""):
         rec = store.read_json(_record_path(store, text))
         if rec:
             return rec
@@ -149,7 +148,7 @@ def create(store: Store, name: str, *, subnet: str = "", gateway: str = "",
 
     if driver not in ("bridge", ""):
         raise UsageError(f"network driver {driver!r} is not supported (only bridge)")
-    if not NAME_RE.match(name):
+    if not is_name(name):
         raise UsageError(f"invalid network name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                          f"are allowed")
     if name in PREDEFINED or name == "default":

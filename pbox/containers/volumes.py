@@ -13,7 +13,6 @@ silently ignored.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import stat
 import time
@@ -22,10 +21,10 @@ from dataclasses import dataclass
 from pbox import humanize
 from pbox import jsonio as json
 from pbox.errors import Conflict, UsageError, VolumeNotFound
+from pbox.names import is_name
 from pbox.storage.store import Store
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
 LOCAL_OPTIONS = ("type", "device", "o", "size")
 FILTER_KEYS = ("name", "label", "dangling", "driver")
 PRUNE_FILTER_KEYS = ("label", "all")
@@ -51,7 +50,7 @@ def check_name(name: str) -> None:
     if len(name) < 2 and name.isalnum():
         raise UsageError(f"volume name is too short, names should be at least two "
                          f"alphanumeric characters: {name!r}")
-    if not NAME_PATTERN.match(name):
+    if not is_name(name, 2):
         raise UsageError(f"{name!r} includes invalid characters for a local volume name, "
                          f"only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed; a host directory "
                          f"must be given as an absolute path")
@@ -250,6 +249,8 @@ def _label_matches(labels: dict, want: str) -> bool:
 
 
 def _name_matches(name: str, pattern: str) -> bool:
+    import re  # (docker's name filter is a regular expression)
+
     try:
         return re.search(pattern, name) is not None
     except re.error:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
+from harness import imported_modules
 
 # what `requests` would bring along; the registry client has its own HTTP/1.1 client
 HEAVY = ["requests", "urllib3", "idna", "charset_normalizer", "certifi"]
 
 
 def _imported(pbox_cmd, pbox_root, *args, input=None) -> set[str]:
-    env = pbox_root.env_with(None)
-    if pbox_cmd[1:2] == ["-m"]:
-        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-    r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], *args], env=env,
-                       input=input, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return {line.split("|")[-1].strip() for line in r.stderr.splitlines()
-            if line.startswith("import time:")}
+    return imported_modules(pbox_cmd, pbox_root.env_with(None), *args, input=input)
 
 
 @pytest.mark.parametrize("mode", ["tls", "token"])
@@ -70,7 +60,7 @@ def test_plain_http_pull_and_push_import_no_tls_nor_http_client(registry_plain, 
     for modules in (pulled, again):
         for name in ("re", "enum", "urllib.parse", "ipaddress", "socket", "selectors",
                      "threading", "base64", "signal", "typing", "queue", "hashlib",
-                     "zipfile"):
+                     "zipfile", "ctypes"):
             assert name not in modules, name
     # nor libcrypto (~3 ms) to hash the few hundred bytes of a manifest
     assert "_hashlib" not in again

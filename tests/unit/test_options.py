@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from pbox.containers import options
+from pbox import names
+from pbox.containers import options, volumes
 from pbox.errors import UsageError
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -26,8 +27,15 @@ def strings(alphabet: str, n: int = 20000, seed: int = 7):
 
 
 def test_names_as_docker_checks_them():
+    """Of containers, volumes and networks: one check (pbox.names) for the three."""
     for s in strings("aZ09_.-/ \n:é"):
-        assert options.is_name(s) == bool(NAME.fullmatch(s)), s
+        assert names.is_name(s) == bool(NAME.fullmatch(s)), s
+        ok = True
+        try:
+            volumes.check_name(s)
+        except UsageError:
+            ok = False
+        assert ok == (bool(NAME.fullmatch(s)) and len(s) >= 2), s
         ok = True
         try:
             options.check_name(s)
@@ -38,7 +46,7 @@ def test_names_as_docker_checks_them():
     with pytest.raises(UsageError):
         options.check_name("w")  # docker wants two characters at least
     for bad in ("data\n", "x\u0663"):
-        assert not options.is_name(bad)
+        assert not names.is_name(bad)
 
 
 def ref_size(text: str):
