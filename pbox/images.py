@@ -245,14 +245,6 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     from pbox.oci import platform as plat
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
-    return _pull(config, text, opts, report, notice, conf, ref if conf is None else None,
-                 wanted)
-
-
-def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, ref,
-          wanted) -> PullResult:
-    from pbox.oci import platform as plat
-
     owners = []  # [whether file owners are kept], once in the user namespace
     if os.getuid() != 0:
         from pbox.rootless import pause
@@ -343,39 +335,31 @@ def _pull(config: Config, text: str, opts: PullOptions, report, notice, conf, re
 
 # What a pull imports while the registry prepares an answer (``while_waiting``), not
 # in a thread: two threads importing at once fight over the interpreter lock (a
-# busybox pull took ~5 ms longer with a preloading thread).  Each does what the
-# steps after that answer need; an error is left for those steps to report.
+# busybox pull took ~5 ms longer with a preloading thread).  Each imports what the
+# steps after that answer need.
 
 
 def _preload_manifest() -> None:
     """While the manifest comes: the manifest parser."""
-    try:
-        import pbox.oci.manifest  # noqa: F401
-    except Exception:  # noqa: S110
-        pass
+    import pbox.oci.manifest  # noqa: F401
 
 
 def _preload_config() -> None:
     """While the config comes: libcrypto (~3 ms), for the config's digest and then the
     layers'."""
-    try:
-        from pbox.oci import digest
+    from pbox.oci import digest
 
-        digest.preload()
-    except Exception:  # noqa: S110
-        pass
+    digest.preload()
 
 
-def _preload_layer() -> None:
-    """While a layer's answer comes: the inflater (isal) and the extractor."""
-    try:
-        from pbox.oci import compression
+def _preload_layer(media_type: str) -> None:
+    """While a layer's answer comes: the extractor, and isal for a gzip layer."""
+    from pbox.oci import compression
 
+    if compression.for_media_type(media_type) == compression.GZIP:
         compression.inflater_name()
-        import pbox.storage.extract
-        import pbox.storage.tarsplit  # noqa: F401
-    except Exception:  # noqa: S110
-        pass
+    import pbox.storage.extract
+    import pbox.storage.tarsplit  # noqa: F401
 
 
 def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):
@@ -442,7 +426,7 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
         # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
         # median of 40; a third thread cost more than it overlapped).
         packed = client.fetch_blob(repo, desc.digest, size=desc.size,
-                                   while_waiting=_preload_layer)
+                                   while_waiting=lambda: _preload_layer(desc.media_type))
         from pbox.oci import compression
         from pbox.storage.extract import extract_layer
 

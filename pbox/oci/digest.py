@@ -81,7 +81,7 @@ def _hash_constructor():
 
 
 def preload() -> None:
-    """Import what hashing needs now (see ``pbox.images``: in a thread, ahead of use)."""
+    """Load libcrypto now (``pbox.images``: while the registry prepares an answer)."""
     _new or _hash_constructor()
 
 
