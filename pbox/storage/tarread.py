@@ -209,7 +209,7 @@ def apply_pax(entry: TarEntry, pax: dict) -> None:
             entry.xattrs = entry.xattrs or {}
             entry.xattrs[key[len("SCHILY.xattr.") :]] = value
         elif key.startswith("LIBARCHIVE.xattr."):
-            from urllib.parse import unquote_to_bytes  # (a rare header: imported here)
+            from pbox.oci.urls import unquote_to_bytes
 
             name = unquote_to_bytes(key[len("LIBARCHIVE.xattr.") :]).decode(
                 "utf-8", "surrogateescape"
