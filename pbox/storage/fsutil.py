@@ -63,6 +63,14 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = T
         fsync_dir(directory)
 
 
+def unlink_if_present(path: str) -> None:
+    """``os.unlink`` that lets a missing file be (another process removed it first)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def chmod_at(dir_fd: int, name, mode: int) -> None:
     """chmod ``name`` inside ``dir_fd`` without following it if it is a symlink.
 

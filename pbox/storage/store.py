@@ -24,14 +24,13 @@ start can tell abandoned entries (lock free: the writer died) from live ones.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import time
 
 from pbox import jsonio as json
 from pbox.errors import StoreError
-from pbox.storage.fsutil import atomic_write, remove_tree
+from pbox.storage.fsutil import atomic_write, remove_tree, unlink_if_present
 from pbox.storage.lock import FileLock, try_lock_path
 
 STORE_VERSION = 1
@@ -86,8 +85,7 @@ class TempEntry:
 
     def _release(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.lock_path)
+            unlink_if_present(self.lock_path)
             os.close(self._fd)
             self._fd = None
 
@@ -198,8 +196,7 @@ class Store:
                 except ValueError:
                     continue
                 if pid != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(os.path.join(d, n))
+                    unlink_if_present(os.path.join(d, n))
 
     def clean_temp(self, grace: float = 60.0) -> int:
         """Remove entries under tmp/ whose writer is gone; returns how many.
@@ -224,8 +221,7 @@ class Store:
                 data = os.path.join(self.tmp_dir, base)
                 if os.path.lexists(data):
                     remove_tree(data)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock_path)
+                unlink_if_present(lock_path)
                 removed += 1
             finally:
                 os.close(fd)
@@ -237,8 +233,7 @@ class Store:
                 # a lock file not named yet (TempEntry); unlocked: its writer died
                 fd = _lock_if_dead(path)
                 if fd is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
+                    unlink_if_present(path)
                     os.close(fd)
                     removed += 1
                 continue

@@ -64,3 +64,6 @@ def test_plain_http_pull_and_push_import_no_tls_nor_http_client(registry_plain, 
             assert name not in modules, name
     # nor libcrypto (~3 ms) to hash the few hundred bytes of a manifest
     assert "_hashlib" not in again
+    if pbox_cmd[1:2] != ["-m"]:  # (runpy, which `-m` goes through, imports them all)
+        for name in ("contextlib", "collections", "functools"):
+            assert name not in pulled, name
