@@ -602,10 +602,11 @@ def pbox_command(option: Optional[str]) -> tuple:
     """The pbox command to measure and extra environment for it.
 
     ``--pbox 'CMD'`` (or ``PBOX_BENCH_CMD``) wins; a ``-m pbox`` in it runs this
-    checkout's pbox (PYTHONPATH).  Otherwise ``dist/pbox.pyz`` when it
-    is newer than every source file, else ``python -m pbox`` from this checkout, both
-    with the interpreter running the benchmark (start the benchmark with the
-    interpreter pbox should be timed with, not a version-manager shim).
+    checkout's pbox (PYTHONPATH); a .pyz run as a program starts ``python3`` from PATH
+    or ``$PBOX_PYTHON``.  Otherwise ``dist/pbox.pyz`` run as a program (as installed)
+    when it is newer than every source file, else ``python -m pbox`` from this
+    checkout, both with the interpreter running the benchmark (start the benchmark
+    with the interpreter pbox should be timed with, not a version-manager shim).
     """
     text = option or os.environ.get("PBOX_BENCH_CMD")
     if text:
@@ -614,7 +615,7 @@ def pbox_command(option: Optional[str]) -> tuple:
         extra = {"PYTHONPATH": REPO} if "-m" in argv and "pbox" in argv else {}
         return argv, extra
     if os.path.isfile(PBOX_PYZ) and os.stat(PBOX_PYZ).st_mtime >= _newest_mtime(PBOX_SOURCES):
-        return [sys.executable, PBOX_PYZ], {}
+        return [PBOX_PYZ], {"PBOX_PYTHON": sys.executable}
     return [sys.executable, "-m", "pbox"], {"PYTHONPATH": REPO}
 
 
@@ -664,7 +665,7 @@ def reexec_as(user: str, argv: Sequence[str]) -> None:
             if d and not (home != "/" and (d + "/").startswith(home + "/"))]
     env = ["HOME=" + pw.pw_dir, "USER=" + user, "LOGNAME=" + user, "PATH=" + ":".join(path),
            "LANG=" + os.environ.get("LANG", "C.UTF-8")]
-    for key in ("PBOX_BENCH_CMD", "TMPDIR"):
+    for key in ("PBOX_BENCH_CMD", "PBOX_PYTHON", "TMPDIR"):
         if key in os.environ:
             env.append(f"{key}={os.environ[key]}")
     cmd = ["runuser", "-u", user, "--", "env", "-i", *env, sys.executable,
@@ -902,7 +903,7 @@ def stop_pbox_pause(runroot: str) -> None:
 
 def base_env(runtime_dir: str) -> dict:
     """A small, explicit environment shared by both tools."""
-    keep = ("HOME", "USER", "LOGNAME", "PATH", "LANG", "TMPDIR")
+    keep = ("HOME", "USER", "LOGNAME", "PATH", "LANG", "TMPDIR", "PBOX_PYTHON")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["XDG_RUNTIME_DIR"] = runtime_dir
@@ -922,7 +923,7 @@ def add_common_args(p, runs: int = 5, keep: bool = True, json_out: bool = True) 
     p.add_argument("--runs", type=int, default=runs,
                    help=f"repetitions of each case per tool (default {runs})")
     p.add_argument("--pbox", metavar="CMD",
-                   help="the pbox command to time, e.g. 'python3 dist/pbox.pyz' (env "
+                   help="the pbox command to time, e.g. 'dist/pbox.pyz' (env "
                         "PBOX_BENCH_CMD; default: dist/pbox.pyz when it is up to date, "
                         "else python -m pbox from this checkout)")
     p.add_argument("--user", default=None,

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build dist/pbox.pyz: pbox and its pure-Python dependencies in one zip archive that
 # runs with a system python3 (3.9 or newer), plus the compiled modules of zstandard and
-# isal for each CPython version from 3.9 on (see zipapp/__main__.py for how they load).
+# isal for each CPython version from 3.9 on (see zipapp/_pbox_launcher.py for how they load).
 #
 #   scripts/build_pyz.sh [OUTPUT]       (needs python3 with pip; downloads wheels)
 #
@@ -87,14 +87,16 @@ done
 $PY -m compileall -q -b --invalidation-mode unchecked-hash -x '/_native/' -s "$stage" \
     -p pbox.pyz "$stage" >/dev/null
 
-# 5. The entry point, with the payload id (a hash of every bundled file: where the
-#    first run unpacks the Python part, see zipapp/__main__.py) and pbox's version,
-#    then the archive (entries sorted, so the build is reproducible).
-$PY - "$stage" zipapp/__main__.py "$stage/__main__.py" <<'PYEOF'
-import hashlib, os, re, sys, zlib
-stage, src, dest = sys.argv[1:4]
-# the stamp of each bundled compiled package, as zipapp/__main__.py computes it from
-# the archive's entries (sums of their CRC-32s and sizes)
+# 5. The launcher (zipapp/_pbox_launcher.py, with __main__.py for "python3 pbox.pyz")
+#    and the shell script ahead of the zip (zipapp/launch.sh), with the payload id (a
+#    hash of every bundled file and of these three: where the first run unpacks the
+#    Python part) and pbox's version; then the archive (entries sorted, so the build is
+#    reproducible).
+$PY - "$stage" zipapp "$work/launch.sh" <<'PYEOF'
+import hashlib, os, re, shutil, sys, zlib
+stage, zipapp, launch = sys.argv[1:4]
+# the stamp of each bundled compiled package, as zipapp/_pbox_launcher.py computes it
+# from the archive's entries (sums of their CRC-32s and sizes)
 stamps = {}
 native = os.path.join(stage, "_native")
 for tag in sorted(os.listdir(native)) if os.path.isdir(native) else []:
@@ -115,25 +117,36 @@ for root, dirs, files in os.walk(stage):
         h.update(os.path.relpath(path, stage).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
+for name in ("_pbox_launcher.py", "__main__.py", "launch.sh"):
+    with open(os.path.join(zipapp, name), "rb") as f:
+        h.update(b"zipapp/" + name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+payload_id = h.hexdigest()[:32]
 with open(os.path.join(stage, "pbox", "__init__.py")) as f:
     version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
-with open(src) as f:
+with open(os.path.join(zipapp, "_pbox_launcher.py")) as f:
     text = f.read()
-text = text.replace('"@PAYLOAD_ID@"', '"%s"' % h.hexdigest()[:32])
+text = text.replace('"@PAYLOAD_ID@"', '"%s"' % payload_id)
 text = text.replace('"@VERSION@"', '"%s"' % version)
 text = text.replace('"@NATIVE_STAMPS@"', repr(stamps))
-with open(dest, "w") as f:
+with open(os.path.join(stage, "_pbox_launcher.py"), "w") as f:
     f.write(text)
+shutil.copyfile(os.path.join(zipapp, "__main__.py"), os.path.join(stage, "__main__.py"))
+with open(os.path.join(zipapp, "launch.sh")) as f:
+    text = f.read()
+assert text.count("@PAYLOAD_ID@") == 1 and "'" not in text.split("-c '", 1)[1].split("'")[0]
+with open(launch, "w") as f:
+    f.write(text.replace("@PAYLOAD_ID@", payload_id))
 PYEOF
-# Its byte code too: zipimport takes __main__.pyc when it is for the running Python.
-$PY -m compileall -q -b --invalidation-mode unchecked-hash -d pbox.pyz "$stage/__main__.py" \
-    >/dev/null
-$PY - "$stage" "$OUT" <<'PYEOF'
+# Their byte code too: zipimport takes a .pyc when it is for the running Python.
+$PY -m compileall -q -b --invalidation-mode unchecked-hash -d pbox.pyz \
+    "$stage/_pbox_launcher.py" "$stage/__main__.py" >/dev/null
+$PY - "$stage" "$OUT" "$work/launch.sh" <<'PYEOF'
 import os, sys, zipfile
-stage, out = sys.argv[1], sys.argv[2]
+stage, out, launch = sys.argv[1:4]
 tmp = out + ".tmp"
 with open(tmp, "wb") as f:
-    f.write(b"#!/usr/bin/env python3\n")
+    with open(launch, "rb") as script:
+        f.write(script.read())
     with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         for root, dirs, files in os.walk(stage):
             dirs.sort()

@@ -10,7 +10,7 @@ returns ``harness.images.StandardImages``; ``busybox_rootfs`` is a busybox tree.
 
 pbox: ``pbox_root`` (isolated PBOX_ROOT / PBOX_RUNROOT / PBOX_CONFIG_DIR /
 PBOX_CACHE_DIR and the env naming them; HOME untouched), ``pbox_cmd`` (argv
-prefix: ``python -m pbox``, or ``python PYZ`` with ``--pyz PYZ`` / ``PBOX_TEST_PYZ``)
+prefix: ``python -m pbox``, or the program ``PYZ`` with ``--pyz PYZ`` / ``PBOX_TEST_PYZ``)
 and ``run_pbox(*args, env=, input=, check=, expect_rc=)``.
 """
 
@@ -35,8 +35,8 @@ from harness.registry import MODES, Registry  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--pyz", default=None, metavar="PYZ",
-                     help="run pbox as 'python PYZ' instead of 'python -m pbox' "
-                          "(default: $PBOX_TEST_PYZ)")
+                     help="run pbox as the program PYZ (a built .pyz, as installed) instead "
+                          "of 'python -m pbox' (default: $PBOX_TEST_PYZ)")
 
 
 def _pyz_path(config) -> str | None:
@@ -46,8 +46,8 @@ def _pyz_path(config) -> str | None:
 
 def pytest_configure(config):
     pyz = _pyz_path(config)
-    if pyz and not os.path.isfile(pyz):
-        raise pytest.UsageError(f"--pyz / PBOX_TEST_PYZ: {pyz} is not a file")
+    if pyz and not (os.path.isfile(pyz) and os.access(pyz, os.X_OK)):
+        raise pytest.UsageError(f"--pyz / PBOX_TEST_PYZ: {pyz} is not an executable file")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -177,10 +177,11 @@ def pbox_root(tmp_path):
 
 @pytest.fixture(scope="session")
 def pbox_cmd(pytestconfig) -> list[str]:
-    """The argv prefix that runs pbox: the built pyz if one was named, else the source tree."""
+    """The argv prefix that runs pbox: the built pyz if one was named (run as a program,
+    as it is installed: its shell part starts python3), else the source tree."""
     pyz = _pyz_path(pytestconfig)
     if pyz:
-        return [sys.executable, pyz]
+        return [pyz]
     return [sys.executable, "-m", "pbox"]
 
 

@@ -1,15 +1,26 @@
-"""Entry point of dist/pbox.pyz.
+"""The launcher of dist/pbox.pyz (in the archive, and unpacked with pbox).
+
+**Two ways in.**  ``python3 pbox.pyz ...`` runs the archive's ``__main__.py``, which
+calls :func:`main`.  Run as a program (``pbox ...`` once installed), the archive is a
+shell script first (``zipapp/launch.sh``, ahead of the zip data): it starts python3
+without ``site`` (everything pbox needs is bundled) and, when this build's Python part
+is unpacked in the user cache already, imports this module from there, without
+opening the archive; otherwise from the archive, like ``python3 pbox.pyz``.  Both end
+in :func:`main`.  The program route skips ``site``, ``runpy`` (and the ``importlib.util``,
+``contextlib`` and ``collections`` it imports) and reading the archive's directory:
+about 6 ms of every command.
 
 **Pure-Python part.**  ``zipimport`` never writes byte code and reads every module out
 of the archive through Python code, so running from the zip costs tens of milliseconds
 per command (more on a Python the bundled byte code was not built for: it compiles
 every module it imports, every time).  So the first run unpacks the archive's Python
-part (pbox and its pure-Python dependencies) to ``<user cache>/pbox/pyz/<payload id>/``
-and every run imports from there, as from an installed package; Python caches the byte
-code there as usual.  The payload id is a hash of the bundled files, written into
-this file by ``scripts/build_pyz.sh``: a new build unpacks anew, two copies of the same
-build share one directory.  The unpacking goes to a temp dir that is renamed into place
-when complete, so concurrent first runs are safe (the loser of the rename throws its copy
+part (pbox, its pure-Python dependencies and this module) to
+``<user cache>/pbox/pyz/<payload id>/`` and every run imports from there, as from an
+installed package; Python caches the byte code there as usual.  The payload id is a
+hash of the bundled files, written into this file and into the shell part by
+``scripts/build_pyz.sh``: a new build unpacks anew, two copies of the same build share
+one directory.  The unpacking goes to a temp dir that is renamed into place when
+complete, so concurrent first runs are safe (the loser of the rename throws its copy
 away) and an interrupted one leaves only a temp dir (removed by a later first run once
 it is an hour old).  When the cache cannot be written, pbox runs from the archive.
 
@@ -26,7 +37,7 @@ import os
 import sys
 
 NATIVE = ("zstandard", "isal")
-PAYLOAD_ID = "@PAYLOAD_ID@"  # replaced by scripts/build_pyz.sh
+PAYLOAD_ID = "@PAYLOAD_ID@"  # replaced by scripts/build_pyz.sh (also in zipapp/launch.sh)
 VERSION = "@VERSION@"  # likewise: pbox's version, so --version imports nothing
 NATIVE_PREFIX = "_native/"
 # "<cache tag>/<name>" -> the stamp of its bundled copy (see _NativeFinder._unpack),
@@ -37,6 +48,7 @@ STALE_TEMP = 3600  # seconds after which a temp dir of an interrupted unpack is 
 
 
 def _cache_dir():
+    # zipapp/launch.sh finds the payload in the same place: keep the two alike
     return os.environ.get("PBOX_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pbox")
 
@@ -179,7 +191,9 @@ class _NativeFinder:
             return base
 
 
-def main():
+def main(archive=None):
+    """Run pbox.  ``archive``: the .pyz file, when this module was imported from its
+    unpacked copy (by zipapp/launch.sh); by default, where this module was found."""
     if sys.argv[1:] in (["--version"], ["-v"]):
         # The hot path of scripts that probe for a tool: no import of the CLI at all.
         if VERSION.startswith("@"):
@@ -188,23 +202,22 @@ def main():
             version = VERSION
         sys.stdout.write(f"pbox version {version}\n")
         return
-    archive = os.path.dirname(os.path.abspath(__file__))
-    if os.path.isfile(archive):  # run from the archive (not from an unpacked tree)
-        try:
-            where = unpack_payload(archive)
-        except Exception:  # a read-only or full cache: run from the archive
-            where = None
-        if where:
-            sys.path = [where if p == archive or os.path.abspath(p) == archive else p
-                        for p in sys.path]
-            if where not in sys.path:
-                sys.path.insert(0, where)
-            sys.path_importer_cache.pop(archive, None)
+    here = os.path.dirname(os.path.abspath(__file__))
+    archive = os.path.abspath(archive) if archive else here
+    if os.path.isfile(archive):  # run from a .pyz (not from a source tree)
+        if here == archive:  # imported from the archive: use the unpacked copy
+            try:
+                where = unpack_payload(archive)
+            except Exception:  # a read-only or full cache: run from the archive
+                where = None
+            if where:
+                gone = [p for p in sys.path if os.path.abspath(p) == archive]
+                sys.path = [where if p in gone else p for p in sys.path]
+                if where not in sys.path:
+                    sys.path.insert(0, where)
+                for p in gone:
+                    sys.path_importer_cache.pop(p, None)
         sys.meta_path.insert(0, _NativeFinder(archive))
     from pbox.commands.fast import main as pbox_main
 
     pbox_main()
-
-
-if __name__ == "__main__":
-    main()

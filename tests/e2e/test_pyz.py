@@ -1,11 +1,14 @@
-"""The .pyz unpacks its Python part to the user cache on first run (zipapp/__main__.py).
+"""The .pyz: its shell part, and the unpacking of its Python part to the user cache on
+first run (zipapp/launch.sh, zipapp/_pbox_launcher.py).
 
-Runs only with a built archive (``--pyz`` / ``PBOX_TEST_PYZ``).
+Runs only with a built archive (``--pyz`` / ``PBOX_TEST_PYZ``).  Most tests here run it
+as ``python3 pbox.pyz``; every other e2e test runs it as a program.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +20,7 @@ import pytest
 def pyz(pbox_cmd):
     if pbox_cmd[1:2] == ["-m"]:
         pytest.skip("needs a built .pyz (--pyz or PBOX_TEST_PYZ)")
-    return pbox_cmd[1]
+    return pbox_cmd[0]
 
 
 def _payload_dirs(cache: str) -> list[str]:
@@ -100,3 +103,80 @@ def test_bundled_compiled_modules_load_from_the_archive(pyz, pbox_root):
                 if line.startswith("import time:")}
     assert "isal" in imported and "zipfile" not in imported
     assert os.listdir(os.path.join(pbox_root.cache_dir, "native")) == natives
+
+
+def _read_the_archive(stderr: str, pyz: str) -> bool:
+    """Whether a run with PYTHONVERBOSE=1 read the archive's directory (zipimport)."""
+    return any(line.startswith("# zipimport: found") and pyz in line
+               for line in stderr.splitlines())
+
+
+def _modules(stderr: str) -> set:
+    return {line.split("|")[-1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_as_a_program_a_run_after_the_first_opens_nothing_but_the_unpacked_copy(
+        pyz, pbox_root):
+    env = pbox_root.env_with({"PYTHONVERBOSE": "1", "PYTHONPROFILEIMPORTTIME": "1"})
+    first = subprocess.run([pyz, "images", "-q"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert _read_the_archive(first.stderr, pyz)  # it unpacked from there
+    assert len(_payload_dirs(pbox_root.cache_dir)) == 1
+    again = subprocess.run([pyz, "images", "-q"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not _read_the_archive(again.stderr, pyz)
+    modules = _modules(again.stderr)
+    assert "pbox.commands.fast" in modules  # (the measurement saw pbox start)
+    for name in ("site", "runpy", "zipfile", "zlib", "contextlib"):
+        assert name not in modules, name
+    # `python3 pbox.pyz` still goes through runpy and the archive (the reference)
+    plain = subprocess.run([sys.executable, pyz, "images", "-q"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert _read_the_archive(plain.stderr, pyz) and "runpy" in _modules(plain.stderr)
+    assert plain.stdout == again.stdout == first.stdout
+
+
+def test_as_a_program_the_payload_is_found_under_xdg_cache_home(pyz, pbox_root, tmp_path):
+    """The shell part looks for the unpacked copy where the launcher puts it."""
+    cache = tmp_path / "xdg"
+    env = pbox_root.env_with({"PBOX_CACHE_DIR": None, "XDG_CACHE_HOME": str(cache),
+                              "PYTHONVERBOSE": "1"})
+    for _ in range(2):
+        r = subprocess.run([pyz, "--log-level", "debug", "images", "-q"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert len(_payload_dirs(str(cache / "pbox"))) == 1
+    assert not _read_the_archive(r.stderr, pyz)
+
+
+def test_as_a_program_from_a_path_with_spaces_and_quotes(pyz, pbox_root, tmp_path):
+    where = tmp_path / "my \"odd\" dir's"
+    where.mkdir()
+    prog = str(where / "pbox")
+    shutil.copy2(pyz, prog)
+    r = subprocess.run([prog, "images", "-q"], env=pbox_root.env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    odd = "nope 'q' \"$HOME\" * `x`"
+    r = subprocess.run([prog, "inspect", odd], env=pbox_root.env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 125, r
+    assert r.stderr == f"Error: invalid reference format: {odd!r}\n", r  # as given
+
+
+def test_as_a_program_python_is_found_on_path_or_named_by_pbox_python(pyz, pbox_root,
+                                                                      tmp_path):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    env = pbox_root.env_with({"PATH": str(empty)})
+    r = subprocess.run([pyz, "--version"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 127 and "python3" in r.stderr, r
+    env["PBOX_PYTHON"] = sys.executable
+    r = subprocess.run([pyz, "--version"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("pbox version "), r

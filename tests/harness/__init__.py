@@ -201,12 +201,13 @@ def pause_processes(runroot: str) -> list[int]:
 
 def imported_modules(pbox_cmd: list[str], env: dict[str, str], *args: str,
                      input: str | None = None) -> set[str]:
-    """The modules a pbox command imports (``python -X importtime``), in every pbox
+    """The modules a pbox command imports (``PYTHONPROFILEIMPORTTIME``), in every pbox
     process it runs, forked ones included (they share its stderr)."""
+    env = dict(env, PYTHONPROFILEIMPORTTIME="1")
     if pbox_cmd[1:2] == ["-m"]:
-        env = dict(env, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))))
-    r = subprocess.run([pbox_cmd[0], "-X", "importtime", *pbox_cmd[1:], *args], env=env,
+        env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__))))
+    r = subprocess.run([*pbox_cmd, *args], env=env,
                        input=input, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     return {line.split("|")[-1].strip() for line in r.stderr.splitlines()
