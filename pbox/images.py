@@ -14,8 +14,11 @@ from pbox.config import Config
 from pbox.errors import Conflict, ImageNotFound, InvalidReference, PboxError
 from pbox.oci import reference as refs
 from pbox.record import factory, record
-from pbox.storage.images import ImageRecord, ImageStore
-from pbox.storage.store import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pbox.storage.images import ImageRecord, ImageStore
+    from pbox.storage.store import Store
 
 
 def _log():
@@ -33,8 +36,19 @@ PARALLEL_LAYERS = 3
 SMALL_LAYER_BYTES = 4 << 20
 
 
+# The store's modules are imported where a store is opened: a pull imports them while
+# its first request is on the way (``pull``), not before sending it.
+
 def open_store(config: Config, *, create: bool = True) -> Store:
+    from pbox.storage.store import Store
+
     return Store.open(config.root, config.runroot, create=create)
+
+
+def image_store(store: Store) -> ImageStore:
+    from pbox.storage.images import ImageStore
+
+    return ImageStore(store)
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -213,7 +227,7 @@ def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
     """docker's --pull missing|always|never for `run`, `create` and build's FROM."""
     from pbox.errors import UsageError
 
-    istore = ImageStore(store)
+    istore = image_store(store)
     if policy not in ("missing", "always", "never", "newer"):
         raise UsageError(f"invalid --pull policy {policy!r}: missing, always or never")
     if policy != "always":
@@ -245,18 +259,21 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     from pbox.oci import platform as plat
 
     wanted = plat.parse(opts.platform) if opts.platform else plat.host()
-    owners = []  # [whether file owners are kept], once in the user namespace
     if os.getuid() != 0:
-        from pbox.rootless import pause
+        from pbox.rootless import make_runroot
 
         # a run root that cannot be used is reported before any registry's trouble
-        pause.make_runroot(config.runroot)
+        make_runroot(config.runroot)
+    ready = []  # [(whether file owners are kept, store, image store)]
 
     def meanwhile() -> None:
-        # The user namespace is joined (the store holds files of subordinate ids) while
-        # the manifest is on its way, with what the steps after it import.  The process
-        # is still single-threaded, as joining needs.
-        owners.append(enter_userns(config, notice))
+        # While the manifest is on its way: join the user namespace (the store holds
+        # files of subordinate ids; the process is still single-threaded, as joining
+        # needs), open the store, import what the steps after the manifest need.
+        keep = enter_userns(config, notice)
+        store = open_store(config)
+        store.clean_temp()
+        ready.append((keep, store, image_store(store)))
         _preload_manifest()
 
     if conf is None:
@@ -268,12 +285,9 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     else:
         ref, client, repo, (raw, media_type, digest) = _resolve_with_conf(
             config, conf, text, opts, report)
-    if not owners:  # the request was not sent as planned (a retry, several registries)
-        owners.append(enter_userns(config, notice))
-    keep_owners = owners[0]
-    store = open_store(config)
-    store.clean_temp()
-    istore = ImageStore(store)
+    if not ready:  # the request was not sent as planned (a retry, several registries)
+        meanwhile()
+    keep_owners, store, istore = ready[0]
     from pbox.oci import manifest as mf
 
     parsed = mf.parse(raw, media_type)
@@ -287,8 +301,9 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
         if store.has_blob(manifest.config.digest):
             config_raw = store.read_blob(manifest.config.digest)
         else:
+            media_types = [d.media_type for d in manifest.layers]
             stream = client.fetch_blob(repo, manifest.config.digest, manifest.config.size,
-                                       while_waiting=_preload_config)
+                                       while_waiting=lambda: _preload_extraction(media_types))
             config_raw = stream.read()
             stream.finish()
             store.put_blob(config_raw, manifest.config.digest)
@@ -315,6 +330,8 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
         _pull_layers(client, store, repo, todo, chains, keep_owners, report, notice)
         size = sum(store.layer_info(c).get("size", 0) for c in chains)
         store.put_blob(raw, digest)
+        from pbox.storage.images import ImageRecord
+
         record = ImageRecord(
             id=image_id, layers=chains, diff_ids=diff_ids, manifest_digest=digest,
             manifest_media_type=media_type, created=image_config.created or "", size=size,
@@ -344,22 +361,24 @@ def _preload_manifest() -> None:
     import pbox.oci.manifest  # noqa: F401
 
 
-def _preload_config() -> None:
-    """While the config comes: libcrypto (~3 ms), for the config's digest and then the
-    layers'."""
-    from pbox.oci import digest
-
-    digest.preload()
-
-
-def _preload_layer(media_type: str) -> None:
-    """While a layer's answer comes: the extractor, and isal for a gzip layer."""
+def _preload_extraction(media_types: list) -> None:
+    """While the config comes (hashed by CPython's own sha256, it is small): the
+    extractor, and isal when a layer is gzip-compressed."""
     from pbox.oci import compression
 
-    if compression.for_media_type(media_type) == compression.GZIP:
+    if any(compression.for_media_type(t) == compression.GZIP for t in media_types):
         compression.inflater_name()
     import pbox.storage.extract
     import pbox.storage.tarsplit  # noqa: F401
+
+
+def _preload_layer(media_type: str) -> None:
+    """While a layer's answer comes: libcrypto (~3 ms) to hash it, and what
+    ``_preload_extraction`` imports, unless the config's wait did."""
+    from pbox.oci import digest
+
+    digest.preload()
+    _preload_extraction([media_type])
 
 
 def _pull_layers(client, store: Store, repo: str, todo, chains, keep_owners, report, notice):
@@ -615,7 +634,7 @@ def _blame_blob(packed, error: Exception) -> None:
 
 def tag(config: Config, source: str, target: str) -> None:
     store = open_store(config)
-    istore = ImageStore(store)
+    istore = image_store(store)
     res = resolve(istore, source)
     ref = refs.parse(target)
     if ref.digest:
@@ -648,7 +667,7 @@ def remove_images(config: Config, names: list[str], *, force: bool = False) -> R
     """``rmi``: untag; delete an image when no name is left; then its unused layers."""
     enter_userns(config)
     store = open_store(config)
-    istore = ImageStore(store)
+    istore = image_store(store)
     result = RemoveResult()
     errors: list[PboxError] = []
     with store.gc_lock.exclusive():
@@ -749,7 +768,7 @@ def prune_images(config: Config, *, all_images: bool = False) -> RemoveResult:
     """``image prune``: dangling images (no tag), or with -a every image no container uses."""
     enter_userns(config)
     store = open_store(config)
-    istore = ImageStore(store)
+    istore = image_store(store)
     result = RemoveResult()
     with store.gc_lock.exclusive():
         repos = istore.repositories()

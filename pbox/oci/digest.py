@@ -61,9 +61,15 @@ def hex_of(digest: str) -> str:
 _new = None
 
 
-def new_hasher(algorithm: str = CANONICAL):
+def new_hasher(algorithm: str = CANONICAL, size: int | None = None):
+    """A hash object; ``size``: how many bytes it will hash, when known (up to ``SMALL``
+    sha256 is CPython's own while libcrypto is not loaded, see ``compute``)."""
     if algorithm not in ALGORITHMS:
         raise InvalidReference(f"unsupported digest algorithm: {algorithm!r}")
+    if size is not None and size <= SMALL and _new is None and algorithm == "sha256":
+        small = _builtin_sha256()
+        if small is not None:
+            return small()
     return (_new or _hash_constructor())(algorithm)
 
 
@@ -150,11 +156,12 @@ class HashingReader(io.RawIOBase):
     owns ``fileobj``: closing it (or dropping it) closes the wrapped file.
     """
 
-    def __init__(self, fileobj: BinaryIO, algorithm: str = CANONICAL):
+    def __init__(self, fileobj: BinaryIO, algorithm: str = CANONICAL,
+                 size_hint: int | None = None):
         super().__init__()
         self._f = fileobj
         self.algorithm = algorithm
-        self._h = new_hasher(algorithm)
+        self._h = new_hasher(algorithm, size_hint)
         self.size = 0
         self.eof = False
 
@@ -218,7 +225,7 @@ class VerifyingReader(HashingReader):
         self, fileobj: BinaryIO, digest: str, size: int | None = None, *, what: str = "blob"
     ):
         algorithm, _ = parse(digest)
-        super().__init__(fileobj, algorithm)
+        super().__init__(fileobj, algorithm, size)
         self.expected = digest
         self.expected_size = size
         self.what = what

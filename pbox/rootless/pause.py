@@ -21,7 +21,7 @@ import fcntl
 import os
 
 from pbox.errors import RuntimeFailure
-from pbox.rootless import syscalls
+from pbox.rootless import make_runroot, syscalls
 
 TYPE_CHECKING = False  # (the typing module is ~3 ms to import)
 if TYPE_CHECKING:
@@ -149,16 +149,6 @@ def join_existing(runroot: str) -> bool:
     if len([r for r in ranges if r.strip()]) < 2:
         return False  # a single-id namespace: only enter() decides to use that one
     return _join(pid)
-
-
-def make_runroot(runroot: str) -> None:
-    """Create the run root if needed; RuntimeFailure when it cannot be used."""
-    try:
-        os.makedirs(runroot, mode=0o700, exist_ok=True)
-    except OSError as e:
-        why = "not a directory" if isinstance(e, FileExistsError) else e.strerror
-        raise RuntimeFailure(f"cannot use the run root {runroot} (--runroot, "
-                             f"PBOX_RUNROOT): {why}")
 
 
 def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> idmap.IdMapping:

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 
 import pytest
 
 from pbox.errors import DigestMismatch, InvalidReference
 from pbox.oci import digest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 DATA = b"hello world\n" * 1000
 GOOD = "sha256:" + hashlib.sha256(DATA).hexdigest()
@@ -76,6 +79,39 @@ def test_compute_small_and_large_agree_with_hashlib(size, monkeypatch):
     assert digest._builtin_sha256() is not None  # (the path under test exists here)
     digest.preload()
     assert digest.compute(data) == want
+
+
+def test_a_small_blob_of_known_size_is_verified_without_libcrypto():
+    """A config (a pull's second answer) is checked by CPython's own sha256: libcrypto
+    is loaded while the layer's answer is awaited instead (pbox.images)."""
+    import subprocess
+    import sys
+
+    sizes = (300, digest.SMALL, digest.SMALL + 1)
+    code = """if True:
+        import io, sys
+        from pbox.oci import digest
+        for arg in sys.argv[1:]:
+            size, good = int(arg.split("=")[0]), arg.split("=")[1]
+            data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            r = digest.VerifyingReader(io.BytesIO(data), good, size)
+            r.finish()
+            print(size, r.verified, "_hashlib" in sys.modules)
+            bad = digest.VerifyingReader(io.BytesIO(data[:-1] + b"!"), good, size)
+            try:
+                bad.finish()
+            except Exception as e:
+                print(type(e).__name__)
+    """
+    args = []
+    for size in sizes:
+        data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        args.append(f"{size}=sha256:{hashlib.sha256(data).hexdigest()}")
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                         text=True, check=True, cwd=REPO_ROOT).stdout.split()
+    assert out == ["300", "True", "False", "DigestMismatch",
+                   str(digest.SMALL), "True", "False", "DigestMismatch",
+                   str(digest.SMALL + 1), "True", "True", "DigestMismatch"]
 
 
 def test_hashing_reader_tees():
