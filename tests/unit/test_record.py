@@ -98,18 +98,74 @@ def test_run_path_does_not_import_dataclasses():
     assert out.strip() == "False"
 
 
-def test_init_made_at_first_instance_behaves_the_same():
+CALLS = [  # (args, kwargs) for Mixed(...): good ones and wrong ones
+    ((1,), {}), ((1, "s"), {}), ((1,), {"c": [5]}), ((), {"a": 2, "b": "t"}),
+    ((1, "s", [3], 4.5), {}), ((1,), {"d": None}),
+    ((), {}), ((1,), {"a": 2}), ((1,), {"nope": 1}), ((1, "s", [], 0, "extra"), {}),
+    ((), {"b": "only"}),
+]
+
+
+def _outcome(cls, args, kwargs):
+    try:
+        obj = cls(*args, **kwargs)
+    except TypeError:
+        return "TypeError"
+    return {n: getattr(obj, n) for n in names(cls)}
+
+
+def _mixed(frozen: bool):
+    @record(frozen=frozen)
+    class Mixed:
+        a: int
+        b: str = "x"
+        c: list = factory(list)
+        d: float | None = 1.5
+
+    return Mixed
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_generic_and_compiled_init_behave_the_same(frozen, monkeypatch):
+    """A class's first instances go through a generic __init__, later ones through one
+    compiled for it: same fields, defaults, fresh factory values, same refusals."""
+    import pbox.record
+
+    monkeypatch.setattr(pbox.record, "COMPILE_AFTER", 10**6)
+    generic_cls = _mixed(frozen)
+    generic = [_outcome(generic_cls, a, k) for a, k in CALLS]
+    assert generic_cls.__init__.__code__.co_filename == pbox.record.__file__  # the stub
+    monkeypatch.setattr(pbox.record, "COMPILE_AFTER", 0)
+    compiled_cls = _mixed(frozen)
+    compiled = [_outcome(compiled_cls, a, k) for a, k in CALLS]
+    assert compiled_cls.__init__.__code__.co_filename == "<string>"  # made by exec
+    assert generic == compiled
+    assert generic[0] == {"a": 1, "b": "x", "c": [], "d": 1.5}
+    assert generic.count("TypeError") == 5
+    one, two = generic_cls(1), generic_cls(2)
+    assert one.c is not two.c
+    if frozen:
+        with pytest.raises(FrozenInstanceError):
+            one.a = 3
+
+
+def test_init_is_compiled_after_the_first_instances():
+    import pbox.record
+
     @record
     class Late:
         a: int
         b: list = factory(list)
 
     stub = Late.__init__
-    with pytest.raises(TypeError):  # the first call may be a wrong one, too
+    with pytest.raises(TypeError):  # a wrong call counts too
         Late()
-    assert Late.__init__ is not stub  # compiled once, then the real one is used
+    for i in range(pbox.record.COMPILE_AFTER - 1):
+        assert Late(i).a == i and Late.__init__ is stub
+    x = Late(1)  # this one compiles the class's own __init__
     real = Late.__init__
-    x, y = Late(1), Late(a=2, b=[3])
+    assert real is not stub
+    y = Late(a=2, b=[3])
     assert (x.a, x.b, y.a, y.b) == (1, [], 2, [3]) and Late.__init__ is real
 
     @record
@@ -120,4 +176,6 @@ def test_init_made_at_first_instance_behaves_the_same():
         def __init__(self, n):
             super().__init__(n * 2)
 
-    assert Child(2).n == 4 and Base(1).n == 1
+    for _ in range(pbox.record.COMPILE_AFTER + 2):
+        assert Child(2).n == 4 and Base(1).n == 1
+    assert Base.__init__ is not Child.__init__
