@@ -225,6 +225,39 @@ def apply_pax(entry: TarEntry, pax: dict) -> None:
         # atime, ctime, uname, gname, comment, charset...: not needed
 
 
+def add_pax_records(typ: bytes, records: dict, pax: dict, global_pax: dict) -> None:
+    """Keep the records of an ``x`` (the next entry's, in ``pax``) or ``g`` header
+    (every later entry's, in ``global_pax``).  POSIX: an empty value deletes the
+    global record of that name, for the next entry only (None in ``pax``) or for good."""
+    for k, v in records.items():
+        if typ == b"x":
+            pax[k] = v if v else None
+        elif v:
+            global_pax[k] = v
+        else:
+            global_pax.pop(k, None)
+
+
+def apply_pending(entry: TarEntry, pax: dict, global_pax: dict, longname: bytes | None,
+                  longlink: bytes | None = None) -> None:
+    """Give ``entry`` the PAX records and GNU long names that precede it (an entry's own
+    PAX path wins over a long name).  The extractor and the tar-split recorder must
+    agree on every entry's name: both use this."""
+    if pax or global_pax:  # (most entries have neither: ~1 us each)
+        merged = dict(global_pax)
+        for k, v in pax.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        if merged:
+            apply_pax(entry, merged)
+    if longname is not None and pax.get("path") is None:
+        entry.name = longname
+    if longlink is not None and pax.get("linkpath") is None:
+        entry.linkname = longlink
+
+
 def split_name(name: bytes, what: str = "entry") -> tuple:
     """Turn a tar name into path components relative to the layer root.
 
@@ -372,13 +405,7 @@ def iter_entries(reader: TarReader):
                 raise LayerError(f"PAX header of {entry.size} bytes is too large")
             data = reader.read_exact(entry.size)
             reader.skip(_padding(entry.size))
-            records = parse_pax(data)
-            target = pax if typ == b"x" else global_pax
-            for k, v in records.items():
-                if v == b"" and typ == b"x":  # empty value: unset the global one
-                    target[k] = None
-                else:
-                    target[k] = v
+            add_pax_records(typ, parse_pax(data), pax, global_pax)
             continue
         if typ in (b"L", b"K"):
             if entry.size > MAX_LONGNAME:
@@ -399,14 +426,7 @@ def iter_entries(reader: TarReader):
                 raise LayerError("multi-volume tar archives are not supported")
             pending_data = entry.size + _padding(entry.size)  # volume label
             continue
-        merged = {k: v for k, v in global_pax.items() if v is not None}
-        merged.update({k: v for k, v in pax.items() if v is not None})
-        if merged:
-            apply_pax(entry, merged)
-        if longname is not None and "path" not in pax:
-            entry.name = longname
-        if longlink is not None and "linkpath" not in pax:
-            entry.linkname = longlink
+        apply_pending(entry, pax, global_pax, longname, longlink)
         pax = {}
         longname = longlink = None
         if entry.size < 0:

@@ -285,15 +285,10 @@ class Recorder:
         if typ == b"V":  # a volume label: skipped, pending PAX records kept (as extract)
             self._data_state(_RAW, entry.size)
             return
-        merged = {k: v for k, v in self._global_pax.items() if v is not None}
-        merged.update({k: v for k, v in self._pax.items() if v is not None})
         try:
-            if merged:
-                ex.apply_pax(entry, merged)
+            ex.apply_pending(entry, self._pax, self._global_pax, self._longname)
         except ex.LayerError as e:
             raise _Unusable(str(e))
-        if self._longname is not None and "path" not in self._pax:
-            entry.name = self._longname
         self._pax = {}
         self._longname = None
         if entry.size < 0:
@@ -328,9 +323,7 @@ class Recorder:
                 records = ex.parse_pax(data)
             except ex.LayerError as e:
                 raise _Unusable(str(e))
-            target = self._pax if typ == b"x" else self._global_pax
-            for k, v in records.items():
-                target[k] = None if (v == b"" and typ == b"x") else v
+            ex.add_pax_records(typ, records, self._pax, self._global_pax)
         elif typ == b"L":
             i = data.find(b"\0")
             self._longname = data if i < 0 else data[:i]

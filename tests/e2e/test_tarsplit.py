@@ -103,6 +103,26 @@ def test_reassembled_tar_is_the_original(fmt, tmp_path):
     assert again.getvalue() != tar
 
 
+def test_global_pax_records_round_trip(tmp_path):
+    """Records of a global PAX header apply to every later entry, an entry's empty
+    record deletes one for that entry: the extractor and the recorder agree."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"mtime": "1500000000.5", "comment": "all"}) as tf:
+        _add(tf, "a", b"first")
+        _add(tf, "b", b"second", pax={"mtime": ""})  # back to the header's mtime
+        _add(tf, "d/" + "n" * 150, b"long name")
+    tar = buf.getvalue()
+    diff, split = extract_with_split(tar, tmp_path)
+    assert os.stat(os.path.join(diff, "a")).st_mtime_ns == 1_500_000_000_500_000_000
+    assert os.stat(os.path.join(diff, "b")).st_mtime_ns == 1_600_000_000 * 10**9
+    with open(os.path.join(diff, "d", "n" * 150), "rb") as f:
+        assert f.read() == b"long name"
+    out = io.BytesIO()
+    write_layer_tar(diff, out, split=split, diff_id=digest(tar))
+    assert out.getvalue() == tar
+
+
 @pytest.mark.parametrize("module", ["zlib", "isal"])
 def test_split_recorded_with_either_zlib_module(module, monkeypatch, tmp_path):
     """isal's CRC-32 and deflate record the split where isal is installed; reading it

@@ -314,3 +314,22 @@ def test_split_ustar():
     assert layertar._split_ustar(b"a" * 150 + b"/" + b"b" * 100) == (b"a" * 150, b"b" * 100)
     assert layertar._split_ustar(b"a" * 156 + b"/b") is None
     assert layertar._split_ustar(b"a/" + b"b" * 101) is None
+
+
+def test_global_pax_records_apply_to_later_entries_until_overridden():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"mtime": "1000.5", "SCHILY.xattr.user.g": "v"}) as tf:
+        for name, pax in (("a", {}), ("b", {"mtime": "2000"}),
+                          ("c", {"SCHILY.xattr.user.g": ""})):
+            info = tarfile.TarInfo(name)
+            info.mtime = 5
+            info.pax_headers = pax
+            tf.addfile(info, io.BytesIO(b""))
+    entries = list(tarread.iter_entries(tarread.TarReader(io.BytesIO(buf.getvalue()))))
+    got = [(e.name, e.mtime_ns, e.xattrs) for e in entries]
+    assert got == [
+        (b"a", 1000_500_000_000, {"user.g": b"v"}),
+        (b"b", 2000_000_000_000, {"user.g": b"v"}),
+        (b"c", 1000_500_000_000, None),  # an empty value unsets the global record
+    ]
