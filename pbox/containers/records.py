@@ -69,6 +69,12 @@ def alive(pid: int | None, start: int | None) -> bool:
     return now is not None and (start is None or now == start)
 
 
+def _orphaned(st: dict) -> bool:
+    """A state that says the container runs while the process that owns it is gone."""
+    return st.get("Status") in ("running", "restarting", "paused", "stopping") and \
+        not alive(st.get("MonitorPid"), st.get("MonitorStart"))
+
+
 class ContainerStore:
     def __init__(self, store: Store):
         self.store = store
@@ -158,9 +164,13 @@ class ContainerStore:
 
     def state(self, cid: str) -> dict:
         """The recorded state, corrected when its owner died without saying so."""
-        st = self.store.read_json(self.path(cid, "state.json")) or {"Status": "created"}
-        if st.get("Status") in ("running", "restarting", "paused", "stopping") and \
-                not alive(st.get("MonitorPid"), st.get("MonitorStart")):
+        path = self.path(cid, "state.json")
+        st = self.store.read_json(path) or {"Status": "created"}
+        if _orphaned(st):
+            # The owner records the end before it exits: it may have done so after the
+            # read above.  Read again, now that it is known to be gone.
+            st = self.store.read_json(path) or {"Status": "created"}
+        if _orphaned(st):
             # The process that owned it was killed (kill -9): its container died with
             # it (PR_SET_PDEATHSIG), nobody recorded an exit code.
             st.update(Status="exited", Running=False, Restarting=False, Paused=False,
