@@ -1,7 +1,8 @@
 """pbox.images._ReadAhead: the thread that downloads and inflates a layer ahead of the
 extracting one.  Its contract: every byte in order, the producer's error at the
-consumer's next read, and no thread left once ``close()`` returns, whatever the
-producer was doing."""
+consumer's next read, and once ``close()`` returns no read of the stream going on or to
+come, whatever the producer was doing (its thread then ends; the kernel may take a
+moment to let go of it)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,40 @@ from pbox.images import _ReadAhead
 
 
 class _Noting(io.RawIOBase):
-    """A stream that notes the (kernel) id of the thread reading it."""
+    """A stream that notes the (kernel) id of the thread reading it, how many reads
+    were started and how many are going on."""
 
     def __init__(self, inner):
         self.inner = inner
         self.readers: set[int] = set()
+        self.started = self.active = 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, n=-1):
         self.readers.add(threading.get_native_id())
-        return self.inner.read(n)
+        self.started += 1
+        self.active += 1
+        try:
+            return self.inner.read(n)
+        finally:
+            self.active -= 1
 
 
 def alive(tids: set[int]) -> set[int]:
     """Which of these threads still exist (other tests' threads do not matter)."""
     return tids & {int(t) for t in os.listdir("/proc/self/task")}
+
+
+def assert_stopped(src: _Noting) -> None:
+    """Right after close(): no read going on, none started later, the thread ends."""
+    assert src.readers and src.active == 0
+    started = src.started
+    deadline = time.monotonic() + 5
+    while alive(src.readers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not alive(src.readers) and src.started == started
 
 
 def test_every_byte_in_order_in_bounded_reads():
@@ -76,7 +94,7 @@ def test_close_stops_a_producer_waiting_for_room():
     assert ra.read(10) == b"y" * 10
     time.sleep(0.05)  # the producer fills the queue and waits
     ra.close()
-    assert src.readers and not alive(src.readers)
+    assert_stopped(src)
 
 
 def test_close_waits_for_a_producer_in_a_slow_read():
@@ -94,4 +112,4 @@ def test_close_waits_for_a_producer_in_a_slow_read():
     ra = _ReadAhead(src, chunk=10, depth=1)
     started.wait(5)
     ra.close()
-    assert src.readers and not alive(src.readers)
+    assert_stopped(src)
