@@ -235,8 +235,11 @@ class Case:
     budget: Optional[float] = None  # seconds pbox's median stays at or under (absolute)
     runs: int = 5
     warmup: int = 0
-    rss: bool = False  # report peak RSS in the table (measured through GNU time)
+    # report peak RSS in the table: measured through GNU time, in runs of their own
+    # (up to RSS_RUNS a tool, after the timed ones): the wrapper adds ~2 ms to a run
+    rss: bool = False
     samples: dict = field(default_factory=dict)  # tool -> [Sample]
+    rss_samples: dict = field(default_factory=dict)  # tool -> [KiB], with rss
 
     def median(self, tool: str) -> float:
         return statistics.median(s.seconds for s in self.samples[tool])
@@ -246,7 +249,8 @@ class Case:
         return min(secs), max(secs)
 
     def median_rss(self, tool: str) -> int:
-        return int(statistics.median(s.maxrss_kib for s in self.samples[tool]))
+        kib = self.rss_samples.get(tool) or [s.maxrss_kib for s in self.samples[tool]]
+        return int(statistics.median(kib))
 
     def ratio(self) -> float:
         return self.median("pbox") / self.median("podman")
@@ -262,15 +266,19 @@ class Case:
         return "-" if self.target is None else f"<= {self.target:g}x"
 
 
+RSS_RUNS = 5
+
+
 def run_case(case: Case) -> Case:
-    """Run both tools ``case.runs`` times, alternating which goes first."""
+    """Run both tools ``case.runs`` times, alternating which goes first; then, for a
+    case with ``rss``, up to ``RSS_RUNS`` more through GNU time for the peak RSS."""
     tools = {"pbox": case.pbox, "podman": case.podman}
     for tool in ("pbox", "podman"):
         cmd = tools[tool]
         for _ in range(case.warmup):
             if cmd.setup:
                 cmd.setup()
-            run_cmd(cmd, exact_rss=case.rss)
+            run_cmd(cmd)
     case.samples = {"pbox": [], "podman": []}
     for rep in range(case.runs):
         order = ("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")
@@ -278,10 +286,17 @@ def run_case(case: Case) -> Case:
             cmd = tools[tool]
             if cmd.setup:
                 cmd.setup()
-            case.samples[tool].append(run_cmd(cmd, exact_rss=case.rss))
+            case.samples[tool].append(run_cmd(cmd))
         log(f"{case.name}: run {rep + 1}/{case.runs}: "
             f"pbox {case.samples['pbox'][-1].seconds:.3f}s, "
             f"podman {case.samples['podman'][-1].seconds:.3f}s")
+    case.rss_samples = {"pbox": [], "podman": []}
+    for rep in range(min(case.runs, RSS_RUNS) if case.rss else 0):
+        for tool in (("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")):
+            cmd = tools[tool]
+            if cmd.setup:
+                cmd.setup()
+            case.rss_samples[tool].append(run_cmd(cmd, exact_rss=True).maxrss_kib)
     return case
 
 
@@ -497,10 +512,12 @@ def results_json(cases: Sequence[Case], extra: Optional[dict] = None) -> str:
         data["cases"].append({
             "name": c.name, "target": c.target, "budget": c.budget, "runs": c.runs,
             "pbox": {"argv": c.pbox.argv, "seconds": [s.seconds for s in c.samples["pbox"]],
-                     "maxrss_kib": [s.maxrss_kib for s in c.samples["pbox"]]},
+                     "maxrss_kib": c.rss_samples.get("pbox")
+                     or [s.maxrss_kib for s in c.samples["pbox"]]},
             "podman": {"argv": c.podman.argv,
                        "seconds": [s.seconds for s in c.samples["podman"]],
-                       "maxrss_kib": [s.maxrss_kib for s in c.samples["podman"]]},
+                       "maxrss_kib": c.rss_samples.get("podman")
+                       or [s.maxrss_kib for s in c.samples["podman"]]},
             "ratio": c.ratio(),
         })
     return json.dumps(data, indent=2)
