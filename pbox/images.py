@@ -256,9 +256,11 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
         registries.candidates(conf, text)  # a bad name fails before anything else
     else:
         ref = refs.parse(text)
-    from pbox.oci import platform as plat
+    wanted = None  # the host's, unless --platform (checked before anything is sent)
+    if opts.platform:
+        from pbox.oci import platform as plat
 
-    wanted = plat.parse(opts.platform) if opts.platform else plat.host()
+        wanted = plat.parse(opts.platform)
     if os.getuid() != 0:
         from pbox.rootless import make_runroot
 
@@ -292,7 +294,9 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 
     parsed = mf.parse(raw, media_type)
     if isinstance(parsed, mf.Index):
-        desc = plat.select(parsed.manifests, wanted, what=ref.familiar())
+        from pbox.oci import platform as plat
+
+        desc = plat.select(parsed.manifests, wanted or plat.host(), what=ref.familiar())
         raw, media_type, digest = client.get_manifest(repo, desc.digest)
         parsed = mf.parse_manifest(raw, media_type)
     manifest = parsed
@@ -357,8 +361,10 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 
 
 def _preload_manifest() -> None:
-    """While the manifest comes: the manifest parser."""
-    import pbox.oci.manifest  # noqa: F401
+    """While the manifest comes: the manifest parser, and the platforms' module for an
+    index."""
+    import pbox.oci.manifest
+    import pbox.oci.platform  # noqa: F401
 
 
 def _preload_extraction(media_types: list) -> None:
