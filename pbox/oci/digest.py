@@ -63,7 +63,7 @@ _new = None
 
 def new_hasher(algorithm: str = CANONICAL, size: int | None = None):
     """A hash object; ``size``: how many bytes it will hash, when known (up to ``SMALL``
-    sha256 is CPython's own while libcrypto is not loaded, see ``compute``)."""
+    sha256 is CPython's own while libcrypto is not loaded, see ``SMALL``)."""
     if algorithm not in ALGORITHMS:
         raise InvalidReference(f"unsupported digest algorithm: {algorithm!r}")
     if size is not None and size <= SMALL and _new is None and algorithm == "sha256":
@@ -98,11 +98,7 @@ SMALL = 1 << 16
 
 def compute(data: bytes, algorithm: str = CANONICAL) -> str:
     """The digest of ``data`` in full form."""
-    if algorithm == "sha256" and len(data) <= SMALL and _new is None:
-        small = _builtin_sha256()
-        if small is not None:
-            return "sha256:" + small(data).hexdigest()
-    h = new_hasher(algorithm)
+    h = new_hasher(algorithm, len(data))
     h.update(data)
     return f"{algorithm}:{h.hexdigest()}"
 
