@@ -273,30 +273,30 @@ def run_case(case: Case) -> Case:
     """Run both tools ``case.runs`` times, alternating which goes first; then, for a
     case with ``rss``, up to ``RSS_RUNS`` more through GNU time for the peak RSS."""
     tools = {"pbox": case.pbox, "podman": case.podman}
-    for tool in ("pbox", "podman"):
+
+    def sample(tool: str, exact_rss: bool = False) -> Sample:
         cmd = tools[tool]
+        if cmd.setup:
+            cmd.setup()
+        return run_cmd(cmd, exact_rss=exact_rss)
+
+    def order(rep: int) -> tuple:
+        return ("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")
+
+    for tool in ("pbox", "podman"):
         for _ in range(case.warmup):
-            if cmd.setup:
-                cmd.setup()
-            run_cmd(cmd)
+            sample(tool)
     case.samples = {"pbox": [], "podman": []}
     for rep in range(case.runs):
-        order = ("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")
-        for tool in order:
-            cmd = tools[tool]
-            if cmd.setup:
-                cmd.setup()
-            case.samples[tool].append(run_cmd(cmd))
+        for tool in order(rep):
+            case.samples[tool].append(sample(tool))
         log(f"{case.name}: run {rep + 1}/{case.runs}: "
             f"pbox {case.samples['pbox'][-1].seconds:.3f}s, "
             f"podman {case.samples['podman'][-1].seconds:.3f}s")
     case.rss_samples = {"pbox": [], "podman": []}
     for rep in range(min(case.runs, RSS_RUNS) if case.rss else 0):
-        for tool in (("pbox", "podman") if rep % 2 == 0 else ("podman", "pbox")):
-            cmd = tools[tool]
-            if cmd.setup:
-                cmd.setup()
-            case.rss_samples[tool].append(run_cmd(cmd, exact_rss=True).maxrss_kib)
+        for tool in order(rep):
+            case.rss_samples[tool].append(sample(tool, exact_rss=True).maxrss_kib)
     return case
 
 
