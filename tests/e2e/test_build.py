@@ -327,6 +327,8 @@ def test_a_fully_cached_build_loads_no_container_or_url_code(bb, run_pbox, pbox_
     import os
     import subprocess
 
+    from harness import modules_in
+
     ctx = _write(tmp_path / "ctx", {
         "Dockerfile": f"FROM {bb}\nRUN echo hi > /hi\nCOPY f /f\n", "f": "data\n"})
     first = _id(run_pbox, ctx)
@@ -338,8 +340,7 @@ def test_a_fully_cached_build_loads_no_container_or_url_code(bb, run_pbox, pbox_
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == first
-    modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
-               if line.startswith("import time:")}
+    modules = modules_in(r.stderr)
     assert "pbox.build.executor" in modules  # the measurement saw the build
     for name in ("pbox.containers.create", "pbox.containers.fsops", "email.utils",
                  "pbox.commands.containers", "click", "logging"):  # (click: the short path)

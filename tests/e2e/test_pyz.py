@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from harness import modules_in
 
 
 @pytest.fixture
@@ -99,8 +100,7 @@ def test_bundled_compiled_modules_load_from_the_archive(pyz, pbox_root):
                             "{{.GzipInflater}}"], env=pbox_root.env, capture_output=True,
                            text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == "isal", again.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in again.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = modules_in(again.stderr)
     assert "isal" in imported and "zipfile" not in imported
     assert os.listdir(os.path.join(pbox_root.cache_dir, "native")) == natives
 
@@ -109,11 +109,6 @@ def _read_the_archive(stderr: str, pyz: str) -> bool:
     """Whether a run with PYTHONVERBOSE=1 read the archive's directory (zipimport)."""
     return any(line.startswith("# zipimport: found") and pyz in line
                for line in stderr.splitlines())
-
-
-def _modules(stderr: str) -> set:
-    return {line.split("|")[-1].strip() for line in stderr.splitlines()
-            if line.startswith("import time:")}
 
 
 def test_as_a_program_a_run_after_the_first_opens_nothing_but_the_unpacked_copy(
@@ -128,7 +123,7 @@ def test_as_a_program_a_run_after_the_first_opens_nothing_but_the_unpacked_copy(
                            timeout=120)
     assert again.returncode == 0, again.stderr[-2000:]
     assert not _read_the_archive(again.stderr, pyz)
-    modules = _modules(again.stderr)
+    modules = modules_in(again.stderr)
     assert "pbox.commands.fast" in modules  # (the measurement saw pbox start)
     for name in ("site", "runpy", "zipfile", "zlib", "contextlib"):
         assert name not in modules, name
@@ -136,7 +131,7 @@ def test_as_a_program_a_run_after_the_first_opens_nothing_but_the_unpacked_copy(
     plain = subprocess.run([sys.executable, pyz, "images", "-q"], env=env,
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0, plain.stderr[-2000:]
-    assert _read_the_archive(plain.stderr, pyz) and "runpy" in _modules(plain.stderr)
+    assert _read_the_archive(plain.stderr, pyz) and "runpy" in modules_in(plain.stderr)
     assert plain.stdout == again.stdout == first.stdout
 
 

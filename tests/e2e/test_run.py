@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from harness import has_subuid, imported_modules
+from harness import has_subuid, imported_modules, modules_in
 
 # Also run as a user without subordinate ids, and as root (see scripts/test.sh).
 pytestmark = pytest.mark.idmap
@@ -390,8 +390,7 @@ def test_a_plain_run_imports_no_click_and_no_compression(bb, pbox_cmd, pbox_root
     r = subprocess.run([*pbox_cmd, "run", "--rm", "--network", network, bb, "true"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines()
-               if line.startswith("import time:")}
+    modules = modules_in(r.stderr)
     assert "pbox.containers.create" in modules  # the measurement saw the run
     heavy = ["gzip", "zstandard", "requests", "urllib3", "pbox.oci.registry", "shutil",
              "tempfile", "zlib"]  # (zlib: a .pyz runs unpacked, zipimport stays idle)

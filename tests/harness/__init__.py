@@ -210,5 +210,11 @@ def imported_modules(pbox_cmd: list[str], env: dict[str, str], *args: str,
     r = subprocess.run([*pbox_cmd, *args], env=env,
                        input=input, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
-    return {line.split("|")[-1].strip() for line in r.stderr.splitlines()
+    return modules_in(r.stderr)
+
+
+def modules_in(stderr: str) -> set[str]:
+    """The modules named in the ``import time:`` lines of a process's stderr
+    (``PYTHONPROFILEIMPORTTIME`` or ``-X importtime``)."""
+    return {line.split("|")[-1].strip() for line in stderr.splitlines()
             if line.startswith("import time:")}
