@@ -335,7 +335,7 @@ class _Extractor:
         try:
             size = entry.size
             entry.data_consumed = True
-            reader.copy_to_fd(fd, size)
+            reader.copy_to_fd(fd, size, parts)
             self.stats.bytes_written += size
             # chown first: it clears setuid/setgid bits, the chmod sets them back
             self._chown(entry.uid, entry.gid, fd=fd, new=True)
@@ -523,10 +523,10 @@ def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None,
     if split_to is not None:
         from pbox.storage.tarsplit import Recorder
 
-        stream = recorder = Recorder(stream, split_to)
+        recorder = Recorder(split_to)
     ex = _Extractor(dest, keep_owners, notice)
     try:
-        ex.run(TarReader(stream))
+        ex.run(TarReader(stream, recorder))
     except BaseException:
         if recorder is not None:
             recorder.abort()

@@ -131,17 +131,6 @@ def parse_header(block: bytes) -> TarEntry:
     return entry
 
 
-def parse_header_brief(block: bytes) -> TarEntry:
-    """Name, type and size of a header block, unchecked: for a reader that follows a
-    stream the extractor parses (and checks) too, the tar-split recorder."""
-    name = _cstring(block[0:100])
-    if block[257:263] == b"ustar\0":
-        prefix = _cstring(block[345:500])
-        if prefix:
-            name = prefix + b"/" + name
-    return TarEntry(name=name, type=block[156:157], size=parse_number(block[124:136]))
-
-
 def parse_pax(data: bytes) -> dict:
     """PAX extended header records: ``"<len> <key>=<value>\\n"``; keys str, values bytes."""
     records = {}
@@ -241,8 +230,7 @@ def add_pax_records(typ: bytes, records: dict, pax: dict, global_pax: dict) -> N
 def apply_pending(entry: TarEntry, pax: dict, global_pax: dict, longname: bytes | None,
                   longlink: bytes | None = None) -> None:
     """Give ``entry`` the PAX records and GNU long names that precede it (an entry's own
-    PAX path wins over a long name).  The extractor and the tar-split recorder must
-    agree on every entry's name: both use this."""
+    PAX path wins over a long name)."""
     if pax or global_pax:  # (most entries have neither: ~1 us each)
         merged = dict(global_pax)
         for k, v in pax.items():
@@ -295,13 +283,20 @@ def split_name(name: bytes, what: str = "entry") -> tuple:
 
 
 class TarReader:
-    """Sequential reads from a file-like object, with our own read-ahead buffer."""
+    """Sequential reads from a file-like object, with our own read-ahead buffer.
 
-    def __init__(self, stream):
+    ``split``: a ``tarsplit.Recorder`` that receives every byte of the stream, as it
+    is used: the bytes handed out by :meth:`read`, :meth:`skip` and :meth:`drain`
+    (headers, PAX and long-name data, padding, anything after the end) as they are,
+    the contents :meth:`copy_to_fd` writes to files by reference (their CRC-32)."""
+
+    def __init__(self, stream, split=None):
         self._stream = stream
         self._buf = b""
         self._pos = 0
         self.eof = False
+        self._split = split
+        self._keep = split.raw if split is not None else None
 
     def _fill(self) -> bool:
         if self.eof:
@@ -323,6 +318,8 @@ class TarReader:
             pass
         data = self._buf[self._pos : self._pos + n]
         self._pos += len(data)
+        if self._keep is not None:
+            self._keep(data)
         return data
 
     def read_exact(self, n: int) -> bytes:
@@ -339,10 +336,18 @@ class TarReader:
                     raise LayerError("truncated layer tar")
                 continue
             step = min(avail, n)
+            if self._keep is not None:
+                self._keep(memoryview(self._buf)[self._pos : self._pos + step])
             self._pos += step
             n -= step
 
-    def copy_to_fd(self, fd: int, n: int) -> None:
+    def copy_to_fd(self, fd: int, n: int, parts: tuple = ()) -> None:
+        """Write the next ``n`` bytes to ``fd``: the content of the layer file
+        ``parts`` (its path components, for the recorder)."""
+        split = self._split
+        crc32 = split.crc32 if split is not None else None
+        crc = 0
+        size = n
         while n > 0:
             avail = len(self._buf) - self._pos
             if avail == 0:
@@ -356,22 +361,34 @@ class TarReader:
                         self._buf, self._pos = data, 0
                         continue
                     write_all(fd, data)
+                    if crc32 is not None:
+                        crc = crc32(data, crc)
                     n -= len(data)
                     continue
                 if not self._fill():
                     raise LayerError("truncated layer tar")
                 continue
             step = min(avail, n)
-            write_all(fd, memoryview(self._buf)[self._pos : self._pos + step])
+            data = memoryview(self._buf)[self._pos : self._pos + step]
+            write_all(fd, data)
+            if crc32 is not None:
+                crc = crc32(data, crc)
             self._pos += step
             n -= step
+        if split is not None and size:
+            split.content(parts, size, crc)
 
     def drain(self) -> None:
         """Read the stream to its end (its digest is computed as it is read)."""
+        if self._keep is not None and self._pos < len(self._buf):
+            self._keep(memoryview(self._buf)[self._pos :])
         self._buf, self._pos = b"", 0
         while not self.eof:
-            if not self._stream.read(COPY_CHUNK):
+            data = self._stream.read(COPY_CHUNK)
+            if not data:
                 self.eof = True
+            elif self._keep is not None:
+                self._keep(data)
 
 
 def _padding(size: int) -> int:

@@ -5,11 +5,10 @@ again (``layertar``) gives a valid tar, but not the same bytes as the registry's
 (header layout, PAX records, owners, padding all depend on the writer), hence a new
 diff id and a new image id for an image that was only pulled and pushed elsewhere.
 
-So while a layer is extracted, :class:`Recorder` (a read-through wrapper of the tar
-stream) keeps every byte of the stream except the contents of regular files: the
-headers, PAX and long-name records, padding, the end blocks and whatever follows
-them.  A file's content is replaced by a reference: its path in the layer, its size
-and its CRC-32.  The result, zlib-compressed, is the layer's ``tar-split`` file,
+So while a layer is extracted, :class:`Recorder` (fed by the extractor's tar reader)
+keeps every byte of the stream except the contents of regular files: the headers, PAX
+and long-name records, padding, the end blocks and whatever follows them.  A file's
+content is replaced by a reference: its path in the layer, its size and its CRC-32.  The result, zlib-compressed, is the layer's ``tar-split`` file,
 written in the layer's temp directory with the rest of it (so an interrupted pull
 leaves nothing behind, and removing the layer removes it).  Headers compress well:
 0.2% of the tar for a 121 MB Debian layer of 6659 entries.
@@ -40,8 +39,6 @@ import zlib
 
 from pbox.errors import StoreError
 from pbox.lazylog import get_logger
-from pbox.storage import tarread as ex
-from pbox.storage.whiteout import WHITEOUT_PREFIX
 
 
 def _zlib():
@@ -57,18 +54,12 @@ log = get_logger(__name__)
 __all__ = ["Recorder", "reassemble"]
 
 MAGIC = b"pbox-tar-split 1\n"
-BLOCK = 512
 CHUNK = 1 << 20
-MAX_META = 8 << 20  # PAX / long-name data kept to parse it (as the extractor's limit)
 RAW_FLUSH = 1 << 20
 OUT_BATCH = 256 << 10  # records are compressed this much at a time
-_ZERO_BLOCK = bytes(BLOCK)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-# parser states
-_HEADER, _META, _RAW, _CONTENT, _TAIL = range(5)
 
 
 def _varint(n: int) -> bytes:
@@ -83,97 +74,92 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-class _Unusable(Exception):
-    """The stream is something the recorder does not describe; no split file."""
-
-
 class Recorder:
-    """Wraps a tar stream (``read(n)``); records it as a split file at ``path``.
+    """Records a tar stream as a split file at ``path``, fed by ``tarread.TarReader``.
 
-    It follows the tar structure on its own, from the bytes that pass through, the way
-    the extractor reads it (PAX and GNU long names included).  When the stream is
-    something it does not follow (the extractor will usually refuse it too), it stops
-    recording and :meth:`finish` writes nothing.
+    The reader hands over every byte of the stream as the extractor uses it: raw
+    bytes (:meth:`raw`) and the contents written to files (:meth:`content`, by path,
+    size and CRC-32), so the split follows the tar exactly as it was extracted, with
+    no parser of its own.  When the split file cannot be written, recording stops and
+    :meth:`finish` writes nothing (a pull never fails for what only a push could use).
     """
 
-    def __init__(self, stream, path: str):
-        self._stream = stream
+    def __init__(self, path: str):
         self._path = path
         self._file = None
         self._created = False
-        self._zip = _zlib().compressobj(1)  # headers shrink ~30x at level 1 already
-        self._crc32 = _zlib().crc32
+        z = _zlib()
+        self._zip = z.compressobj(1)  # headers shrink ~30x at level 1 already
+        self.crc32 = z.crc32  # for the reader: the CRC of what it writes to files
         self._out = bytearray()  # records not compressed yet: zlib gets big pieces
         self._raw = bytearray()
         self._failed = False
-        self._state = _HEADER
-        self._remaining = 0  # bytes left in the current state (META, RAW, CONTENT)
-        self._pad = 0  # padding after the current CONTENT
-        self._hbuf = bytearray()
-        self._meta = bytearray()
-        self._meta_type = b""
-        self._meta_size = 0
-        self._pax: dict = {}
-        self._global_pax: dict = {}
-        self._longname = None
-        self._file_path = b""
-        self._file_size = 0
-        self._crc = 0
         self._total = 0
 
-    # -- the stream side
+    def raw(self, data) -> None:
+        """Bytes of the stream kept as they are."""
+        self._raw += data
+        if len(self._raw) >= RAW_FLUSH:
+            self._flush_raw(whole=False)
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        if data and not self._failed:
-            try:
-                self._feed(data)
-            except OSError as e:
-                log.debug("cannot write the tar-split file: %s", e)
-                self._fail()
-            except Exception as e:  # never fail a pull for what only push could use
-                log.debug("layer tar not recorded for tar-split: %r", e)
-                self._fail()
-        return data
+    def content(self, parts: tuple, size: int, crc: int) -> None:
+        """``size`` bytes of the stream that are the content of layer file ``parts``."""
+        self._flush_raw()
+        path = b"/".join(parts)
+        self._total += size
+        self._emit(b"f" + _varint(size) + crc.to_bytes(4, "big") + _varint(len(path)) + path)
 
     def finish(self) -> bool:
         """Write the end of the split file; False (and no file) if not recorded."""
+        self._flush_raw()
         if self._failed:
+            self._fail()
             return False
         try:
-            if self._state not in (_HEADER, _TAIL) or self._hbuf:
-                raise _Unusable("the tar ended inside an entry")
-            self._flush_raw()
             self._emit(b"e" + _varint(self._total))
             self._compress_pending()
             self._output().write(self._zip.flush())
             self._file.close()
             self._file = None
             return True
-        except (_Unusable, OSError) as e:
+        except OSError as e:
             log.debug("tar-split not written: %s", e)
             self._fail()
             return False
 
     def abort(self) -> None:
-        if not self._failed:
-            self._fail()
+        self._fail()
 
     def _fail(self) -> None:
         self._failed = True
         self._raw = bytearray()
         self._out = bytearray()
-        self._meta = bytearray()
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._created:
+            self._created = False
             try:
                 os.unlink(self._path)
             except FileNotFoundError:
                 pass
 
     # -- output
+
+    def _flush_raw(self, whole: bool = True) -> None:
+        """Raw bytes kept so far as ``r`` records of at most RAW_FLUSH bytes (records
+        of a fixed size: the split does not depend on how the stream was read); with
+        ``whole=False``, a rest shorter than that stays for later."""
+        raw = self._raw
+        if not raw:
+            return
+        end = len(raw) if whole else len(raw) - len(raw) % RAW_FLUSH
+        for i in range(0, end, RAW_FLUSH):
+            piece = raw[i : min(i + RAW_FLUSH, end)]
+            self._total += len(piece)
+            self._emit(b"r" + _varint(len(piece)))
+            self._emit(piece)
+        self._raw = raw[end:] if end < len(raw) else bytearray()
 
     def _output(self):
         if self._file is None:
@@ -183,9 +169,15 @@ class Recorder:
         return self._file
 
     def _emit(self, record) -> None:
+        if self._failed:
+            return
         self._out += record
         if len(self._out) >= OUT_BATCH:
-            self._compress_pending()
+            try:
+                self._compress_pending()
+            except OSError as e:
+                log.debug("cannot write the tar-split file: %s", e)
+                self._fail()
 
     def _compress_pending(self) -> None:
         f = self._output()  # first: it writes the magic
@@ -193,141 +185,6 @@ class Recorder:
         self._out = bytearray()
         if out:
             f.write(out)
-
-    def _flush_raw(self) -> None:
-        if self._raw:
-            self._emit(b"r" + _varint(len(self._raw)))
-            self._emit(self._raw)
-            self._raw = bytearray()
-
-    def _keep(self, data) -> None:
-        self._raw += data
-        if len(self._raw) >= RAW_FLUSH:
-            self._flush_raw()
-
-    # -- the tar structure
-
-    def _feed(self, data) -> None:
-        view = memoryview(data)
-        self._total += len(view)
-        i, n = 0, len(view)
-        while i < n:
-            state = self._state
-            if state == _HEADER:
-                take = view[i : i + BLOCK - len(self._hbuf)]
-                self._hbuf += take
-                i += len(take)
-                if len(self._hbuf) == BLOCK:
-                    block = bytes(self._hbuf)
-                    self._hbuf = bytearray()
-                    self._keep(block)
-                    self._header(block)
-            elif state == _TAIL:
-                self._keep(view[i:])
-                i = n
-            else:
-                take = view[i : i + self._remaining]
-                i += len(take)
-                self._remaining -= len(take)
-                if state == _CONTENT:
-                    self._crc = self._crc32(take, self._crc)
-                else:
-                    self._keep(take)
-                    if state == _META:
-                        self._meta += take
-                if self._remaining == 0:
-                    self._end_of_state(state)
-
-    def _end_of_state(self, state: int) -> None:
-        if state == _CONTENT:
-            self._flush_raw()
-            path = self._file_path
-            self._emit(b"f" + _varint(self._file_size) + self._crc.to_bytes(4, "big")
-                       + _varint(len(path)) + path)
-            if self._pad:
-                self._state, self._remaining = _RAW, self._pad
-                return
-        elif state == _META:
-            self._meta_done()
-        self._state = _HEADER
-
-    def _data_state(self, state: int, size: int) -> None:
-        total = size + (-size % BLOCK)
-        if total == 0:
-            self._state = _HEADER
-        elif state == _CONTENT:
-            self._state, self._remaining, self._pad = _CONTENT, size, total - size
-            self._file_size, self._crc = size, 0
-        else:
-            self._state, self._remaining = state, total
-
-    def _header(self, block: bytes) -> None:
-        if block == _ZERO_BLOCK:
-            self._state = _TAIL  # the end: everything after it is kept as it is
-            return
-        try:
-            entry = ex.parse_header_brief(block)  # the extractor checks the header
-        except ex.LayerError as e:
-            raise _Unusable(str(e))
-        typ = entry.type
-        if typ in (b"x", b"g", b"L", b"K"):
-            if entry.size > MAX_META:
-                raise _Unusable("extended header too large")
-            self._meta = bytearray()
-            self._meta_type = typ
-            self._meta_size = entry.size
-            self._data_state(_META, entry.size)
-            if self._state == _HEADER:
-                self._meta_done()
-            return
-        if typ in (b"S", b"M"):
-            raise _Unusable("sparse or multi-volume tar")
-        if typ == b"V":  # a volume label: skipped, pending PAX records kept (as extract)
-            self._data_state(_RAW, entry.size)
-            return
-        try:
-            ex.apply_pending(entry, self._pax, self._global_pax, self._longname)
-        except ex.LayerError as e:
-            raise _Unusable(str(e))
-        self._pax = {}
-        self._longname = None
-        if entry.size < 0:
-            raise _Unusable("negative size")
-        path = self._content_path(entry) if typ in ex.REGULAR_TYPES else None
-        if path is None or entry.size == 0:
-            self._data_state(_RAW, entry.size)
-        else:
-            self._file_path = path
-            self._data_state(_CONTENT, entry.size)
-
-    @staticmethod
-    def _content_path(entry):
-        """The layer path holding this regular entry's content, or None when the
-        extractor does not store it as a file (a whiteout, a directory by its slash)."""
-        if entry.name.endswith(b"/"):
-            return None
-        try:
-            parts = ex.split_name(entry.name)
-        except ex.LayerError as e:
-            raise _Unusable(str(e))
-        if not parts or parts[-1].startswith(WHITEOUT_PREFIX):
-            return None
-        return b"/".join(parts)
-
-    def _meta_done(self) -> None:
-        data = bytes(self._meta[: self._meta_size])
-        self._meta = bytearray()
-        typ = self._meta_type
-        if typ in (b"x", b"g"):
-            try:
-                records = ex.parse_pax(data)
-            except ex.LayerError as e:
-                raise _Unusable(str(e))
-            ex.add_pax_records(typ, records, self._pax, self._global_pax)
-        elif typ == b"L":
-            i = data.find(b"\0")
-            self._longname = data if i < 0 else data[:i]
-        # K (long link name): only the extractor needs it
 
 
 # ---------------------------------------------------------------------------

@@ -216,15 +216,48 @@ class _Dribble:
         return piece
 
 
-def test_any_read_sizes_give_the_same_split(tmp_path):
-    tar = sample_tar(tarfile.PAX_FORMAT)
-    layer = tmp_path / "layer"
-    (layer / "diff").mkdir(parents=True)
-    split = str(layer / "tar-split")
-    extract_layer(_Dribble(tar), str(layer / "diff"), keep_owners=False, split_to=split)
+def _tar_with_big_raw_parts() -> bytes:
+    """Over a megabyte kept raw in a row: the data of a whiteout (not extracted) and a
+    PAX header, between files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        _add(tf, "a", b"before")
+        _add(tf, ".wh.gone", os.urandom(2 * 1024 * 1024 + 300))
+        _add(tf, "b", os.urandom(5000), pax={"comment": "c" * 1_500_000})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("tar", [sample_tar(tarfile.PAX_FORMAT), _tar_with_big_raw_parts()],
+                         ids=["sample", "big-raw"])
+def test_any_read_sizes_give_the_same_split(tar, tmp_path):
+    splits = []
+    for name, stream in (("whole", io.BytesIO(tar)), ("dribble", _Dribble(tar))):
+        layer = tmp_path / name
+        (layer / "diff").mkdir(parents=True)
+        split = str(layer / "tar-split")
+        extract_layer(stream, str(layer / "diff"), keep_owners=False, split_to=split)
+        out = io.BytesIO()
+        assert tarsplit.reassemble(split, str(layer / "diff"), out, digest(tar))
+        assert out.getvalue() == tar
+        with open(split, "rb") as f:
+            splits.append(f.read())
+    assert splits[0] == splits[1]
+    # contents are referenced, whatever is not extracted is kept: the split is about
+    # as big as the raw parts, compressed
+    assert len(splits[0]) < (8 << 20 if len(tar) > 3 << 20 else len(tar) // 20)
+
+
+def test_an_unwritable_split_file_does_not_fail_the_extraction(tmp_path):
+    tar = sample_tar(tarfile.GNU_FORMAT)
+    (tmp_path / "diff").mkdir()
+    split = tmp_path / "missing-dir" / "tar-split"
+    extract_layer(io.BytesIO(tar), str(tmp_path / "diff"), keep_owners=False,
+                  split_to=str(split))
+    assert (tmp_path / "diff" / "etc" / "passwd").read_bytes().startswith(b"root:")
+    assert not split.exists()
+    # and a layer without its split file is written as a new tar
     out = io.BytesIO()
-    assert tarsplit.reassemble(split, str(layer / "diff"), out, digest(tar))
-    assert out.getvalue() == tar
+    assert tarsplit.reassemble(str(split), str(tmp_path / "diff"), out) is False
 
 
 def test_a_name_written_twice_gives_a_new_tar(tmp_path):
