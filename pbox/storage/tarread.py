@@ -107,24 +107,29 @@ def parse_header(block: bytes) -> TarEntry:
     """Parse one 512-byte header block (not the end-of-archive zero block)."""
     if not header_checksum_ok(block):
         raise LayerError("invalid tar header checksum (corrupt or not a tar)")
-    name = _cstring(block[0:100])
-    magic = block[257:263]
-    if magic == b"ustar\0":  # POSIX ustar: name may have a prefix; GNU uses that room otherwise
-        prefix = _cstring(block[345:500])
-        if prefix:
-            name = prefix + b"/" + name
+    i = block.find(b"\0", 0, 100)
+    name = block[: i if i >= 0 else 100]
+    if block[257:263] == b"ustar\0":  # POSIX ustar: a name prefix; GNU uses that room
+        i = block.find(b"\0", 345, 500)
+        if i != 345:
+            name = block[345 : i if i >= 0 else 500] + b"/" + name
     typ = block[156:157]
-    entry = TarEntry(
-        name=name,
-        type=typ,
-        mode=parse_number(block[100:108]),
-        uid=parse_number(block[108:116]),
-        gid=parse_number(block[116:124]),
-        size=parse_number(block[124:136]),
-        mtime_ns=parse_number(block[136:148]) * 1_000_000_000,
-    )
+    # mode, uid, gid, size, mtime: octal text ends with NULs or blanks, which int()
+    # takes once they are blanks; base-256 or odd fields go through parse_number
+    text = block[100:148].translate(_NUL_TO_SPACE)
+    try:
+        entry = TarEntry(name, typ, int(text[0:8], 8), int(text[8:16], 8),
+                         int(text[16:24], 8), int(text[24:36], 8),
+                         int(text[36:48], 8) * 1_000_000_000)
+    except ValueError:
+        entry = TarEntry(
+            name, typ, parse_number(block[100:108]), parse_number(block[108:116]),
+            parse_number(block[116:124]), parse_number(block[124:136]),
+            parse_number(block[136:148]) * 1_000_000_000,
+        )
     if typ in (b"1", b"2"):
-        entry.linkname = _cstring(block[157:257])
+        i = block.find(b"\0", 157, 257)
+        entry.linkname = block[157 : i if i >= 0 else 257]
     elif typ in (b"3", b"4"):
         entry.devmajor = parse_number(block[329:337])
         entry.devminor = parse_number(block[337:345])
@@ -395,62 +400,74 @@ def _padding(size: int) -> int:
     return -size % BLOCK
 
 
+# entry types yielded as they are (the others are read here, or refused)
+_PLAIN_TYPES = frozenset((b"0", b"\0", b"7", b"1", b"2", b"3", b"4", b"5", b"6", b"D"))
+
+
 def iter_entries(reader: TarReader):
     """Yield TarEntry objects; the caller must consume (or skip) ``entry.size`` bytes
     of data of each entry before asking for the next (padding is handled here)."""
     global_pax: dict = {}
     pax: dict = {}
     longname = longlink = None
+    pending = False  # PAX records or long names for the next entry
     pending_data = 0
     while True:
         if pending_data:
             reader.skip(pending_data)
             pending_data = 0
         block = reader.read(BLOCK)
-        if not block:
+        if len(block) != BLOCK:
+            if block:
+                raise LayerError("truncated layer tar")
             if pax or longname is not None or longlink is not None:
                 raise LayerError("truncated layer tar")
             return  # no end marker: tolerated, as GNU tar does
-        if len(block) != BLOCK:
-            raise LayerError("truncated layer tar")
         if block == _ZERO_BLOCK:
             return
         entry = parse_header(block)
         typ = entry.type
-        if typ in (b"x", b"g"):
-            if entry.size > MAX_PAX_HEADER:
-                raise LayerError(f"PAX header of {entry.size} bytes is too large")
-            data = reader.read_exact(entry.size)
-            reader.skip(_padding(entry.size))
-            add_pax_records(typ, parse_pax(data), pax, global_pax)
-            continue
-        if typ in (b"L", b"K"):
-            if entry.size > MAX_LONGNAME:
-                raise LayerError(
-                    f"GNU long name of {entry.size} bytes: the limit is {MAX_NAME}"
-                )
-            data = _cstring(reader.read_exact(entry.size))
-            reader.skip(_padding(entry.size))
-            if typ == b"L":
-                longname = data
-            else:
-                longlink = data
-            continue
-        if typ == b"S":
-            raise LayerError("GNU sparse files in a layer tar are not supported")
-        if typ in (b"V", b"M"):
+        if typ not in _PLAIN_TYPES:
+            if typ in (b"x", b"g"):
+                if entry.size > MAX_PAX_HEADER:
+                    raise LayerError(f"PAX header of {entry.size} bytes is too large")
+                data = reader.read_exact(entry.size)
+                reader.skip(_padding(entry.size))
+                add_pax_records(typ, parse_pax(data), pax, global_pax)
+                pending = True
+                continue
+            if typ in (b"L", b"K"):
+                if entry.size > MAX_LONGNAME:
+                    raise LayerError(
+                        f"GNU long name of {entry.size} bytes: the limit is {MAX_NAME}"
+                    )
+                data = _cstring(reader.read_exact(entry.size))
+                reader.skip(_padding(entry.size))
+                if typ == b"L":
+                    longname = data
+                else:
+                    longlink = data
+                pending = True
+                continue
+            if typ == b"S":
+                raise LayerError("GNU sparse files in a layer tar are not supported")
             if typ == b"M":
                 raise LayerError("multi-volume tar archives are not supported")
-            pending_data = entry.size + _padding(entry.size)  # volume label
-            continue
-        apply_pending(entry, pax, global_pax, longname, longlink)
-        pax = {}
-        longname = longlink = None
+            if typ == b"V":
+                pending_data = entry.size + _padding(entry.size)  # volume label
+                continue
+            # other types: the extractor tells which it cannot make
+        if pending:
+            apply_pending(entry, pax, global_pax, longname, longlink)
+            pax = {}
+            longname = longlink = None
+            pending = bool(global_pax)
         if entry.size < 0:
             raise LayerError("negative size in a tar header")
         yield entry
         # data not consumed by the caller (and the padding) is skipped before the next header
-        pending_data = (0 if entry.data_consumed else entry.size) + _padding(entry.size)
+        size = entry.size
+        pending_data = (0 if entry.data_consumed else size) + (-size % BLOCK)
 
 
 # ---------------------------------------------------------------------------

@@ -193,6 +193,62 @@ def test_parse_header_ustar_prefix_and_checksum():
         parse_header(bytes(bad))
 
 
+def _with_fields(block: bytes, **fields: bytes) -> bytes:
+    """``block`` with header fields replaced (offsets of ustar) and its checksum redone."""
+    at = {"mode": (100, 8), "uid": (108, 8), "gid": (116, 8), "size": (124, 12),
+          "mtime": (136, 12), "linkname": (157, 100), "prefix": (345, 155)}
+    out = bytearray(block)
+    for key, value in fields.items():
+        start, length = at[key]
+        out[start : start + length] = value.ljust(length, b"\0")[:length]
+    out[148:156] = b" " * 8
+    out[148:156] = b"%06o\0 " % sum(out)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("fields, expected", [
+    # octal text ended by NUL or blanks, or blank-padded in front (old tars)
+    ({}, (0o4755, 1000, 2000, 3, 1_600_000_000)),
+    ({"uid": b" 1750 \0", "size": b"        12 "}, (0o4755, 1000, 2000, 10, 1_600_000_000)),
+    # every digit used, no terminator
+    ({"mode": b"00004755", "gid": b"00003720", "mtime": b"013727410000"},
+     (0o4755, 1000, 2000, 3, 1_600_000_000)),
+    # an empty field is 0; text after the NUL is ignored (per field, the slow way)
+    ({"gid": b"\0\0\0\0\0\0\0\0", "mode": b"644\0junk"}, (0o644, 1000, 0, 3, 1_600_000_000)),
+    # GNU base-256 numbers: a big uid, a size over 8 GiB, a negative mtime
+    ({"uid": b"\x80" + (2**31).to_bytes(7, "big"),
+      "size": b"\x80" + (9 << 30).to_bytes(11, "big"),
+      "mtime": b"\xff" * 11 + b"\xfe"}, (0o4755, 2**31, 2000, 9 << 30, -2)),
+])
+def test_parse_header_numbers(fields, expected):
+    info = tarfile.TarInfo("f")
+    info.size, info.mode = 3, 0o4755
+    info.uid, info.gid, info.mtime = 1000, 2000, 1_600_000_000
+    block = _with_fields(_tar_bytes([(info, b"abc")], fmt=tarfile.USTAR_FORMAT)[:512],
+                         **fields)
+    entry = parse_header(block)
+    assert (entry.mode, entry.uid, entry.gid, entry.size,
+            entry.mtime_ns // 10**9) == expected
+
+
+def test_parse_header_refuses_a_number_that_is_not_one():
+    info = tarfile.TarInfo("f")
+    block = _with_fields(_tar_bytes([(info, None)], fmt=tarfile.USTAR_FORMAT)[:512],
+                         size=b"12x4\0")
+    with pytest.raises(LayerError, match="invalid number"):
+        parse_header(block)
+
+
+def test_parse_header_names_links_and_prefix():
+    info = tarfile.TarInfo("link")
+    info.type, info.linkname = tarfile.SYMTYPE, "t" * 100  # the field full: no NUL
+    block = _tar_bytes([(info, None)], fmt=tarfile.USTAR_FORMAT)[:512]
+    entry = parse_header(block)
+    assert (entry.name, entry.type, entry.linkname) == (b"link", b"2", b"t" * 100)
+    entry = parse_header(_with_fields(block, prefix=b"p" * 155))  # likewise the prefix
+    assert entry.name == b"p" * 155 + b"/link"
+
+
 class Dribble(io.RawIOBase):
     """A stream that hands out at most ``n`` bytes per read, like a slow socket."""
 
