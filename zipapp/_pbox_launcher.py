@@ -24,6 +24,14 @@ complete, so concurrent first runs are safe (the loser of the rename throws its 
 away) and an interrupted one leaves only a temp dir (removed by a later first run once
 it is an hour old).  When the cache cannot be written, pbox runs from the archive.
 
+**One file of byte code.**  The unpacking also writes the byte code of the ``pbox``
+package, when it was built for this Python, into one file
+(``__pycache__/pbox.<cache tag>.bundle``: an index, then each module's code), and
+every run imports pbox's modules from it (:class:`_BundleFinder`): no search of
+``sys.path``, no ``stat`` or ``open`` per module, ~40 us less for each of the ~40
+modules a pull imports.  The files stay where they are, for tracebacks and for any
+other Python (which has no bundle, and imports as usual).
+
 **Compiled part.**  A zip archive cannot hold an importable compiled module, so the
 archive carries the ``zstandard`` and ``isal`` extensions for several CPython versions
 under ``_native/<cache tag>/``.  The first time pbox imports one of them on this
@@ -45,6 +53,8 @@ NATIVE_PREFIX = "_native/"
 # it without reading the archive (``zipfile`` and what it imports: ~9 ms)
 NATIVE_STAMPS = "@NATIVE_STAMPS@"
 STALE_TEMP = 3600  # seconds after which a temp dir of an interrupted unpack is removed
+BUNDLED = "pbox"  # the package whose byte code goes into the bundle
+BUNDLE_MAGIC = b"PBXB"
 
 
 def _cache_dir():
@@ -103,6 +113,7 @@ def unpack_payload(archive):
     try:
         tag = sys.implementation.cache_tag
         made = set()
+        bundle = []  # (module name, package?, path of its source, code) for the bundle
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
                 rel = info.filename
@@ -117,6 +128,12 @@ def unpack_payload(archive):
                     # for this Python; it goes where the import system looks for it
                     if not data.startswith(MAGIC_NUMBER):
                         continue
+                    if parts[0] == BUNDLED:
+                        names = parts[:-1] + [parts[-1][:-4]]
+                        package = names[-1] == "__init__"
+                        if package:
+                            names.pop()
+                        bundle.append((".".join(names), package, rel[:-1], data[16:]))
                     parts = parts[:-1] + ["__pycache__", f"{parts[-1][:-4]}.{tag}.pyc"]
                 dest_dir = os.path.join(tmp, *parts[:-1])
                 if dest_dir not in made:
@@ -124,6 +141,9 @@ def unpack_payload(archive):
                     made.add(dest_dir)
                 with open(os.path.join(dest_dir, parts[-1]), "wb") as out:
                     out.write(data)
+        if bundle:
+            _write_bundle(os.path.join(tmp, "__pycache__", f"{BUNDLED}.{tag}.bundle"),
+                          MAGIC_NUMBER, bundle)
         os.chmod(tmp, 0o755)
         _install(tmp, base)
     except BaseException:
@@ -132,6 +152,86 @@ def unpack_payload(archive):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return base
+
+
+def _write_bundle(path, magic, modules):
+    """The bundle: ``BUNDLE_MAGIC``, the Python's byte code magic, the index's length
+    (4 bytes, little endian), the index (marshal: name -> (package?, source path
+    relative to the payload, offset, size)), then each module's code (marshal)."""
+    import marshal
+
+    index, blobs, offset = {}, [], 0
+    for name, package, source, code in modules:
+        index[name] = (package, source, offset, len(code))
+        blobs.append(code)
+        offset += len(code)
+    head = marshal.dumps(index)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(BUNDLE_MAGIC + magic + len(head).to_bytes(4, "little") + head)
+        for blob in blobs:
+            f.write(blob)
+
+
+class _BundleFinder:
+    """Imports the modules of one bundle file (see :func:`_write_bundle`): a module's
+    code is read with one ``pread`` and run in a module whose ``__file__`` is its
+    unpacked source.  :meth:`open` gives None for a missing bundle, one made for
+    another Python, or one of the wrong size."""
+
+    def __init__(self, fd, index, start, base):
+        self._fd, self._index, self._start, self._base = fd, index, start, base
+
+    @classmethod
+    def open(cls, base):
+        import marshal
+
+        path = os.path.join(base, "__pycache__",
+                            f"{BUNDLED}.{sys.implementation.cache_tag}.bundle")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            magic = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER
+            head = os.pread(fd, 1 << 16, 0)
+            if head[:8] != BUNDLE_MAGIC + magic:
+                raise ValueError("a bundle of another Python")
+            n = int.from_bytes(head[8:12], "little")
+            if 12 + n > len(head):
+                head = os.pread(fd, 12 + n, 0)
+            index = marshal.loads(head[12 : 12 + n])
+            end = 12 + n + sum(entry[3] for entry in index.values())
+            if os.fstat(fd).st_size != end:
+                raise ValueError("a bundle of the wrong size")
+        except Exception:  # unusable: the modules are imported as usual
+            os.close(fd)
+            return None
+        return cls(fd, index, 12 + n, base)
+
+    def find_spec(self, name, path=None, target=None):
+        entry = self._index.get(name)
+        if entry is None:
+            return None
+        package, source = entry[0], os.path.join(self._base, entry[1])
+        spec = sys.modules["_frozen_importlib"].ModuleSpec(name, self, origin=source,
+                                                            is_package=package)
+        if package:
+            spec.submodule_search_locations = [os.path.dirname(source)]
+        spec.has_location = True  # __file__ is the source
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        import _imp
+        import marshal
+
+        _, _, offset, size = self._index[module.__spec__.name]
+        code = marshal.loads(os.pread(self._fd, size, self._start + offset))
+        _imp._fix_co_filename(code, module.__spec__.origin)
+        exec(code, module.__dict__)
 
 
 class _NativeFinder:
@@ -205,6 +305,7 @@ def main(archive=None):
     here = os.path.dirname(os.path.abspath(__file__))
     archive = os.path.abspath(archive) if archive else here
     if os.path.isfile(archive):  # run from a .pyz (not from a source tree)
+        where = here  # the unpacked copy this module came from
         if here == archive:  # imported from the archive: use the unpacked copy
             try:
                 where = unpack_payload(archive)
@@ -217,6 +318,9 @@ def main(archive=None):
                     sys.path.insert(0, where)
                 for p in gone:
                     sys.path_importer_cache.pop(p, None)
+        bundle = _BundleFinder.open(where) if where else None
+        if bundle is not None:
+            sys.meta_path.insert(0, bundle)
         sys.meta_path.insert(0, _NativeFinder(archive))
     from pbox.commands.fast import main as pbox_main
 

@@ -8,6 +8,7 @@ as ``python3 pbox.pyz``; every other e2e test runs it as a program.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -175,3 +176,94 @@ def test_as_a_program_python_is_found_on_path_or_named_by_pbox_python(pyz, pbox_
     r = subprocess.run([pyz, "--version"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("pbox version "), r
+
+
+def _bundle_of(cache: str) -> str:
+    """The one unpacked payload's bundle of pbox's byte code (skips without one: the
+    archive's byte code was built by another Python than the one running the tests)."""
+    dirs = _payload_dirs(cache)
+    assert len(dirs) == 1, dirs
+    tag = sys.implementation.cache_tag
+    payload = os.path.join(cache, "pyz", dirs[0])
+    # the archive's byte code, unpacked only when it is this Python's
+    if not os.path.exists(os.path.join(payload, "pbox", "__pycache__",
+                                       f"__init__.{tag}.pyc")):
+        pytest.skip("the archive's byte code is for another Python: no bundle")
+    path = os.path.join(payload, "__pycache__", f"pbox.{tag}.bundle")
+    assert os.path.isfile(path)
+    return path
+
+
+def _pbox_code_files_read(stderr: str) -> list[str]:
+    """The .pyc files of pbox modules a run with PYTHONVERBOSE=1 loaded."""
+    inside = re.compile(r"pyz/[0-9a-f]+/pbox/")  # in the payload's pbox package
+    return [line for line in stderr.splitlines()
+            if line.startswith("# code object from") and inside.search(line)]
+
+
+def test_pbox_modules_come_from_the_bundle(pyz, pbox_root):
+    """After the first run, pbox's modules are read from one file (not a .pyc each),
+    as a program and as ``python3 pbox.pyz``; the two print the same."""
+    first = subprocess.run([pyz, "images"], env=pbox_root.env, capture_output=True,
+                           text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    _bundle_of(pbox_root.cache_dir)
+    env = pbox_root.env_with({"PYTHONVERBOSE": "1", "PYTHONPROFILEIMPORTTIME": "1"})
+    for argv in ([pyz, "images"], [sys.executable, pyz, "images"]):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout == first.stdout
+        assert "pbox.commands.fast" in modules_in(r.stderr)  # pbox was imported...
+        assert _pbox_code_files_read(r.stderr) == []  # ...but not from .pyc files
+
+
+def test_bundled_modules_have_their_source_files(pyz, pbox_root):
+    """A module from the bundle is one from the unpacked tree as far as its users can
+    tell: ``__file__``, a package's ``__path__``, code and tracebacks name the sources."""
+    subprocess.run([pyz, "images", "-q"], env=pbox_root.env, check=True,
+                   capture_output=True, timeout=120)
+    payload = os.path.dirname(os.path.dirname(_bundle_of(pbox_root.cache_dir)))
+    script = (
+        "import sys, traceback\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import _pbox_launcher as L\n"
+        "finder = L._BundleFinder.open(sys.argv[1])\n"
+        "sys.meta_path.insert(0, finder)\n"
+        "import pbox, pbox.oci.reference as r\n"
+        "assert r.__spec__.loader is finder and pbox.__spec__.loader is finder\n"
+        "print(pbox.__file__); print(pbox.__path__[0]); print(r.__file__)\n"
+        "print(r.parse.__code__.co_filename)\n"
+        "try:\n"
+        "    r.parse('UPPER/Case')\n"
+        "except Exception:\n"
+        "    print(traceback.extract_tb(sys.exc_info()[2])[-1].filename)\n"
+    )
+    r = subprocess.run([sys.executable, "-S", "-c", script, payload], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    src = os.path.join(payload, "pbox")
+    assert r.stdout.splitlines() == [
+        os.path.join(src, "__init__.py"), src, os.path.join(src, "oci", "reference.py"),
+        os.path.join(src, "oci", "reference.py"), os.path.join(src, "oci", "reference.py"),
+    ]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other-python", "longer"])
+def test_a_damaged_bundle_is_not_used(pyz, pbox_root, damage):
+    subprocess.run([pyz, "images", "-q"], env=pbox_root.env, check=True,
+                   capture_output=True, timeout=120)
+    path = _bundle_of(pbox_root.cache_dir)
+    with open(path, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(os.path.getsize(path) - 100)
+        elif damage == "other-python":
+            f.seek(4)
+            f.write(b"\0\0\0\0")  # not this Python's byte code magic
+        else:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\0" * 10)
+    env = pbox_root.env_with({"PYTHONVERBOSE": "1"})
+    r = subprocess.run([pyz, "images", "-q"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _pbox_code_files_read(r.stderr)  # imported as usual, from the .pyc files
