@@ -95,6 +95,11 @@ class Recorder:
         self._raw = bytearray()
         self._failed = False
         self._total = 0
+        try:  # the file from the start: a pull killed midway leaves it in the temp layer
+            self._output()
+        except OSError as e:
+            log.debug("cannot write the tar-split file: %s", e)
+            self._fail()
 
     def raw(self, data) -> None:
         """Bytes of the stream kept as they are."""
