@@ -527,12 +527,12 @@ def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None,
     must remove (``fsutil.remove_tree``).  The stream is read to its end.
     ``split_to``: also record the tar there as a tar-split file (``tarsplit``).
     """
+    ex = _Extractor(dest, keep_owners, notice)
     recorder = None
     if split_to is not None:
         from pbox.storage.tarsplit import Recorder
 
         recorder = Recorder(split_to)
-    ex = _Extractor(dest, keep_owners, notice)
     try:
         ex.run(TarReader(stream, recorder))
     except BaseException:
