@@ -228,9 +228,15 @@ class _BundleFinder:
         import _imp
         import marshal
 
-        _, _, offset, size = self._index[module.__spec__.name]
-        code = marshal.loads(os.pread(self._fd, size, self._start + offset))
-        _imp._fix_co_filename(code, module.__spec__.origin)
+        spec = module.__spec__
+        _, _, offset, size = self._index[spec.name]
+        data = os.pread(self._fd, size, self._start + offset)
+        if len(data) != size:  # (not on a local file system): from the source instead
+            loader = sys.modules["_frozen_importlib_external"].SourceFileLoader
+            loader(spec.name, spec.origin).exec_module(module)
+            return
+        code = marshal.loads(data)
+        _imp._fix_co_filename(code, spec.origin)
         exec(code, module.__dict__)
 
 

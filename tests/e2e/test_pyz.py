@@ -267,3 +267,24 @@ def test_a_damaged_bundle_is_not_used(pyz, pbox_root, damage):
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _pbox_code_files_read(r.stderr)  # imported as usual, from the .pyc files
+
+
+def test_a_short_read_of_the_bundle_imports_from_the_source(pyz, pbox_root):
+    subprocess.run([pyz, "images", "-q"], env=pbox_root.env, check=True,
+                   capture_output=True, timeout=120)
+    payload = os.path.dirname(os.path.dirname(_bundle_of(pbox_root.cache_dir)))
+    script = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import _pbox_launcher as L\n"
+        "finder = L._BundleFinder.open(sys.argv[1])\n"
+        "sys.meta_path.insert(0, finder)\n"
+        "real = os.pread\n"
+        "os.pread = lambda fd, n, off: real(fd, n, off)[:-1]  # one byte short\n"
+        "import pbox.oci.reference as r\n"
+        "print(r.parse('busybox').string(), r.__file__ == r.__spec__.origin)\n"
+    )
+    r = subprocess.run([sys.executable, "-S", "-c", script, payload], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["docker.io/library/busybox:latest", "True"]
