@@ -345,10 +345,9 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
         names = []
         if ref.tag is not None and ref.digest is None:
             names.append(ref.string())
-        old_id = None
-        for n in names:
-            old_id = istore.set_tag(n, image_id) or old_id
-        istore.set_digest(ref.with_digest(digest).string(), image_id)
+        # tags and the digest name in one update of the names' file (two fsyncs saved)
+        old_id = istore.set_names(image_id, tags=names,
+                                  digests=(ref.with_digest(digest).string(),))
     report("digest", digest=digest)
     return PullResult(image_id, ref, digest, downloaded=bool(todo) or not already or
                       old_id is not None, layers=[d.digest for d in manifest.layers])

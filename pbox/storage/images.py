@@ -121,22 +121,31 @@ class ImageStore:
             fn(repos)
             self.store.write_json(self.store.repositories_path, repos)
 
-    def set_tag(self, name: str, image_id: str) -> str | None:
-        """Point ``name`` (a full ``registry/repo:tag``) at the image; returns the id it
-        pointed at before, if another."""
+    def set_names(self, image_id: str, tags=(), digests=()) -> str | None:
+        """Point tags (full ``registry/repo:tag``) and digest names at the image in one
+        update of the names' file (one lock, one write); returns the id the last tag
+        that pointed elsewhere pointed at before, if any."""
         previous = []
 
         def fn(repos):
-            old = repos["tags"].get(name)
-            if old and old != image_id:
-                previous.append(old)
-            repos["tags"][name] = image_id
+            for name in tags:
+                old = repos["tags"].get(name)
+                if old and old != image_id:
+                    previous.append(old)
+                repos["tags"][name] = image_id
+            for name in digests:
+                repos["digests"][name] = image_id
 
         self._update(fn)
-        return previous[0] if previous else None
+        return previous[-1] if previous else None
+
+    def set_tag(self, name: str, image_id: str) -> str | None:
+        """Point ``name`` (a full ``registry/repo:tag``) at the image; returns the id it
+        pointed at before, if another."""
+        return self.set_names(image_id, tags=(name,))
 
     def set_digest(self, name: str, image_id: str) -> None:
-        self._update(lambda repos: repos["digests"].__setitem__(name, image_id))
+        self.set_names(image_id, digests=(name,))
 
     def remove_names(self, names: list[str]) -> None:
         def fn(repos):
