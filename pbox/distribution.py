@@ -476,10 +476,10 @@ class _HashTee:
     """Hashes what is written (the uncompressed tar: its diff id) and passes it on."""
 
     def __init__(self, out):
-        import hashlib
+        from pbox.oci.digest import CANONICAL, new_hasher
 
         self._out = out
-        self._h = hashlib.sha256()
+        self._h = new_hasher(CANONICAL)  # libcrypto's, without hashlib (pbox.oci.digest)
 
     def write(self, b) -> int:
         self._h.update(b)

@@ -307,7 +307,7 @@ def reassemble(split_path: str, layer_dir: str, out, diff_id: str | None = None)
     the bytes written do not have ``diff_id`` as their digest (a file changed while
     it was being written).
     """
-    import hashlib
+    from pbox.oci.digest import CANONICAL, new_hasher
 
     try:
         with open(split_path, "rb") as f:
@@ -342,7 +342,7 @@ def reassemble(split_path: str, layer_dir: str, out, diff_id: str | None = None)
             if got != crc:
                 log.debug("tar-split: %r changed since the pull: writing a new tar", path)
                 return False
-        h = hashlib.sha256()
+        h = new_hasher(CANONICAL)
         path = b""
 
         def sink(data) -> None:
