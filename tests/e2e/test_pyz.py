@@ -217,18 +217,29 @@ def test_pbox_modules_come_from_the_bundle(pyz, pbox_root):
         assert _pbox_code_files_read(r.stderr) == []  # ...but not from .pyc files
 
 
-def test_bundled_modules_have_their_source_files(pyz, pbox_root):
-    """A module from the bundle is one from the unpacked tree as far as its users can
-    tell: ``__file__``, a package's ``__path__``, code and tracebacks name the sources."""
+def _with_the_bundle(pyz, pbox_root, body: str) -> tuple[str, str]:
+    """Run ``body`` (Python) after a first run of the .pyz, in a Python importing pbox
+    through the launcher's bundle finder (``finder``); its output and the payload."""
     subprocess.run([pyz, "images", "-q"], env=pbox_root.env, check=True,
                    capture_output=True, timeout=120)
     payload = os.path.dirname(os.path.dirname(_bundle_of(pbox_root.cache_dir)))
     script = (
-        "import sys, traceback\n"
+        "import os, sys, traceback\n"
         "sys.path.insert(0, sys.argv[1])\n"
         "import _pbox_launcher as L\n"
         "finder = L._BundleFinder.open(sys.argv[1])\n"
         "sys.meta_path.insert(0, finder)\n"
+    ) + body
+    r = subprocess.run([sys.executable, "-S", "-c", script, payload], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout, payload
+
+
+def test_bundled_modules_have_their_source_files(pyz, pbox_root):
+    """A module from the bundle is one from the unpacked tree as far as its users can
+    tell: ``__file__``, a package's ``__path__``, code and tracebacks name the sources."""
+    out, payload = _with_the_bundle(pyz, pbox_root, (
         "import pbox, pbox.oci.reference as r\n"
         "assert r.__spec__.loader is finder and pbox.__spec__.loader is finder\n"
         "print(pbox.__file__); print(pbox.__path__[0]); print(r.__file__)\n"
@@ -237,12 +248,9 @@ def test_bundled_modules_have_their_source_files(pyz, pbox_root):
         "    r.parse('UPPER/Case')\n"
         "except Exception:\n"
         "    print(traceback.extract_tb(sys.exc_info()[2])[-1].filename)\n"
-    )
-    r = subprocess.run([sys.executable, "-S", "-c", script, payload], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    ))
     src = os.path.join(payload, "pbox")
-    assert r.stdout.splitlines() == [
+    assert out.splitlines() == [
         os.path.join(src, "__init__.py"), src, os.path.join(src, "oci", "reference.py"),
         os.path.join(src, "oci", "reference.py"), os.path.join(src, "oci", "reference.py"),
     ]
@@ -270,21 +278,10 @@ def test_a_damaged_bundle_is_not_used(pyz, pbox_root, damage):
 
 
 def test_a_short_read_of_the_bundle_imports_from_the_source(pyz, pbox_root):
-    subprocess.run([pyz, "images", "-q"], env=pbox_root.env, check=True,
-                   capture_output=True, timeout=120)
-    payload = os.path.dirname(os.path.dirname(_bundle_of(pbox_root.cache_dir)))
-    script = (
-        "import os, sys\n"
-        "sys.path.insert(0, sys.argv[1])\n"
-        "import _pbox_launcher as L\n"
-        "finder = L._BundleFinder.open(sys.argv[1])\n"
-        "sys.meta_path.insert(0, finder)\n"
+    out, _ = _with_the_bundle(pyz, pbox_root, (
         "real = os.pread\n"
         "os.pread = lambda fd, n, off: real(fd, n, off)[:-1]  # one byte short\n"
         "import pbox.oci.reference as r\n"
         "print(r.parse('busybox').string(), r.__file__ == r.__spec__.origin)\n"
-    )
-    r = subprocess.run([sys.executable, "-S", "-c", script, payload], capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["docker.io/library/busybox:latest", "True"]
+    ))
+    assert out.split() == ["docker.io/library/busybox:latest", "True"]
