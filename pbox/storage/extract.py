@@ -529,11 +529,11 @@ def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None,
     """
     ex = _Extractor(dest, keep_owners, notice)
     recorder = None
-    if split_to is not None:
-        from pbox.storage.tarsplit import Recorder
-
-        recorder = Recorder(split_to)
     try:
+        if split_to is not None:
+            from pbox.storage.tarsplit import Recorder
+
+            recorder = Recorder(split_to)
         ex.run(TarReader(stream, recorder))
     except BaseException:
         if recorder is not None:
