@@ -73,7 +73,6 @@ from pbox.storage.whiteout import (
     INTERNAL_XATTR_PREFIXES,
     NOT_SUPPORTED,
     OPAQUE_MARKER,
-    WHITEOUT_PREFIX,
     is_whiteout_dev,
     mark_opaque,
     mknod_whiteout,
@@ -248,13 +247,17 @@ class _Extractor:
         return (entry.mtime_ns, entry.mtime_ns)
 
     def _finish_node(self, parent_fd: int, name: bytes, entry: TarEntry, *, chmod: bool) -> None:
-        """Owner, mode, xattrs, times of a non-regular, non-directory entry just created."""
-        self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name, new=True)
+        """Owner, mode, xattrs, times of a non-regular, non-directory entry just created.
+        (A small layer can hold hundreds of symlinks: nothing is called that has
+        nothing to do.)"""
+        if (entry.uid, entry.gid) != self.new_owner:
+            self._chown(entry.uid, entry.gid, parent_fd=parent_fd, name=name, new=True)
         if chmod:
             chmod_at(parent_fd, name, entry.mode & 0o7777)
         if entry.xattrs:
             self._set_xattrs(entry.xattrs, parent_fd=parent_fd, name=name)
-        os.utime(name, ns=self._times(entry), dir_fd=parent_fd, follow_symlinks=False)
+        mtime = entry.mtime_ns
+        os.utime(name, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
 
     # -- entries
 
@@ -290,7 +293,7 @@ class _Extractor:
             self._root_dir(entry)
             return
         last = parts[-1]
-        wh = whiteout_target(last) if last.startswith(WHITEOUT_PREFIX) else None
+        wh = whiteout_target(last)
         if wh is not None:
             if wh == b"":
                 log.debug("skipping aufs metadata entry %r", entry.name)
@@ -378,20 +381,13 @@ class _Extractor:
         self.dirs[parts] = (entry.mode & 0o7777, entry.mtime_ns)
 
     def _symlink(self, parent_fd, name, parts, entry) -> None:
-        # (a layer may hold hundreds: the common case without helper calls)
         target = entry.linkname
         if not target or b"\0" in target or len(target) > MAX_SYMLINK:
             raise LayerError(f"layer entry {show_name(entry.name)!r}: invalid symlink target")
-        try:
-            os.symlink(target, name, dir_fd=parent_fd)
-        except FileExistsError:
-            self._remove_existing(parent_fd, name, parts)
-            os.symlink(target, name, dir_fd=parent_fd)
-        if entry.xattrs or (entry.uid, entry.gid) != self.new_owner:
-            self._finish_node(parent_fd, name, entry, chmod=False)
-        else:
-            mtime = entry.mtime_ns
-            os.utime(name, ns=(mtime, mtime), dir_fd=parent_fd, follow_symlinks=False)
+        self._create(
+            parent_fd, name, parts, lambda: os.symlink(target, name, dir_fd=parent_fd)
+        )
+        self._finish_node(parent_fd, name, entry, chmod=False)
 
     def _hardlink(self, parent_fd, name, parts, entry) -> None:
         tparts = split_name(entry.linkname, "hardlink target of " + show_name(entry.name))

@@ -410,7 +410,6 @@ def iter_entries(reader: TarReader):
     global_pax: dict = {}
     pax: dict = {}
     longname = longlink = None
-    pending = False  # PAX records or long names for the next entry
     pending_data = 0
     while True:
         if pending_data:
@@ -434,7 +433,6 @@ def iter_entries(reader: TarReader):
                 data = reader.read_exact(entry.size)
                 reader.skip(_padding(entry.size))
                 add_pax_records(typ, parse_pax(data), pax, global_pax)
-                pending = True
                 continue
             if typ in (b"L", b"K"):
                 if entry.size > MAX_LONGNAME:
@@ -447,7 +445,6 @@ def iter_entries(reader: TarReader):
                     longname = data
                 else:
                     longlink = data
-                pending = True
                 continue
             if typ == b"S":
                 raise LayerError("GNU sparse files in a layer tar are not supported")
@@ -457,11 +454,10 @@ def iter_entries(reader: TarReader):
                 pending_data = entry.size + _padding(entry.size)  # volume label
                 continue
             # other types: the extractor tells which it cannot make
-        if pending:
+        if pax or global_pax or longname is not None or longlink is not None:
             apply_pending(entry, pax, global_pax, longname, longlink)
             pax = {}
             longname = longlink = None
-            pending = bool(global_pax)
         if entry.size < 0:
             raise LayerError("negative size in a tar header")
         yield entry
