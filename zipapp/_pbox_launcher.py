@@ -41,6 +41,8 @@ does without: the ``zstd`` program instead of ``zstandard``, ``zlib`` instead of
 ``isal``.
 """
 
+import _imp  # (both built in: importing them costs nothing)
+import marshal
 import os
 import sys
 
@@ -158,8 +160,6 @@ def _write_bundle(path, magic, modules):
     """The bundle: ``BUNDLE_MAGIC``, the Python's byte code magic, the index's length
     (4 bytes, little endian), the index (marshal: name -> (package?, source path
     relative to the payload, offset, size)), then each module's code (marshal)."""
-    import marshal
-
     index, blobs, offset = {}, [], 0
     for name, package, source, code in modules:
         index[name] = (package, source, offset, len(code))
@@ -184,8 +184,6 @@ class _BundleFinder:
 
     @classmethod
     def open(cls, base):
-        import marshal
-
         path = os.path.join(base, "__pycache__",
                             f"{BUNDLED}.{sys.implementation.cache_tag}.bundle")
         try:
@@ -225,9 +223,6 @@ class _BundleFinder:
         return None
 
     def exec_module(self, module):
-        import _imp
-        import marshal
-
         spec = module.__spec__
         _, _, offset, size = self._index[spec.name]
         data = os.pread(self._fd, size, self._start + offset)
