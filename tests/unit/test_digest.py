@@ -210,7 +210,7 @@ def test_wrapping_a_reader_without_close():
     assert r.closed
 
 
-def test_libcrypto_sha256_agrees_with_hashlib():
+def test_libcrypto_sha256_agrees_with_hashlib(monkeypatch):
     """libcrypto's sha256 (through _ctypes) for big data: any chunking, bytes-like
     inputs, a digest asked for twice or in the middle."""
     assert libcrypto.load() is not None  # (the path under test exists here)
@@ -226,6 +226,12 @@ def test_libcrypto_sha256_agrees_with_hashlib():
     assert h.hexdigest() == want and h.hexdigest() == want
     assert h.digest() == hashlib.sha256(data).digest()
     assert libcrypto.Sha256().hexdigest() == hashlib.sha256(b"").hexdigest()
+    # data longer than one SHA256_Update takes (1 GiB) is given in pieces
+    monkeypatch.setattr(libcrypto, "_MAX_UPDATE", 1000)
+    h = libcrypto.Sha256()
+    h.update(data[:3500])
+    h.update(memoryview(data)[3500:7000])
+    assert h.hexdigest() == hashlib.sha256(data[:7000]).hexdigest()
     # the other algorithms come from hashlib's OpenSSL
     assert digest.new_hasher("sha512").hexdigest() == hashlib.sha512(b"").hexdigest()
 
