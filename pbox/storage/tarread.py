@@ -11,6 +11,7 @@ limits; what is done with the entries is ``extract``'s job.
 from __future__ import annotations
 
 import binascii  # (base64 imports re: ~3 ms)
+import zlib
 
 from pbox.errors import UnsupportedFormat
 from pbox.record import record
@@ -95,7 +96,12 @@ def _cstring(field: bytes) -> bytes:
 
 def header_checksum_ok(block: bytes) -> bool:
     stored = parse_number(block[148:156])
-    unsigned = sum(block) - sum(block[148:156]) + 256  # the field counts as 8 spaces
+    # The unsigned sum of the bytes, the checksum field counting as 8 spaces.  Adler-32's
+    # low half is 1 + the sum of the bytes modulo 65521, so it is the plain sum for up
+    # to 256 bytes (at most 65281): three C calls instead of ``sum()`` (~1 us a header).
+    a = zlib.adler32
+    unsigned = (a(block[:148]) & 0xFFFF) + (a(block[156:412]) & 0xFFFF) + \
+        (a(block[412:512]) & 0xFFFF) - 3 + 256
     if stored == unsigned:
         return True
     # some old tars summed signed chars

@@ -13,6 +13,7 @@ from pbox.storage.layertar import encode_header, pax_record
 from pbox.storage.tarread import (
     LayerError,
     UnsafeLayer,
+    header_checksum_ok,
     parse_header,
     parse_number,
     parse_pax,
@@ -191,6 +192,26 @@ def test_parse_header_ustar_prefix_and_checksum():
     bad[0] ^= 1
     with pytest.raises(LayerError, match="checksum"):
         parse_header(bytes(bad))
+
+
+@pytest.mark.parametrize("block", [bytes(512), b"A" * 512, b"\x80" * 512, b"\xff" * 512,
+                                   b"\xff" * 10 + bytes(502)])
+def test_header_checksum_is_the_sum_of_the_bytes(block):
+    """POSIX's checksum: the unsigned sum of the 512 bytes, its own field counted as 8
+    spaces; blocks of high bytes sum past 65521, where a sum taken modulo Adler-32's
+    prime would go wrong.  Old tars' signed sums are taken too (the last block)."""
+    block = bytearray(block)
+    block[148:156] = b" " * 8
+    unsigned = sum(block)
+    signed = sum(b - 256 if b > 127 else b for b in block)
+    cases = [(unsigned, True), (unsigned + 1, False), (unsigned - 65521, False)]
+    if 0 <= signed != unsigned:
+        cases.append((signed, True))
+    for stored, ok in cases:
+        if stored < 0:
+            continue
+        block[148:156] = b"%06o\0 " % stored
+        assert header_checksum_ok(bytes(block)) is ok, stored
 
 
 def _with_fields(block: bytes, **fields: bytes) -> bytes:
