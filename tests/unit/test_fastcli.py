@@ -229,7 +229,8 @@ BUILD_CLICK_ONLY = [
 
 def test_the_installed_command_enters_without_click(tmp_path):
     """The console script of pyproject.toml reaches the short path without importing
-    click (pbox.cli does, at its top)."""
+    click (pbox.cli does, at its top), with the garbage collector on but looking at new
+    objects less often (fast.GC_YOUNG_THRESHOLD)."""
     import os
     import re
     import subprocess
@@ -245,6 +246,8 @@ def test_the_installed_command_enters_without_click(tmp_path):
             f"{str(tmp_path / 'run')!r}, 'images', '-q']\n"
             f"_exit = os._exit\n"
             f"def report(code):\n"
+            f"    import gc\n"
+            f"    sys.stderr.write(f'gc {{gc.isenabled()}} {{gc.get_threshold()[0]}}; ')\n"
             f"    sys.stderr.write('click imported' if 'click' in sys.modules else 'no click')\n"
             f"    sys.stderr.flush()\n"
             f"    _exit(code)\n"
@@ -255,6 +258,7 @@ def test_the_installed_command_enters_without_click(tmp_path):
                          cwd=root, env={**os.environ, "PYTHONPATH": root})
     assert out.returncode == 0, out.stderr
     assert out.stderr.endswith("no click"), out.stderr
+    assert f"gc True {fast.GC_YOUNG_THRESHOLD}; " in out.stderr
 
 
 PUSH_ARGS = [
