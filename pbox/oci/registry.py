@@ -202,20 +202,30 @@ class RegistryClient(RegistrySession):
         return self.stat_blob(repo, digest) is not None
 
     def fetch_blob(
-        self, repo: str, digest: str, size: int | None = None, *, while_waiting=None
+        self, repo: str, digest: str, size: int | None = None, *, while_waiting=None,
+        then: str | None = None,
     ) -> _digest.VerifyingReader:
         """A stream of a blob, verified against ``digest`` (and ``size``) at its end.
 
         A connection that breaks in the middle of the body is resumed with a ``Range``
         request from the bytes already delivered.  Read to the end, or call ``finish()``.
-        ``while_waiting``: see ``transport.Session.request``.
+        ``while_waiting``: see ``transport.Session.request``.  ``then``: the digest of a
+        blob of ``repo`` to ask for right behind this one, on the same connection; a
+        later ``fetch_blob`` of it takes that answer (``forget_blob`` gives it up).
         """
         _digest.validate(digest)
+        if then is not None:
+            _digest.validate(then)
         stream = _BlobStream(self, repo, digest, size)
-        stream.open(0, while_waiting)
+        stream.open(0, while_waiting, then)
         return _digest.VerifyingReader(stream, digest, size, what=f"blob {self._what(repo)}")
 
-    def _get_blob_response(self, repo: str, digest: str, offset: int, while_waiting=None):
+    def forget_blob(self, repo: str, digest: str) -> None:
+        """Give up the answer of a blob asked for with ``fetch_blob``'s ``then``."""
+        self.forget(self._path(repo, "blobs", digest))
+
+    def _get_blob_response(self, repo: str, digest: str, offset: int, while_waiting=None,
+                           then: str | None = None):
         what = self._what(repo, digest)
         headers = {"Accept-Encoding": "identity"}
         if offset:
@@ -228,6 +238,7 @@ class RegistryClient(RegistrySession):
             headers=headers,
             stream=True,
             while_waiting=while_waiting,
+            then=None if then is None or offset else self._path(repo, "blobs", then),
         )
         if resp.status_code not in (200, 206):
             raise self._error(resp, what=what, kind="blob")
@@ -552,8 +563,9 @@ class _BlobStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def open(self, offset: int, while_waiting=None) -> None:
-        resp = self._c._get_blob_response(self._repo, self._digest, offset, while_waiting)
+    def open(self, offset: int, while_waiting=None, then: str | None = None) -> None:
+        resp = self._c._get_blob_response(self._repo, self._digest, offset, while_waiting,
+                                          then)
         self._skip = 0
         if offset:
             if resp.status_code == 206:

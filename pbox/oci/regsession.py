@@ -287,6 +287,8 @@ class RegistrySession:
         self._tokens: dict[tuple, _Token] = {}
         self._lock = _thread.RLock()
         self._ping_lock = _thread.allocate_lock()
+        # GETs sent ahead (``_request``'s ``then``): path -> (transport.Pipelined, headers)
+        self._ahead: dict[str, tuple] = {}
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -318,9 +320,44 @@ class RegistrySession:
 
     def close(self) -> None:
         with self._lock:
+            ahead, self._ahead = self._ahead, {}
+            for pipelined, _ in ahead.values():
+                pipelined.close()
             if self._session is not None:
                 self._session.close()
                 self._session = None
+
+    def forget(self, path: str) -> None:
+        """Give up a GET sent ahead for ``path`` (see ``_request``), if there is one."""
+        with self._lock:
+            entry = self._ahead.pop(path.lstrip("/"), None)
+        if entry is not None:
+            entry[0].close()
+
+    def _answer_ahead(self, method: str, path: str | None, headers, data):
+        """The answer to a GET of ``path`` sent ahead with the same headers, if it came
+        and is a success; else None (the request is then sent as usual)."""
+        if not self._ahead or path is None or method != "GET" or data is not None:
+            return None
+        with self._lock:
+            entry = self._ahead.pop(path, None)
+        if entry is None:
+            return None
+        pipelined, sent_headers = entry
+        if sent_headers != (headers or {}):
+            pipelined.close()
+            return None
+        resp = pipelined.answer()
+        if resp is not None and resp.status_code not in (200, 206):
+            # an error or a redirect: asked anew, where auth, retries and redirects
+            # are handled
+            log.debug("GET %s sent ahead -> %d; asking again", redact_url(resp.url),
+                      resp.status_code)
+            resp.close()
+            return None
+        if resp is not None:
+            log.debug("GET %s sent ahead -> %d", redact_url(resp.url), resp.status_code)
+        return resp
 
     def __enter__(self) -> RegistrySession:
         return self
@@ -364,6 +401,7 @@ class RegistrySession:
         stream: bool = False,
         allow_redirects: bool = True,
         while_waiting=None,
+        then=None,
     ):
         from pbox.oci.transport import TransportError
 
@@ -376,6 +414,7 @@ class RegistrySession:
                 stream=stream,
                 allow_redirects=allow_redirects,
                 while_waiting=while_waiting,
+                then=then,
             )
         except TransportError as e:
             log.debug("%s %s -> %s", method, redact_url(url), _short(e))
@@ -641,17 +680,24 @@ class RegistrySession:
         stream: bool = False,
         retry: bool = True,
         while_waiting=None,
+        then: str | None = None,
     ):
         """Send a request; returns the response whatever its status (``_error`` maps it).
 
         ``data`` may be bytes, a callable making a fresh body for each attempt, or a
         file (then the request is not retried).  Sets ``resp.pbox_anonymous``.
         ``while_waiting``: called at most once, while the first attempt's answer is
-        awaited (see ``transport.Session.request``).
+        awaited (see ``transport.Session.request``).  ``then``: the path of a GET with
+        the same headers to pipeline behind the first attempt once the scheme is
+        settled (``resp.pipelined``, see ``transport.Pipelined``; None if it was not).
         """
         from pbox.oci import transport
 
         path = None if url.startswith(("http://", "https://")) else url.lstrip("/")
+        resp = self._answer_ahead(method, path, headers, data)
+        if resp is not None:
+            resp.pbox_anonymous = self.credentials is None
+            return resp
         # The first GET or HEAD to a registry goes out without the /v2/ ping: its answer
         # settles the scheme as well (an auth challenge is handled below either way), and
         # a pull or a re-push saves a round trip.  Anything odd: the ping, as before.
@@ -678,6 +724,8 @@ class RegistrySession:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
             meanwhile, while_waiting = while_waiting, None
+            behind, then = then, None
+            ahead_path = behind.lstrip("/") if behind is not None else None
             if guess is not None:
                 resp, guess = self._guess(method, url, guess, headers=h, stream=stream,
                                           while_waiting=meanwhile), None
@@ -686,9 +734,13 @@ class RegistrySession:
                     url = urls.join(self._base + "/", path)
                     continue
             else:
+                if behind is not None and path is not None:
+                    behind = (urls.join(self._base + "/", behind.lstrip("/")), h)
+                else:
+                    behind = None
                 try:
                     resp = self._send(method, url, headers=h, data=body, stream=stream,
-                                      while_waiting=meanwhile)
+                                      while_waiting=meanwhile, then=behind)
                 except transport.TransportError as e:
                     if retry and attempt < self.retries and \
                             not isinstance(e, transport.TLSError):
@@ -696,6 +748,17 @@ class RegistrySession:
                         attempt += 1
                         continue
                     raise self._transport_error(e, url)
+            pipelined = getattr(resp, "pipelined", None)
+            if pipelined is not None:
+                resp.pipelined = None
+                if resp.status_code >= 300:
+                    pipelined.close()  # an error's answer would likely come twice
+                else:
+                    with self._lock:
+                        old = self._ahead.pop(ahead_path, None)
+                        self._ahead[ahead_path] = (pipelined, dict(headers or {}))
+                    if old is not None:
+                        old[0].close()
             if resp.status_code in (401, 403) and not reauthed and replayable:
                 challenges = parse_challenges(resp.headers.get("WWW-Authenticate"))
                 ch = find_challenge(challenges, "bearer") or find_challenge(challenges, "basic")

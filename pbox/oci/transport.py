@@ -443,7 +443,8 @@ class Response:
     """An answer: ``status_code``, ``reason``, ``headers`` (case-insensitive), ``url``;
     the body through ``read``/``iter_content`` (streamed) or ``content``/``json()``."""
 
-    def __init__(self, session: Session, key: tuple, conn, raw, url: str):
+    def __init__(self, session: Session, key: tuple, conn, raw, url: str,
+                 behind: Pipelined | None = None):
         self._session = session
         self._key = key
         self._conn = conn
@@ -453,6 +454,11 @@ class Response:
         self.reason: str = raw.reason or ""
         self.headers: Headers = raw.msg
         self._content: bytes | None = None
+        # a GET sent right behind this request (``Session.request``'s ``then``): it gets
+        # the connection once this body is read; ``pipelined`` is on the final response
+        # too, through redirects (None: nothing was sent behind)
+        self._behind = behind
+        self.pipelined: Pipelined | None = behind
 
     # -- the body --------------------------------------------------------------------------
 
@@ -510,16 +516,25 @@ class Response:
         self._conn = self._raw = None
         if conn is None:
             return
+        behind, self._behind = self._behind, None
         if raw is not None and raw.isclosed() and not raw.will_close:
-            self._session._put(self._key, conn)
+            if behind is not None:  # its answer comes next on this connection
+                behind._take(conn)
+            else:
+                self._session._put(self._key, conn)
         else:
             conn.close()
+            if behind is not None:
+                behind.close()
 
     def _discard(self) -> None:
         conn = self._conn
         self._conn = self._raw = None
         if conn is not None:
             conn.close()
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.close()
 
     def close(self) -> None:
         raw = self._raw
@@ -546,6 +561,53 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
+
+
+class Pipelined:
+    """A GET sent right behind another request on the same connection (HTTP/1.1
+    pipelining, ``Session.request``'s ``then``): the server answers it as soon as it
+    has answered the first, without waiting for the client to ask.
+
+    Its answer can be read once the first answer's body has been read to its end (which
+    hands the connection over).  ``answer()`` then gives its ``Response``; it gives None
+    when there is nothing to read any more: the first answer closed the connection or
+    was not read to its end, a redirect went elsewhere, the connection broke.  The
+    caller then sends the request anew.  ``close()`` gives it up (the connection is
+    closed: an unread answer is on it, it cannot serve another request).
+    """
+
+    def __init__(self, session: Session, key: tuple, url: str):
+        self._session = session
+        self._key = key
+        self.url = url
+        self._conn = None
+        self._closed = False
+
+    def _take(self, conn) -> None:
+        if self._closed:
+            conn.close()
+        else:
+            self._conn = conn
+
+    def answer(self) -> Response | None:
+        conn, self._conn = self._conn, None
+        self._closed = True
+        if conn is None:
+            return None
+        try:
+            raw = conn.answer("GET")
+        except (OSError, TransportError) as e:
+            conn.close()
+            log.debug("no answer to the pipelined GET %s: %s", self._session._redact(self.url),
+                      e)
+            return None
+        return Response(self._session, self._key, conn, raw, self.url)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self._closed = True
+        if conn is not None:
+            conn.close()
 
 
 def _proxy_for(scheme: str, host: str, port: int) -> str | None:
@@ -667,7 +729,8 @@ class Session:
     def request(self, method: str, url: str, *, headers: dict | None = None, data: Any = None,
                 stream: bool = False, timeout: tuple[float, float] | None = None,
                 allow_redirects: bool = True,
-                while_waiting: Callable[[], None] | None = None) -> Response:
+                while_waiting: Callable[[], None] | None = None,
+                then: tuple[str, dict] | None = None) -> Response:
         """Send a request; the response whatever its status.
 
         ``data``: None, bytes, str, a dict (sent as a form), a file object (streamed;
@@ -678,6 +741,11 @@ class Session:
         ``while_waiting`` is called once the request is sent, before its answer is read
         (work that overlaps the server's time); at most once, and not at all when the
         request could not be sent.  What it raises ends the request.
+
+        ``then``: (url, headers) of a GET to send right behind this request on its
+        connection, when this one is a GET or HEAD without a body and ``url`` is on the
+        same host, not through a proxy; ``resp.pipelined`` (a ``Pipelined``, else None)
+        reads its answer later.
         """
         timeout = timeout or self.timeout
         h = {"User-Agent": self.user_agent, "Accept": "*/*"}
@@ -692,8 +760,18 @@ class Session:
                 not any(k.lower() == "content-length" for k in h):
             h["Content-Length"] = str(len(data))
         waiting = [while_waiting] if while_waiting is not None else []
+        behind = None
+        if then is not None and method in ("GET", "HEAD") and data is None:
+            then_url, then_headers = then
+            then_h = {"User-Agent": self.user_agent, "Accept": "*/*"}
+            then_h.update(then_headers)
+            behind = (then_url, then_h)
+        pipelined = None
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._send_once(method, url, h, data, timeout, waiting)
+            resp = self._send_once(method, url, h, data, timeout, waiting, behind)
+            if behind is not None:
+                pipelined, behind = resp.pipelined, None
+            resp.pipelined = pipelined
             loc = resp.headers.get("Location")
             if not allow_redirects or resp.status_code not in (301, 302, 303, 307, 308) or not loc:
                 if not stream:
@@ -718,21 +796,18 @@ class Session:
         raise TooManyRedirects(f"more than {MAX_REDIRECTS} redirects")
 
     def _send_once(self, method: str, url: str, headers: dict, data: Any,
-                   timeout: tuple[float, float], waiting: list) -> Response:
+                   timeout: tuple[float, float], waiting: list,
+                   behind: tuple[str, dict] | None = None) -> Response:
         """One request and its answer's head; ``waiting``: a ``while_waiting`` to call
-        (and take out of the list) once the request is sent."""
-        parts = urls.split(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise TransportError(f"unsupported URL scheme {scheme!r}")
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        proxy = _proxy_for(scheme, host, port)
-        key = (scheme, host, port, proxy)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        host_header = parts.netloc.rsplit("@", 1)[-1]
+        (and take out of the list) once the request is sent; ``behind``: (url, headers)
+        of a GET to pipeline behind it, if it can be."""
+        key, target, host_header = _where(url)
+        scheme, host, port, proxy = key
+        then = None
+        if behind is not None and proxy is None:
+            then_key, then_target, then_host = _where(behind[0])
+            if then_key == key and then_host == host_header:
+                then = then_target
         if proxy and scheme == "http":
             target = f"http://{host_header}{target}"
             auth = _proxy_auth(proxy)
@@ -746,6 +821,8 @@ class Session:
                 conn = self._connect(key, timeout)
             try:
                 conn.send(method, target, host_header, headers, data)
+                if then is not None:
+                    conn.send("GET", then, host_header, behind[1], None)
                 if waiting:
                     try:
                         waiting.pop()()
@@ -766,7 +843,23 @@ class Session:
             except BaseException:  # the body's own error (a streamed one), or Ctrl-C
                 conn.close()
                 raise
-            return Response(self, key, conn, raw, url)
+            pipelined = Pipelined(self, key, behind[0]) if then is not None else None
+            return Response(self, key, conn, raw, url, pipelined)
+
+
+def _where(url: str) -> tuple[tuple, str, str]:
+    """(pool key, request target, Host header) of ``url``."""
+    parts = urls.split(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise TransportError(f"unsupported URL scheme {scheme!r}")
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    proxy = _proxy_for(scheme, host, port)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return (scheme, host, port, proxy), target, parts.netloc.rsplit("@", 1)[-1]
 
 
 class _Meanwhile(Exception):

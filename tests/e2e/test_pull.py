@@ -192,3 +192,22 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("failed:") and "1" * 64 in lines[0], r.stdout
     assert lines[1:] == ["True", "True"], r.stdout
+
+
+def test_a_one_layer_image_asks_for_its_layer_behind_its_config(registry_plain, test_images,
+                                                                 run_pbox, pbox_root):
+    """The layer of a one-layer image is asked for right behind the config, on the same
+    connection.  When the store holds that layer already (the same content in another
+    image, or under another compression), the answer is dropped: not downloaded nor
+    extracted again, and the next request on the registry is answered rightly."""
+    imgs = test_images(registry_plain)
+    layer = imgs.busybox.layers[0]["digest"]
+    r = run_pbox("--log-level", "debug", "pull", imgs.busybox.reference)
+    assert f"blobs/{layer} sent ahead -> 200" in r.stderr
+    for img in (imgs.busybox_docker, imgs.zstd, imgs.uncompressed):
+        r = run_pbox("--log-level", "debug", "pull", img.reference)
+        assert "Pull complete" not in r.stdout, r.stdout
+        assert f"blobs/{img.layers[0]['digest']} " not in r.stderr  # no answer taken
+        data = json.loads(run_pbox("inspect", img.reference).stdout)
+        assert data[0]["Id"] == img.config_digest
+    assert len(os.listdir(os.path.join(pbox_root.root, "layers"))) == 1

@@ -908,3 +908,57 @@ def test_is_loopback_without_and_with_ipaddress(host, loop):
     except ValueError:
         want = h == "localhost" or h.endswith(".localhost")
     assert loop is want
+
+
+# -- a blob asked for behind another (HTTP/1.1 pipelining) --------------------------------------
+
+SMALL = b'{"a": "small config"}'
+
+
+def test_a_blob_asked_for_behind_another_comes_on_the_same_connection(fake):
+    fake.blobs[sha(SMALL)] = SMALL
+    with client(fake) as c:
+        c.get_manifest("x/app", "v1")  # settles the scheme: only then is anything sent ahead
+        r = c.fetch_blob("x/app", sha(SMALL), len(SMALL), then=BLOB_DIGEST)
+        assert read_all(r) == SMALL and r.verified
+        r = c.fetch_blob("x/app", BLOB_DIGEST, len(BLOB))
+        assert read_all(r) == BLOB and r.verified
+        assert c.get_manifest("x/app", "v1")[0] == MANIFEST  # the connection is kept
+        assert c.session.connections_made == 1
+    assert fake.count("GET", f"/v2/x/app/blobs/{BLOB_DIGEST}") == 1
+
+
+def test_a_blob_asked_for_behind_and_forgotten_is_asked_for_again(fake):
+    fake.blobs[sha(SMALL)] = SMALL
+    with client(fake) as c:
+        c.get_manifest("x/app", "v1")
+        read_all(c.fetch_blob("x/app", sha(SMALL), len(SMALL), then=BLOB_DIGEST))
+        c.forget_blob("x/app", BLOB_DIGEST)
+        assert read_all(c.fetch_blob("x/app", BLOB_DIGEST, len(BLOB))) == BLOB
+        assert c.session.connections_made == 2  # the one with the unread answer was closed
+    assert fake.count("GET", f"/v2/x/app/blobs/{BLOB_DIGEST}") == 2
+
+
+def test_an_error_asked_for_behind_is_asked_again_and_reported_as_usual(fake):
+    fake.blobs[sha(SMALL)] = SMALL
+    missing = "sha256:" + "4" * 64
+    with client(fake) as c:
+        c.get_manifest("x/app", "v1")
+        read_all(c.fetch_blob("x/app", sha(SMALL), len(SMALL), then=missing))
+        with pytest.raises(RegistryError) as e:
+            c.fetch_blob("x/app", missing)
+    assert e.value.status == 404 and "blob unknown" in str(e.value)
+    assert fake.count("GET", f"/v2/x/app/blobs/{missing}") == 2
+
+
+def test_nothing_asked_for_behind_a_failed_request_or_before_the_scheme_is_known(fake):
+    """Behind the first request (the scheme still a guess) nothing goes; behind an
+    answer the client retries (429), the blob behind is asked for anew later."""
+    fake.blobs[sha(SMALL)] = SMALL
+    with client(fake) as c:
+        read_all(c.fetch_blob("x/app", sha(SMALL), len(SMALL), then=BLOB_DIGEST))
+        assert fake.count("GET", f"/v2/x/app/blobs/{BLOB_DIGEST}") == 0
+        fake.status_script = [429]
+        read_all(c.fetch_blob("x/app", sha(SMALL), len(SMALL), then=BLOB_DIGEST))
+        assert read_all(c.fetch_blob("x/app", BLOB_DIGEST, len(BLOB))) == BLOB
+    assert fake.count("GET", f"/v2/x/app/blobs/{BLOB_DIGEST}") == 2

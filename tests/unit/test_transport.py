@@ -46,6 +46,20 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if self.path.startswith("/echo/"):  # the answer names the request
+            reply = self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
+        if self.path == "/big":  # more than the client drains to keep a connection
+            reply = b"b" * (4 * transport.DRAIN_LIMIT)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+            return
         if self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -451,3 +465,77 @@ def test_while_waiting_not_called_when_nothing_was_sent():
     with session() as s, pytest.raises(transport.ConnectError):
         s.request("GET", f"http://127.0.0.1:{port}/", while_waiting=lambda: calls.append(1))
     assert calls == []
+
+
+# -- a GET sent behind another (HTTP/1.1 pipelining) ------------------------------------------
+
+
+def echo(srv, name: str) -> str:
+    return url(srv, "/echo/" + name)
+
+
+def test_a_get_sent_behind_another_is_answered_on_the_same_connection(server):
+    srv = server()
+    with session() as s:
+        r = s.request("GET", echo(srv, "first"), then=(echo(srv, "second"), {"X-Then": "1"}))
+        assert r.content == b"/echo/first"
+        pipelined = r.pipelined
+        r2 = pipelined.answer()
+        assert r2.status_code == 200 and r2.content == b"/echo/second"
+        assert pipelined.answer() is None  # once
+        assert s.request("GET", echo(srv, "third")).content == b"/echo/third"
+        assert s.connections_made == 1  # back in the pool once both answers were read
+    assert [p for _, p, *_ in srv.seen] == ["/echo/first", "/echo/second", "/echo/third"]
+    assert srv.seen[1][2]["X-Then"] == "1" and srv.seen[1][2]["User-Agent"] == "t/1"
+    assert len({port for *_, port in srv.seen}) == 1
+
+
+def test_a_get_sent_behind_never_answers_another_request(server):
+    """Its answer waits on the connection: while it is there, or once it is given up,
+    that connection serves no other request (which would read the wrong answer)."""
+    srv = server()
+    with session() as s:
+        r = s.request("GET", echo(srv, "first"), then=(echo(srv, "unread"), {}))
+        assert r.content == b"/echo/first"
+        assert s.request("GET", echo(srv, "other")).content == b"/echo/other"
+        r.pipelined.close()
+        assert r.pipelined.answer() is None
+        assert s.request("GET", echo(srv, "again")).content == b"/echo/again"
+        assert s.connections_made == 2
+
+
+def test_a_get_sent_behind_is_lost_when_its_connection_is(server):
+    """The server closes the connection after the first answer, or the first answer's
+    body is not read to its end: no answer (the caller asks anew), no error."""
+    srv = server()
+    with session() as s:
+        r = s.request("GET", url(srv, "/close"), then=(echo(srv, "x"), {}))
+        assert r.content == b"bye"
+        assert r.pipelined.answer() is None
+        r = s.request("GET", url(srv, "/big"), stream=True, then=(echo(srv, "y"), {}))
+        assert r.read(10) == b"b" * 10
+        r.close()
+        assert r.pipelined.answer() is None
+        assert s.request("GET", echo(srv, "z")).content == b"/echo/z"
+
+
+def test_a_get_sent_behind_a_redirected_request(server):
+    """The first request is redirected to another server: the answer behind it comes on
+    the first connection once the redirect's (empty) body is read."""
+    a, b = server(), server()
+    with session() as s:
+        r = s.request("GET", url(a, f"/redirect?to={echo(b, 'moved')}"),
+                      then=(echo(a, "behind"), {}))
+        assert r.content == b"/echo/moved"
+        assert r.pipelined.answer().content == b"/echo/behind"
+
+
+def test_nothing_sent_behind_a_body_or_to_another_server(server):
+    a, b = server(), server()
+    with session() as s:
+        r = s.request("GET", echo(a, "first"), then=(echo(b, "elsewhere"), {}))
+        assert r.content == b"/echo/first" and r.pipelined is None
+        r = s.request("POST", echo(a, "post"), data=b"x", then=(echo(a, "after-post"), {}))
+        assert r.status_code == 200 and r.pipelined is None
+    assert b.seen == []
+    assert [p for _, p, *_ in a.seen] == ["/echo/first", "/echo/post"]
