@@ -577,6 +577,9 @@ def _add_location(store, chain: str, digest: str, where: str, size: int = 0,
         if isinstance(made, dict) and made.get("digest"):
             sizes.setdefault(made["digest"], made.get("size"))
     sized = not size or sizes.get(digest) == size
+    for made in (compressed_by or {}).values():
+        # a pull of this blob from anywhere knows then that the store has its layer
+        store.note_blob_diff(made["digest"], made["diff_id"])
     if where in places and sized and not compressed_by:
         return
     changes: dict = {"compressed_by": compressed_by} if compressed_by else {}

@@ -10,6 +10,8 @@ Layout under the root (default ``~/.local/share/pbox``)::
         diff/               its files, whiteouts in overlay form
         layer.json          diff id, parent chain id, size
         tar-split           a pulled layer's tar minus file contents (``tarsplit``)
+    blob-diffs/<hex>        symlink to the hex of the diff id the layer blob <hex>
+                            inflates to (blobs pulled or pushed; see ``diff_of_blob``)
     images/<id hex>.json    one image record (id = config digest)
     repositories.json       tags and repo digests -> image id
     containers/<id>/        config, state, upper/work dirs, hosts files, log
@@ -119,6 +121,7 @@ class Store:
         self.runroot = runroot or os.path.join(root, "run")
         self.blobs_dir = os.path.join(root, "blobs", "sha256")
         self.layers_dir = os.path.join(root, "layers")
+        self.blob_diffs_dir = os.path.join(root, "blob-diffs")
         self.images_dir = os.path.join(root, "images")
         self.containers_dir = os.path.join(root, "containers")
         self.volumes_dir = os.path.join(root, "volumes")
@@ -318,6 +321,40 @@ class Store:
         atomic_write(os.path.join(entry.path, "layer.json"),
                      json.dumps(info, sort_keys=True).encode())
         return entry.commit(self.layer_path(chain_id))
+
+    # -- what layer blobs inflate to ----------------------------------------------------
+
+    def diff_of_blob(self, blob: str) -> str | None:
+        """The diff id the layer blob ``blob`` inflates to, if a pull or push of this
+        store has seen it (``note_blob_diff``); else None."""
+        algorithm, _, hexpart = blob.partition(":")
+        if algorithm != "sha256":
+            return None
+        try:
+            target = os.readlink(os.path.join(self.blob_diffs_dir, hexpart))
+        except OSError:
+            return None
+        if len(target) != 64 or target.strip("0123456789abcdef"):
+            return None
+        return "sha256:" + target
+
+    def note_blob_diff(self, blob: str, diff_id: str) -> None:
+        """Remember that the layer blob ``blob`` inflates to ``diff_id``: a fact about
+        their content (never wrong, and kept when a layer goes), one symlink each.  Only
+        a hint for later pulls: failing to write it fails nothing."""
+        algorithm, _, hexpart = blob.partition(":")
+        diff_alg, _, diff_hex = diff_id.partition(":")
+        if algorithm != "sha256" or diff_alg != "sha256" or len(hexpart) != 64:
+            return
+        path = os.path.join(self.blob_diffs_dir, hexpart)
+        try:
+            try:
+                os.symlink(diff_hex, path)
+            except FileNotFoundError:  # a store made before this directory was
+                os.makedirs(self.blob_diffs_dir, exist_ok=True)
+                os.symlink(diff_hex, path)
+        except OSError:  # there already (a fact: the first one stays), or cannot be
+            pass
 
     def list_layers(self) -> list[str]:
         try:

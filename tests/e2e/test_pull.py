@@ -194,20 +194,38 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
     assert lines[1:] == ["True", "True"], r.stdout
 
 
-def test_a_one_layer_image_asks_for_its_layer_behind_its_config(registry_plain, test_images,
-                                                                 run_pbox, pbox_root):
-    """The layer of a one-layer image is asked for right behind the config, on the same
-    connection.  When the store holds that layer already (the same content in another
-    image, or under another compression), the answer is dropped: not downloaded nor
-    extracted again, and the next request on the registry is answered rightly."""
+def test_a_one_layer_image_and_its_config_go_out_together(registry_plain, test_images,
+                                                         run_pbox, pbox_root):
+    """A small one-layer image's layer is asked for with its config right behind it, on
+    one connection, and extracted before the config is read.  The same blob under
+    another config is known to the store: not asked for again.  The same layer as
+    other blobs (zstd, uncompressed) is fetched and its copy dropped."""
     imgs = test_images(registry_plain)
     layer = imgs.busybox.layers[0]["digest"]
     r = run_pbox("--log-level", "debug", "pull", imgs.busybox.reference)
-    assert f"blobs/{layer} sent ahead -> 200" in r.stderr
+    assert f"blobs/{imgs.busybox.config_digest} sent ahead -> 200" in r.stderr
+    assert "Pull complete" in r.stdout
+    r = run_pbox("--log-level", "debug", "pull", imgs.busybox_docker.reference)
+    assert f"blobs/{layer} " not in r.stderr and "Already exists" in r.stdout
     for img in (imgs.busybox_docker, imgs.zstd, imgs.uncompressed):
-        r = run_pbox("--log-level", "debug", "pull", img.reference)
-        assert "Pull complete" not in r.stdout, r.stdout
-        assert f"blobs/{img.layers[0]['digest']} " not in r.stderr  # no answer taken
+        if img is not imgs.busybox_docker:
+            run_pbox("pull", img.reference)
         data = json.loads(run_pbox("inspect", img.reference).stdout)
         assert data[0]["Id"] == img.config_digest
     assert len(os.listdir(os.path.join(pbox_root.root, "layers"))) == 1
+    files = storeview.merged(pbox_root.root, imgs.zstd.config_digest)
+    assert files["/bin/busybox"][1].st_mode & 0o111
+
+
+def test_a_big_one_layer_image_has_its_layer_asked_for_behind_its_config(
+        registry_plain, run_pbox, pbox_root):
+    """Over 4 MiB the config comes first, as usual, and the layer right behind it."""
+    from harness.images import REPO_PREFIX, LayerSpec, RegistryClient, build_image
+
+    data = os.urandom(5 << 20)
+    img = RegistryClient(registry_plain).push_image(
+        f"{REPO_PREFIX}/one-big", "latest",
+        build_image([LayerSpec("big").file("/big.bin", data)], markers=()))
+    r = run_pbox("--log-level", "debug", "pull", img.reference)
+    assert f"blobs/{img.layers[0]['digest']} sent ahead -> 200" in r.stderr
+    assert storeview.read_file(pbox_root.root, img.config_digest, "/big.bin") == data

@@ -173,7 +173,7 @@ def test_push_to_second_repository_mounts(mode, registry_factory, registry_plain
     assert image_id == img.config_digest
 
 
-def test_zstd_push_pulls_back(registry_factory, busybox, run_pbox):
+def test_zstd_push_pulls_back(registry_factory, busybox, run_pbox, pbox_root):
     reg = registry_factory("plain")
     dest = f"{reg.host}/zstd/busybox:z"
     before = run_pbox("run", "--rm", busybox.reference, *CHECK).stdout
@@ -181,6 +181,10 @@ def test_zstd_push_pulls_back(registry_factory, busybox, run_pbox):
     assert list(pushed_ids(r.stdout).values()) == ["Pushed"]
     manifest = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{dest}"))
     assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    # the store knows what the new blob inflates to (a pull of it needs no download)
+    made = manifest["layers"][0]["digest"].split(":")[1]
+    link = os.path.join(pbox_root.root, "blob-diffs", made)
+    assert "sha256:" + os.readlink(link) == busybox.diff_ids[0]
     # a gzip push of the same image elsewhere is another blob; zstd again is remembered
     r = run_pbox("push", "-q", "--compression-format", "zstd", busybox.reference,
                  f"{reg.host}/zstd/other:z")
