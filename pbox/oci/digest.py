@@ -121,14 +121,17 @@ _SMALL_SHA256 = []  # [constructor or None], found once
 
 
 def _builtin_sha256():
-    if not _SMALL_SHA256:  # (a failed import searches sys.path: not on every digest)
-        try:
-            from _sha2 import sha256  # CPython 3.12 and later
-        except ImportError:
+    if not _SMALL_SHA256:  # (a failed import searches sys.path, ~80 us: asked once)
+        import sys
+
+        sha256 = None
+        # CPython 3.12 and later have _sha2, older ones _sha256: the right one first
+        for name in ("_sha2", "_sha256")[::-1 if sys.version_info < (3, 12) else 1]:
             try:
-                from _sha256 import sha256
-            except ImportError:  # pragma: no cover - a build without it
-                sha256 = None
+                sha256 = __import__(name).sha256
+                break
+            except (ImportError, AttributeError):  # pragma: no cover - a build without
+                continue
         _SMALL_SHA256.append(sha256)
     return _SMALL_SHA256[0]
 

@@ -257,3 +257,22 @@ def test_without_libcrypto_hashlib_hashes(monkeypatch):
     monkeypatch.setattr(libcrypto, "_LIB", [])
     monkeypatch.setattr(libcrypto, "_ABC", "0" * 64)
     assert libcrypto.load() is None
+
+
+def test_cpython_own_sha256_is_imported_without_a_failed_try(monkeypatch):
+    """``_sha2`` (3.12 and later) or ``_sha256`` (before): the one this Python has is
+    asked for first, since a failed import searches every path entry (~80 us)."""
+    import sys
+
+    asked = []
+
+    class Recorder:
+        def find_spec(self, name, path=None, target=None):
+            asked.append(name)
+
+    monkeypatch.setattr(sys, "meta_path", [Recorder(), *sys.meta_path])
+    monkeypatch.setattr(digest, "_SMALL_SHA256", [])
+    for name in ("_sha2", "_sha256"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert digest._builtin_sha256() is not None
+    assert asked == ["_sha256" if sys.version_info < (3, 12) else "_sha2"]
