@@ -126,11 +126,12 @@ def _builtin_sha256():
 
         sha256 = None
         # CPython 3.12 and later have _sha2, older ones _sha256: the right one first
-        for name in ("_sha2", "_sha256")[::-1 if sys.version_info < (3, 12) else 1]:
+        names = ("_sha256", "_sha2") if sys.version_info < (3, 12) else ("_sha2", "_sha256")
+        for name in names:
             try:
                 sha256 = __import__(name).sha256
                 break
-            except (ImportError, AttributeError):  # pragma: no cover - a build without
+            except (ImportError, AttributeError):  # pragma: no cover - built without it
                 continue
         _SMALL_SHA256.append(sha256)
     return _SMALL_SHA256[0]

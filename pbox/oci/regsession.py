@@ -734,8 +734,8 @@ class RegistrySession:
                     url = urls.join(self._base + "/", path)
                     continue
             else:
-                if behind is not None and path is not None:
-                    behind = (urls.join(self._base + "/", behind.lstrip("/")), h)
+                if ahead_path is not None and path is not None:
+                    behind = (urls.join(self._base + "/", ahead_path), h)
                 else:
                     behind = None
                 try:

@@ -115,6 +115,10 @@ def _lock_if_dead(path: str) -> int | None:
     return fd
 
 
+def _is_sha256_hex(text: str) -> bool:
+    return len(text) == 64 and not text.strip("0123456789abcdef")
+
+
 class Store:
     def __init__(self, root: str, runroot: str | None = None):
         self.root = root
@@ -328,15 +332,13 @@ class Store:
         """The diff id the layer blob ``blob`` inflates to, if a pull or push of this
         store has seen it (``note_blob_diff``); else None."""
         algorithm, _, hexpart = blob.partition(":")
-        if algorithm != "sha256":
+        if algorithm != "sha256" or not _is_sha256_hex(hexpart):
             return None
         try:
             target = os.readlink(os.path.join(self.blob_diffs_dir, hexpart))
         except OSError:
             return None
-        if len(target) != 64 or target.strip("0123456789abcdef"):
-            return None
-        return "sha256:" + target
+        return "sha256:" + target if _is_sha256_hex(target) else None
 
     def note_blob_diff(self, blob: str, diff_id: str) -> None:
         """Remember that the layer blob ``blob`` inflates to ``diff_id``: a fact about
@@ -344,7 +346,8 @@ class Store:
         a hint for later pulls: failing to write it fails nothing."""
         algorithm, _, hexpart = blob.partition(":")
         diff_alg, _, diff_hex = diff_id.partition(":")
-        if algorithm != "sha256" or diff_alg != "sha256" or len(hexpart) != 64:
+        if algorithm != "sha256" or diff_alg != "sha256" or not (
+                _is_sha256_hex(hexpart) and _is_sha256_hex(diff_hex)):
             return
         path = os.path.join(self.blob_diffs_dir, hexpart)
         try:

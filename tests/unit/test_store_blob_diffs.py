@@ -29,3 +29,12 @@ def test_what_the_store_cannot_name_is_not_remembered(tmp_path):
     os.makedirs(os.path.join(store.root, "blob-diffs"))
     os.symlink("../../etc", os.path.join(store.root, "blob-diffs", "a" * 64))  # damaged
     assert store.diff_of_blob(BLOB) is None
+
+
+def test_a_name_that_is_not_a_digest_reads_nothing_outside(tmp_path):
+    store = Store.open(str(tmp_path / "store"))
+    os.makedirs(os.path.join(store.root, "blob-diffs"))
+    os.symlink("b" * 64, os.path.join(store.root, "x"))
+    assert store.diff_of_blob("sha256:../x") is None
+    store.note_blob_diff("sha256:../y", DIFF)
+    assert not os.path.lexists(os.path.join(store.root, "y"))
