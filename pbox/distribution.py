@@ -165,7 +165,7 @@ def _conf_insecure(config: Config, registry: str) -> bool:
     """registries.conf marks ``registry`` insecure (a blocked one is refused)."""
     from pbox import images
 
-    path = images._registries_conf_path(config)
+    path = images.registries_conf_path(config)
     if not os.path.exists(path):
         return False
     from pbox import registries
@@ -315,7 +315,7 @@ def push(config: Config, source: str, dest: str | None = None,
     fmt = choose_format(opts.format, record.manifest_media_type, algo)
     manifest_type, config_type, layer_type = _manifest_types(fmt, algo)
     target, repo, insecure = ref.registry, ref.repository, False
-    conf_path = images._registries_conf_path(config)
+    conf_path = images.registries_conf_path(config)
     if os.path.exists(conf_path):
         from pbox import registries
 

@@ -164,7 +164,7 @@ class Builder(RunSteps, CopySteps, MetaSteps):
         return _Stage(image, image_id, list(rec.layers))
 
     def _base(self, name: str, platform: str | None) -> _Stage:
-        from pbox.images import find_or_pull_image
+        from pbox.pull import find_or_pull_image
 
         if name == "scratch":
             image = {"architecture": _arch(), "os": "linux", "config": {},

@@ -117,18 +117,18 @@ def pull(config, *, image: str, quiet: bool, platform: str | None, all_tags: boo
          tls_verify: bool | None, cert_dir: str | None, creds: str | None, notice,
          echo=echo) -> None:
     """`pull`'s keyword arguments as click passes them: docker's output around
-    ``pbox.images.pull``."""
-    from pbox import images
+    ``pbox.pull.pull``."""
+    from pbox import pull as pulling
 
     if all_tags:
         raise UsageError("--all-tags is not supported")
     progress = PullProgress(quiet=quiet)
     if not quiet and ":" not in image.rsplit("/", 1)[-1] and "@" not in image:
         echo("Using default tag: latest")
-    result = images.pull(
+    result = pulling.pull(
         config, image,
-        images.PullOptions(platform=platform, tls_verify=tls_verify, cert_dir=cert_dir,
-                           creds=creds),
+        pulling.PullOptions(platform=platform, tls_verify=tls_verify, cert_dir=cert_dir,
+                            creds=creds),
         report=progress, notice=notice,
     )
     ref = result.reference  # a short name may have resolved elsewhere (registries.conf)

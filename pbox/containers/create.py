@@ -70,7 +70,7 @@ def create(config: Config, o: opt.RunOptions, *, report=None, notice=None,
     pbox and leaving the container behind.
     """
     opt.check(o)
-    from pbox.images import find_or_pull_image
+    from pbox.pull import find_or_pull_image
 
     store = Store.open(config.root, config.runroot)
     res = find_or_pull_image(config, store, o.image, o.pull, platform=o.platform,

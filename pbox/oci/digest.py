@@ -101,7 +101,7 @@ def _hashlib_new():
 
 
 def preload() -> None:
-    """Load libcrypto now (``pbox.images``: while the registry prepares an answer)."""
+    """Load libcrypto now (``pbox.pull``: while the registry prepares an answer)."""
     _new or _hash_constructor()
 
 

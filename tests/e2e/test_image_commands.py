@@ -245,7 +245,7 @@ def test_images_and_ps_print_the_same_without_click(registry_plain, test_images,
             fast, slow = _both_paths(run_pbox, root, *args)
             assert not _imported(fast.stderr, "click"), args
             if not any(a.startswith(("before=", "since=")) for a in args):
-                # (those resolve a name through pbox.images, which logs)
+                # (those resolve a name, which may log)
                 assert not _imported(fast.stderr, "logging"), args
             assert _imported(slow.stderr, "click"), args
             if not _seconds_apart(fast.stdout, slow.stdout):  # a busy machine, four times

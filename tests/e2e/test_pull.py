@@ -171,17 +171,17 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
         with_diff_ids(build_image([busybox_layer()]), ["sha256:" + "1" * 64]))
     script = (
         "import os, sys\n"
-        "from pbox import images\n"
+        "from pbox import pull\n"
         "from pbox.config import Config\n"
         "from pbox.errors import PboxError\n"
         "def alone():\n"
         "    return sorted(os.listdir('/proc/self/task')) == [str(os.getpid())]\n"
         "try:\n"
-        "    images.pull(Config.from_env(), sys.argv[2])\n"
+        "    pull.pull(Config.from_env(), sys.argv[2])\n"
         "except PboxError as e:\n"
         "    print('failed:', e)\n"
         "print(alone())\n"
-        "images.pull(Config.from_env(), sys.argv[1])\n"
+        "pull.pull(Config.from_env(), sys.argv[1])\n"
         "print(alone())\n"
     )
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -83,7 +83,7 @@ def test_compute_small_and_large_agree_with_hashlib(size, monkeypatch):
 
 def test_a_small_blob_of_known_size_is_verified_without_libcrypto():
     """A config (a pull's second answer) is checked by CPython's own sha256: libcrypto
-    is loaded while the layer's answer is awaited instead (pbox.images)."""
+    is loaded while the layer's answer is awaited instead (pbox.pull)."""
     import subprocess
     import sys
 

@@ -1,4 +1,4 @@
-"""pbox.images._ReadAhead: the thread that downloads and inflates a layer ahead of the
+"""pbox.pull._ReadAhead: the thread that downloads and inflates a layer ahead of the
 extracting one.  Its contract: every byte in order, the producer's error at the
 consumer's next read, and once ``close()`` returns no read of the stream going on or to
 come, whatever the producer was doing (its thread then ends; the kernel may take a
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pbox.images import _ReadAhead
+from pbox.pull import _ReadAhead
 
 
 class _Noting(io.RawIOBase):
