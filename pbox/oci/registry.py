@@ -19,12 +19,9 @@ from pbox.oci import urls
 from pbox.oci.auth import Credentials
 from pbox.oci.regsession import (  # noqa: F401 (re-exported: the client's public names)
     RegistrySession,
-    TLSFiles,
     _short,
     api_host,
-    cert_dirs,
     display_registry,
-    find_tls_files,
     is_loopback,
     redact_url,
 )

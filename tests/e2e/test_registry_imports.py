@@ -60,7 +60,7 @@ def test_plain_http_pull_and_push_import_no_tls_nor_http_client(registry_plain, 
     for modules in (pulled, again):
         for name in ("re", "enum", "urllib.parse", "ipaddress", "socket", "selectors",
                      "threading", "base64", "signal", "typing", "queue", "hashlib",
-                     "zipfile", "ctypes"):
+                     "zipfile", "ctypes", "pbox.oci.tls"):
             assert name not in modules, name
     # nor libcrypto (~1.5 ms) to hash the few hundred bytes of a manifest
     assert "_hashlib" not in again and "pbox.oci.libcrypto" not in again

@@ -246,22 +246,22 @@ def test_corrupted_blob_detected(registry_factory, test_images):
 
 
 def test_plain_http_registry_loads_no_tls_context(registry_plain, test_images, tmp_path):
-    from pbox.oci import regsession
+    from pbox.oci import tls
 
     test_images(registry_plain)
-    regsession._CONTEXTS.clear()
+    tls._CONTEXTS.clear()
     with RegistryClient(registry_plain.host, config_dir=str(tmp_path)) as c:
         assert c.get_manifest("pbox-test/busybox", "latest")[0]
         assert c.base_url.startswith("http://")
-    assert regsession._CONTEXTS == {}
+    assert tls._CONTEXTS == {}
 
 
 def test_tls_context_made_on_first_https_request(registry_tls, test_images, tmp_path):
-    from pbox.oci import regsession
+    from pbox.oci import tls
 
     test_images(registry_tls)
-    regsession._CONTEXTS.clear()
+    tls._CONTEXTS.clear()
     with RegistryClient(registry_tls.host, cert_dir=registry_tls.cert_dir) as c:
         assert c.get_manifest("pbox-test/busybox", "latest")[0]
         assert c.base_url.startswith("https://")
-    assert len(regsession._CONTEXTS) == 1
+    assert len(tls._CONTEXTS) == 1

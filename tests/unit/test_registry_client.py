@@ -26,12 +26,11 @@ from pbox.oci import mediatypes as mt
 from pbox.oci.auth import Credentials
 from pbox.oci.registry import (
     RegistryClient,
-    cert_dirs,
     client_for,
-    find_tls_files,
     is_loopback,
     redact_url,
 )
+from pbox.oci.tls import cert_dirs, find_tls_files
 
 PASSWORD = "s3cr3t-pw-XYZ"
 BLOB = bytes(range(256)) * 4096  # 1 MiB
