@@ -199,22 +199,17 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
                     one = None
                 if one is not None and one.size <= SMALL_LAYER_BYTES:
                     report("layer-waiting", layer=one.digest, total=one.size)
-
-                    def layer_wait():
-                        _preload_extraction(media_types)
-                        _preload_layer(one.media_type)
-
                     early = (one, *_fetch_layer(client, store, repo, one, None, keep_owners,
-                                                report, notice, while_waiting=layer_wait,
-                                                then=manifest.config.digest))
+                                                report, notice, then=manifest.config.digest))
                     config_wait = None
                 else:
                     ahead = one
 
                     def config_wait():
-                        _preload_extraction(media_types)
-                        if ahead is not None:
+                        if ahead is not None:  # what its answer, right behind, needs
                             _preload_layer(ahead.media_type)
+                        else:
+                            _preload_extraction(media_types)
 
                 stream = client.fetch_blob(repo, manifest.config.digest,
                                            manifest.config.size, while_waiting=config_wait,
@@ -300,7 +295,7 @@ def _preload_extraction(media_types: list) -> None:
 
 def _preload_layer(media_type: str) -> None:
     """While a layer's answer comes: libcrypto (~1.5 ms) to hash it, and what
-    ``_preload_extraction`` imports, unless the config's wait did."""
+    ``_preload_extraction`` imports, unless an earlier wait did."""
     from pbox.oci import digest
 
     digest.preload()
@@ -371,13 +366,13 @@ def _pull_layer(client, store: Store, repo, desc, diff_id, chain, parent, keep_o
 
 
 def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report, notice, *,
-                 while_waiting=None, then=None):
+                 then=None):
     """Download and extract the layer ``desc`` into a new temp entry of the store: (the
     entry, its record but for the chain id and parent), for ``_commit_layer``.
 
     ``diff_id``: what the tar must hash to, checked at its end; None: the record's
-    ``diff_id`` is what it hashed to, for the caller to check.  ``while_waiting`` (by
-    default the loading of what extracting needs) and ``then``: see ``fetch_blob``.
+    ``diff_id`` is what it hashed to, for the caller to check.  ``then``: see
+    ``fetch_blob``.  What extracting needs is loaded while the answer comes.
     """
     from pbox.oci.digest import HashingReader, VerifyingReader
     from pbox.storage.store import LAYER_SPLIT
@@ -393,7 +388,7 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
         # median of 40; a third thread cost more than it overlapped).
         packed = client.fetch_blob(
             repo, desc.digest, size=desc.size, then=then,
-            while_waiting=while_waiting or (lambda: _preload_layer(desc.media_type)))
+            while_waiting=lambda: _preload_layer(desc.media_type))
         from pbox.oci import compression
         from pbox.storage.extract import extract_layer
 

@@ -652,7 +652,7 @@ class RegistrySession:
                         attempt += 1
                         continue
                     raise self._transport_error(e, url)
-            pipelined = getattr(resp, "pipelined", None)
+            pipelined = resp.pipelined
             if pipelined is not None:
                 resp.pipelined = None
                 if resp.status_code >= 300:

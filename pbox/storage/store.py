@@ -115,10 +115,6 @@ def _lock_if_dead(path: str) -> int | None:
     return fd
 
 
-def _is_sha256_hex(text: str) -> bool:
-    return len(text) == 64 and not text.strip("0123456789abcdef")
-
-
 class Store:
     def __init__(self, root: str, runroot: str | None = None):
         self.root = root
@@ -331,25 +327,26 @@ class Store:
     def diff_of_blob(self, blob: str) -> str | None:
         """The diff id the layer blob ``blob`` inflates to, if a pull or push of this
         store has seen it (``note_blob_diff``); else None."""
-        algorithm, _, hexpart = blob.partition(":")
-        if algorithm != "sha256" or not _is_sha256_hex(hexpart):
+        from pbox.oci.digest import is_digest
+
+        if not blob.startswith("sha256:") or not is_digest(blob):
             return None
         try:
-            target = os.readlink(os.path.join(self.blob_diffs_dir, hexpart))
+            target = os.readlink(os.path.join(self.blob_diffs_dir, blob[7:]))
         except OSError:
             return None
-        return "sha256:" + target if _is_sha256_hex(target) else None
+        return "sha256:" + target if is_digest("sha256:" + target) else None
 
     def note_blob_diff(self, blob: str, diff_id: str) -> None:
         """Remember that the layer blob ``blob`` inflates to ``diff_id``: a fact about
         their content (never wrong, and kept when a layer goes), one symlink each.  Only
         a hint for later pulls: failing to write it fails nothing."""
-        algorithm, _, hexpart = blob.partition(":")
-        diff_alg, _, diff_hex = diff_id.partition(":")
-        if algorithm != "sha256" or diff_alg != "sha256" or not (
-                _is_sha256_hex(hexpart) and _is_sha256_hex(diff_hex)):
+        from pbox.oci.digest import is_digest
+
+        if not (blob.startswith("sha256:") and diff_id.startswith("sha256:")
+                and is_digest(blob) and is_digest(diff_id)):
             return
-        path = os.path.join(self.blob_diffs_dir, hexpart)
+        path, diff_hex = os.path.join(self.blob_diffs_dir, blob[7:]), diff_id[7:]
         try:
             try:
                 os.symlink(diff_hex, path)
