@@ -479,7 +479,7 @@ class _HashTee:
         from pbox.oci.digest import CANONICAL, new_hasher
 
         self._out = out
-        self._h = new_hasher(CANONICAL)  # libcrypto's, without hashlib (pbox.oci.digest)
+        self._h = new_hasher(CANONICAL)  # a library's, without hashlib (pbox.oci.digest)
 
     def write(self, b) -> int:
         self._h.update(b)

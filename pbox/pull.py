@@ -294,7 +294,7 @@ def _preload_extraction(media_types: list) -> None:
 
 
 def _preload_layer(media_type: str) -> None:
-    """While a layer's answer comes: libcrypto (~1.5 ms) to hash it, and what
+    """While a layer's answer comes: the sha256 library (~0.35 ms) to hash it, and what
     ``_preload_extraction`` imports, unless an earlier wait did."""
     from pbox.oci import digest
 

@@ -24,7 +24,7 @@ fi
 # -- system packages -----------------------------------------------------------------
 PKGS="python3 python3-venv python3-pip docker-registry busybox-static uidmap skopeo
       fuse-overlayfs slirp4netns passt openssl apache2-utils zstd binutils iproute2 git
-      ca-certificates procps podman runc"
+      ca-certificates procps podman runc libgcrypt20 libssl3"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -63,7 +63,7 @@ _new = None
 
 def new_hasher(algorithm: str = CANONICAL, size: int | None = None):
     """A hash object; ``size``: how many bytes it will hash, when known (up to ``SMALL``
-    sha256 is CPython's own while libcrypto is not loaded, see ``SMALL``)."""
+    sha256 is CPython's own while no library is loaded for it, see ``SMALL``)."""
     if algorithm not in ALGORITHMS:
         raise InvalidReference(f"unsupported digest algorithm: {algorithm!r}")
     if size is not None and size <= SMALL and _new is None and algorithm == "sha256":
@@ -74,14 +74,15 @@ def new_hasher(algorithm: str = CANONICAL, size: int | None = None):
 
 
 def _hash_constructor():
-    """The constructor of hash objects for big data, made on first use: libcrypto's
-    sha256 through ``_ctypes`` (``pbox.oci.libcrypto``), ``_hashlib`` for the other
-    algorithms.  Loading libcrypto is ~1.5 ms, which a pull spends while it waits on the
-    registry (``preload``); ``_hashlib``'s own set-up would cost ~1.3 ms more."""
+    """The constructor of hash objects for big data, made on first use: libgcrypt's or
+    libcrypto's sha256 through ``_ctypes`` (``pbox.oci.nativesha``), ``_hashlib`` for
+    the other algorithms.  Loading libgcrypt is ~0.35 ms (libcrypto ~1.2), which a pull
+    spends while it waits on the registry (``preload``); ``_hashlib`` would load
+    libcrypto and then set up every OpenSSL digest, ~1.3 ms more."""
     global _new
-    from pbox.oci import libcrypto
+    from pbox.oci import nativesha
 
-    sha256 = libcrypto.Sha256 if libcrypto.load() is not None else None
+    sha256 = nativesha.load()
 
     def new(algorithm: str):
         if algorithm == "sha256" and sha256 is not None:
@@ -101,12 +102,13 @@ def _hashlib_new():
 
 
 def preload() -> None:
-    """Load libcrypto now (``pbox.pull``: while the registry prepares an answer)."""
+    """Load the sha256 library now (``pbox.pull``: while the registry prepares an
+    answer)."""
     _new or _hash_constructor()
 
 
 # Up to this size, sha256 is taken by CPython's own module (~0.1 ms to import, ~1/5 of
-# OpenSSL's speed here): a manifest or a config does not need libcrypto loaded (~1.5 ms).
+# the libraries' speed here): a manifest or a config needs no library loaded.
 SMALL = 1 << 16
 
 

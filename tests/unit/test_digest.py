@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pbox.errors import DigestMismatch, InvalidReference
-from pbox.oci import digest, libcrypto
+from pbox.oci import digest, nativesha
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,9 +81,9 @@ def test_compute_small_and_large_agree_with_hashlib(size, monkeypatch):
     assert digest.compute(data) == want
 
 
-def test_a_small_blob_of_known_size_is_verified_without_libcrypto():
-    """A config (a pull's second answer) is checked by CPython's own sha256: libcrypto
-    is loaded while the layer's answer is awaited instead (pbox.pull)."""
+def test_a_small_blob_of_known_size_is_verified_without_a_library():
+    """A config (a pull's second answer) is checked by CPython's own sha256: the
+    library is loaded while the layer's answer is awaited instead (pbox.pull)."""
     import subprocess
     import sys
 
@@ -96,7 +96,7 @@ def test_a_small_blob_of_known_size_is_verified_without_libcrypto():
             data = bytes(range(256)) * (size // 256) + bytes(size % 256)
             r = digest.VerifyingReader(io.BytesIO(data), good, size)
             r.finish()
-            print(size, r.verified, digest._new is not None)  # libcrypto loaded?
+            print(size, r.verified, digest._new is not None)  # a library loaded?
             bad = digest.VerifyingReader(io.BytesIO(data[:-1] + b"!"), good, size)
             try:
                 bad.finish()
@@ -210,13 +210,11 @@ def test_wrapping_a_reader_without_close():
     assert r.closed
 
 
-def test_libcrypto_sha256_agrees_with_hashlib(monkeypatch):
-    """libcrypto's sha256 (through _ctypes) for big data: any chunking, bytes-like
-    inputs, a digest asked for twice or in the middle."""
-    assert libcrypto.load() is not None  # (the path under test exists here)
+def _check_agrees_with_hashlib(cls, monkeypatch):
+    """A hash class of nativesha against hashlib: any chunking, bytes-like inputs, a
+    digest asked for twice or in the middle, data longer than one C call takes."""
     data = os.urandom(3 * 1024 * 1024 + 7)
-    h = digest.new_hasher("sha256")
-    assert isinstance(h, libcrypto.Sha256)
+    h = cls()
     h.update(data[:1])
     assert h.hexdigest() == hashlib.sha256(data[:1]).hexdigest()
     h.update(memoryview(data)[1:1000])
@@ -225,38 +223,91 @@ def test_libcrypto_sha256_agrees_with_hashlib(monkeypatch):
     want = hashlib.sha256(data).hexdigest()
     assert h.hexdigest() == want and h.hexdigest() == want
     assert h.digest() == hashlib.sha256(data).digest()
-    assert libcrypto.Sha256().hexdigest() == hashlib.sha256(b"").hexdigest()
-    # data longer than one SHA256_Update takes (1 GiB) is given in pieces
-    monkeypatch.setattr(libcrypto, "_MAX_UPDATE", 1000)
-    h = libcrypto.Sha256()
-    h.update(data[:3500])
-    h.update(memoryview(data)[3500:7000])
-    assert h.hexdigest() == hashlib.sha256(data[:7000]).hexdigest()
-    # the other algorithms come from hashlib's OpenSSL
+    assert cls().hexdigest() == hashlib.sha256(b"").hexdigest()
+    with monkeypatch.context() as m:
+        m.setattr(nativesha, "_MAX_UPDATE", 1000)
+        h = cls()
+        h.update(data[:3500])
+        h.update(memoryview(data)[3500:7000])
+        assert h.hexdigest() == hashlib.sha256(data[:7000]).hexdigest()
+
+
+def _bound(name):
+    """The hash class of one entry of nativesha.LIBRARIES, loaded on its own."""
+    import _ctypes
+
+    binder = dict(nativesha.LIBRARIES)[name]
+    return binder(_ctypes, _ctypes.dlopen(name, os.RTLD_NOW))
+
+
+def test_big_data_is_hashed_by_libgcrypt_first(monkeypatch):
+    """libgcrypt's sha256 (through _ctypes) is the first choice for big data (it loads
+    in a fraction of libcrypto's time); the other algorithms come from hashlib."""
+    assert nativesha.load() is not None  # (the path under test exists here)
+    assert nativesha.LIBRARIES[0][0] == "libgcrypt.so.20"
+    h = digest.new_hasher("sha256")
+    assert type(h).__name__ == "GcryptSha256"
+    assert isinstance(h, nativesha.load())
+    _check_agrees_with_hashlib(nativesha.load(), monkeypatch)
     assert digest.new_hasher("sha512").hexdigest() == hashlib.sha512(b"").hexdigest()
 
 
-def test_without_libcrypto_hashlib_hashes(monkeypatch):
-    """No libcrypto to be found (or a wrong answer to its test hash): hashlib's sha256."""
+def test_libcrypto_sha256_agrees_with_hashlib(monkeypatch):
+    """The next choice, libcrypto's, on its own."""
+    cls = _bound("libcrypto.so.3")
+    assert cls.__name__ == "LibcryptoSha256"
+    _check_agrees_with_hashlib(cls, monkeypatch)
+
+
+def test_a_gcrypt_handle_is_closed_with_its_object():
+    """Each hash object holds a libgcrypt handle, and a digest a copy of it: both are
+    closed (the copy at once, the handle with its object), and only once."""
+    cls = _bound("libgcrypt.so.20")
+    code = cls.__del__.__code__
+    cell = dict(zip(code.co_freevars, cls.__del__.__closure__))["md_close"]
+    real, closed = cell.cell_contents, []
+
+    def counting(h):
+        closed.append(h.value)
+        real(h)
+
+    cell.cell_contents = counting  # (the same cell as digest()'s)
+    try:
+        h = cls()
+        handle = h._h.value
+        h.update(b"x" * 100)
+        assert h.hexdigest() == hashlib.sha256(b"x" * 100).hexdigest()
+        assert len(closed) == 1 and closed[0] != handle  # the copy
+        del h
+        assert closed[1:] == [handle]
+    finally:
+        cell.cell_contents = real
+
+
+def test_without_a_library_hashlib_hashes(monkeypatch):
+    """Neither library to be found (or a wrong answer to the test hash): hashlib's
+    sha256; libgcrypt missing alone: libcrypto's."""
     import subprocess
     import sys
 
     code = """if True:
         import hashlib, sys
-        from pbox.oci import digest, libcrypto
-        libcrypto.LIBCRYPTO_NAMES = ("libcrypto-that-is-not-there.so",)
+        from pbox.oci import digest, nativesha
+        nativesha.LIBRARIES = tuple((n, b) for n, b in nativesha.LIBRARIES
+                                    if n not in sys.argv[1:])
         h = digest.new_hasher("sha256")
         h.update(b"x" * 100000)
-        print(not isinstance(h, libcrypto.Sha256),
-              h.hexdigest() == hashlib.sha256(b"x" * 100000).hexdigest())
+        print(type(h).__name__, h.hexdigest() == hashlib.sha256(b"x" * 100000).hexdigest())
     """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=REPO_ROOT).stdout.split()
-    assert out == ["True", "True"]
+    names = [n for n, _ in nativesha.LIBRARIES]
+    for gone, used in ((names, "HASH"), (names[:1], "LibcryptoSha256")):
+        out = subprocess.run([sys.executable, "-c", code, *gone], capture_output=True,
+                             text=True, check=True, cwd=REPO_ROOT).stdout.split()
+        assert out[0].upper() == used.upper() and out[1] == "True", (gone, out)
     # a library whose test hash comes out wrong is not used either
-    monkeypatch.setattr(libcrypto, "_LIB", [])
-    monkeypatch.setattr(libcrypto, "_ABC", "0" * 64)
-    assert libcrypto.load() is None
+    monkeypatch.setattr(nativesha, "_FOUND", [])
+    monkeypatch.setattr(nativesha, "_ABC", "0" * 64)
+    assert nativesha.load() is None
 
 
 def test_cpython_own_sha256_is_imported_without_a_failed_try(monkeypatch):
