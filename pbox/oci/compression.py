@@ -223,8 +223,9 @@ class _GzipReader(_Reader):
     no buffer of our own, so no copy beyond zlib's output.
     """
 
-    def __init__(self, fileobj: BinaryIO):
+    def __init__(self, fileobj: BinaryIO, read_size: int = _INPUT_CHUNK):
         super().__init__(fileobj)
+        self._read_size = read_size
         self._d = None  # the decompressor of the current member; None between members
         self._errors: tuple = (zlib.error,)
         self._input = b""  # compressed bytes left after the end of a member
@@ -237,7 +238,7 @@ class _GzipReader(_Reader):
             if d is not None and d.unconsumed_tail:
                 data = d.unconsumed_tail
             else:
-                data, self._input = self._input or self._f.read(_INPUT_CHUNK), b""
+                data, self._input = self._input or self._f.read(self._read_size), b""
                 if not data:
                     if d is not None:
                         raise _decode_error(
@@ -350,11 +351,11 @@ class _PipeReader(_Reader):
 class _ZstdReader(_Reader):
     """Adapter over zstandard's stream reader (reads across frames, owns the source)."""
 
-    def __init__(self, fileobj: BinaryIO, zstandard):
+    def __init__(self, fileobj: BinaryIO, zstandard, read_size: int = _INPUT_CHUNK):
         super().__init__(fileobj)
         self._zstd_error = zstandard.ZstdError
         self._r = zstandard.ZstdDecompressor().stream_reader(
-            fileobj, read_size=_INPUT_CHUNK, read_across_frames=True, closefd=False
+            fileobj, read_size=read_size, read_across_frames=True, closefd=False
         )
 
     def readall(self) -> bytes:
@@ -388,38 +389,42 @@ def _zstd_program() -> str | None:
     return shutil.which("zstd")
 
 
-def _decompress_none(fileobj: BinaryIO) -> BinaryIO:
+def _decompress_none(fileobj: BinaryIO, read_size: int = _INPUT_CHUNK) -> BinaryIO:
     return fileobj
 
 
-def _decompress_gzip(fileobj: BinaryIO) -> BinaryIO:
-    return _GzipReader(fileobj)
+def _decompress_gzip(fileobj: BinaryIO, read_size: int = _INPUT_CHUNK) -> BinaryIO:
+    return _GzipReader(fileobj, read_size)
 
 
-def _decompress_zstd(fileobj: BinaryIO, *, use_module: bool = True) -> BinaryIO:
+def _decompress_zstd(fileobj: BinaryIO, read_size: int = _INPUT_CHUNK, *,
+                     use_module: bool = True) -> BinaryIO:
     zstandard = _import_zstandard() if use_module else None
     if zstandard is not None:
-        return _ZstdReader(fileobj, zstandard)
+        return _ZstdReader(fileobj, zstandard, read_size)
     prog = _zstd_program()
     if prog is None:
         raise CompressionError(ZSTD_MISSING)
     return _PipeReader([prog, "-d", "-c", "-q"], fileobj, "zstd decompression")
 
 
-DECOMPRESSORS: dict[str | None, Callable[[BinaryIO], BinaryIO]] = {
+DECOMPRESSORS: dict[str | None, Callable[[BinaryIO, int], BinaryIO]] = {
     NONE: _decompress_none,
     GZIP: _decompress_gzip,
     ZSTD: _decompress_zstd,
 }
 
 
-def decompress(fileobj: BinaryIO, algorithm: str | None) -> BinaryIO:
-    """A reader of the decompressed content of ``fileobj`` (which the reader owns)."""
+def decompress(fileobj: BinaryIO, algorithm: str | None,
+               read_size: int = _INPUT_CHUNK) -> BinaryIO:
+    """A reader of the decompressed content of ``fileobj`` (which the reader owns),
+    reading ``read_size`` compressed bytes at a time (a small layer's pull reads less at
+    once: see ``pbox.pull``)."""
     try:
         fn = DECOMPRESSORS[algorithm]
     except KeyError:
         raise UnsupportedFormat(f"unsupported compression {algorithm!r}")
-    return fn(fileobj)
+    return fn(fileobj, read_size)
 
 
 def decompress_media_type(fileobj: BinaryIO, media_type: str | None) -> BinaryIO:

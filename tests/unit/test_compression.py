@@ -148,6 +148,39 @@ def zstd_compress(data: bytes, **kw) -> bytes:
     return buf.getvalue()
 
 
+class Recording(io.RawIOBase):
+    """A source that notes the size of every read asked of it."""
+
+    def __init__(self, data: bytes):
+        self._b = io.BytesIO(data)
+        self.asked: list = []
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        self.asked.append(n)
+        return self._b.read(n)
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "zstd"])
+def test_the_source_is_read_in_pieces_of_the_read_size(algorithm, inflater):
+    """A small layer's pull reads its blob 64 KiB at a time (``pbox.pull``): the
+    decompressors ask for no more, and give the same data, members and frames
+    included; by default they read 1 MiB at once."""
+    if algorithm == "zstd":
+        pytest.importorskip("zstandard")
+        blob = zstd_compress(DATA[:5000]) + zstd_compress(DATA[5000:])
+    else:
+        blob = gzip.compress(DATA[:5000]) + b"\0" * 3 + gzip.compress(DATA[5000:])
+    src = Recording(blob)
+    assert read_in_pieces(c.decompress(src, algorithm, 4096), 1 << 18) == DATA
+    assert src.asked and max(src.asked) == 4096
+    src = Recording(blob)
+    assert read_in_pieces(c.decompress(src, algorithm), 1 << 18) == DATA
+    assert max(src.asked) == 1 << 20
+
+
 def test_zstd_round_trip_module():
     blob = zstd_compress(DATA)
     assert blob.startswith(c.ZSTD_MAGIC)
