@@ -58,6 +58,28 @@ def inflater(request, monkeypatch):
     return request.param
 
 
+def test_isal_zlib_is_imported_without_the_package_init():
+    """isal's ``__init__`` loads a third compiled module (``_isal``) for version
+    numbers: pbox imports ``isal.isal_zlib`` without it, and inflates with it; with no
+    isal to be found, zlib does the work and nothing is left in ``sys.modules``."""
+    pytest.importorskip("isal")
+    code = textwrap.dedent("""
+        import sys, gzip
+        from pbox.oci import compression as c
+        if sys.argv[1] == "gone":
+            sys.path[:] = [p for p in sys.path if "site-packages" not in p]
+        z = c.fast_zlib()
+        print(z.__name__, "isal._isal" in sys.modules, "isal" in sys.modules,
+              c.decompress(__import__("io").BytesIO(gzip.compress(b"x" * 9)), "gzip").read())
+    """)
+    for case, want in (("here", "isal.isal_zlib False True b'xxxxxxxxx'"),
+                       ("gone", "zlib False False b'xxxxxxxxx'")):
+        out = subprocess.run([sys.executable, "-c", code, case], capture_output=True,
+                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == want, case
+
+
 def test_media_type_registry():
     assert c.for_media_type(mt.DOCKER_LAYER_GZIP) == "gzip"
     assert c.for_media_type(mt.DOCKER_FOREIGN_LAYER_GZIP) == "gzip"
