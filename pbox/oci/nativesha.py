@@ -97,10 +97,24 @@ def _function(Func, handle, name, argtypes, restype):
     return f
 
 
-def _pieces(data: bytes):
-    """Bytes longer than one C call takes (``_MAX_UPDATE``), in pieces."""
-    view = memoryview(data)
-    return (bytes(view[i : i + _MAX_UPDATE]) for i in range(0, len(data), _MAX_UPDATE))
+class _Sha256:
+    """What both hash classes share: ``update`` (bytes-likes, and data longer than one
+    C call takes given in pieces) over their ``_write``, and ``hexdigest``."""
+
+    __slots__ = ()
+
+    def update(self, data) -> None:
+        if type(data) is not bytes:
+            data = bytes(data)
+        if len(data) <= _MAX_UPDATE:
+            self._write(data)
+            return
+        view = memoryview(data)
+        for i in range(0, len(data), _MAX_UPDATE):
+            self._write(bytes(view[i : i + _MAX_UPDATE]))
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
 
 
 def _bind_gcrypt(_ctypes, handle):
@@ -118,7 +132,7 @@ def _bind_gcrypt(_ctypes, handle):
     byref, digest_type = _ctypes.byref, Byte * 32
     algo, no_flags = Int(_GCRY_MD_SHA256), UInt(0)
 
-    class GcryptSha256:
+    class GcryptSha256(_Sha256):
         """A sha256 hash object on libgcrypt: a digest handle, closed with the object."""
 
         __slots__ = ("_h",)
@@ -130,13 +144,7 @@ def _bind_gcrypt(_ctypes, handle):
                 raise RuntimeError("gcry_md_open failed")
             self._h = h
 
-        def update(self, data) -> None:
-            if type(data) is not bytes:
-                data = bytes(data)
-            if len(data) > _MAX_UPDATE:
-                for piece in _pieces(data):
-                    self.update(piece)
-                return
+        def _write(self, data: bytes) -> None:
             md_write(self._h, data, len(data))
 
         def digest(self) -> bytes:
@@ -151,9 +159,6 @@ def _bind_gcrypt(_ctypes, handle):
                 return bytes(digest_type.from_address(address))
             finally:
                 md_close(copy)
-
-        def hexdigest(self) -> str:
-            return self.digest().hex()
 
         def __del__(self):
             if self._h is not None:
@@ -172,7 +177,7 @@ def _bind_libcrypto(_ctypes, handle):
     sha_final = _function(Func, handle, "SHA256_Final", (Pointer, Pointer), Int)
     ctx_type, out_type = Byte * _LIBCRYPTO_CTX_SIZE, Byte * 32
 
-    class LibcryptoSha256:
+    class LibcryptoSha256(_Sha256):
         """A sha256 hash object on libcrypto."""
 
         __slots__ = ("_ctx",)
@@ -182,13 +187,7 @@ def _bind_libcrypto(_ctypes, handle):
             if sha_init(self._ctx) != 1:
                 raise RuntimeError("SHA256_Init failed")
 
-        def update(self, data) -> None:
-            if type(data) is not bytes:
-                data = bytes(data)
-            if len(data) > _MAX_UPDATE:
-                for piece in _pieces(data):
-                    self.update(piece)
-                return
+        def _write(self, data: bytes) -> None:
             if sha_update(self._ctx, data, len(data)) != 1:
                 raise RuntimeError("SHA256_Update failed")
 
@@ -198,9 +197,6 @@ def _bind_libcrypto(_ctypes, handle):
             if sha_final(out, ctx) != 1:
                 raise RuntimeError("SHA256_Final failed")
             return bytes(out)
-
-        def hexdigest(self) -> str:
-            return self.digest().hex()
 
     return LibcryptoSha256
 
