@@ -150,26 +150,17 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
 
         # a run root that cannot be used is reported before any registry's trouble
         make_runroot(config.runroot)
-    ready = []  # [store]
-    settled = []  # [(whether file owners are kept, image store)]
+    ready = []  # [(whether file owners are kept, store, image store)]
 
     def meanwhile() -> None:
-        # While the manifest is on its way: open the store (what it holds decides what
-        # is asked for next) and import the manifest parser.
-        ready.append(open_store(config))
+        # While the manifest is on its way: join the user namespace (the store holds
+        # files of subordinate ids; the process is still single-threaded, as joining
+        # needs), open the store, import what the steps after the manifest need.
+        keep = enter_userns(config, notice)
+        store = open_store(config)
+        store.clean_temp()
+        ready.append((keep, store, image_store(store)))
         _preload_manifest()
-
-    def settle() -> tuple:
-        # Once, while the answer after the manifest's comes (or before what needs it):
-        # join the user namespace (the store holds files of subordinate ids; no thread
-        # has started yet, as joining needs), clean the store's temp dir, open the image
-        # store.  The manifest's wait, ~2 ms from a local registry, had more to do
-        # than the layer's, ~4: busybox -0.9 ms.
-        if not settled:
-            keep = enter_userns(config, notice)
-            store.clean_temp()
-            settled.append((keep, image_store(store)))
-        return settled[0]
 
     if conf is None:
         client = _client_for(config, ref, opts)
@@ -182,7 +173,7 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
             config, conf, text, opts, report)
     if not ready:  # the request was not sent as planned (a retry, several registries)
         meanwhile()
-    store = ready[0]
+    keep_owners, store, istore = ready[0]
     from pbox.oci import manifest as mf
 
     parsed = mf.parse(raw, media_type)
@@ -215,15 +206,13 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
                     one = None
                 if one is not None and one.size <= SMALL_LAYER_BYTES:
                     report("layer-waiting", layer=one.digest, total=one.size)
-                    early = (one, *_fetch_layer(client, store, repo, one, None,
-                                                lambda: settle()[0], report, notice,
-                                                then=manifest.config.digest))
+                    early = (one, *_fetch_layer(client, store, repo, one, None, keep_owners,
+                                                report, notice, then=manifest.config.digest))
                     config_wait = None
                 else:
                     ahead = one
 
                     def config_wait():
-                        settle()
                         if ahead is not None:  # what its answer, right behind, needs
                             _preload_layer(ahead.media_type)
                         else:
@@ -235,7 +224,6 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
                 config_raw = stream.read()
                 stream.finish()
                 store.put_blob(config_raw, manifest.config.digest)
-            keep_owners, istore = settle()  # (done while an answer came, usually)
             image_config = mf.parse_config(config_raw)
             diff_ids = image_config.diff_ids
             if len(diff_ids) != len(manifest.layers):
@@ -390,10 +378,8 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
     entry, its record but for the chain id and parent), for ``_commit_layer``.
 
     ``diff_id``: what the tar must hash to, checked at its end; None: the record's
-    ``diff_id`` is what it hashed to, for the caller to check.  ``keep_owners``: a
-    bool, or a callable giving it that runs first while the answer comes (``pull``'s
-    ``settle``; before any thread starts in any case).  ``then``: see ``fetch_blob``.
-    What extracting needs is loaded while the answer comes.
+    ``diff_id`` is what it hashed to, for the caller to check.  ``then``: see
+    ``fetch_blob``.  What extracting needs is loaded while the answer comes.
     """
     from pbox.oci.digest import HashingReader, VerifyingReader
     from pbox.storage.store import LAYER_SPLIT
@@ -407,14 +393,9 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
         # buffers, so both cores stay busy.  A small layer has one thread downloading
         # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
         # median of 40; a third thread cost more than it overlapped).
-        def meanwhile():
-            if callable(keep_owners):
-                keep_owners()
-            _preload_layer(desc.media_type)
-
-        packed = client.fetch_blob(repo, desc.digest, size=desc.size, then=then,
-                                   while_waiting=meanwhile)
-        keep = keep_owners() if callable(keep_owners) else keep_owners
+        packed = client.fetch_blob(
+            repo, desc.digest, size=desc.size, then=then,
+            while_waiting=lambda: _preload_layer(desc.media_type))
         from pbox.oci import compression
         from pbox.storage.extract import extract_layer
 
@@ -444,7 +425,7 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
             report("layer-extracting", layer=desc.digest)
             try:
                 stats = extract_layer(tar, os.path.join(entry.path, "diff"),
-                                      keep_owners=keep, notice=notice,
+                                      keep_owners=keep_owners, notice=notice,
                                       split_to=os.path.join(entry.path, LAYER_SPLIT))
                 tar.finish()  # to the end: the digest is checked there
             except Exception as e:
