@@ -40,7 +40,7 @@ SMALL_LAYER_BYTES = 4 << 20
 # fewer calls matter) fills fresh pages, and each inflate call limited to a chunk's
 # output leaves the rest of its input as a new copy (``unconsumed_tail``): busybox's
 # pull took ~600 more page faults, of ~2 us each on a VM.  In 64 KiB reads the buffers
-# are small and reused: -1.0 to -1.9 ms (paired medians of 100); a Debian-sized layer
+# are small and reused: -1.1 ms (paired median of 200); a Debian-sized layer
 # took 40 ms more that way.
 SMALL_LAYER_READ = 64 << 10
 
