@@ -46,3 +46,32 @@ def test_a_live_owner_keeps_the_state(tmp_path, monkeypatch):
     cs = _store(tmp_path)
     monkeypatch.setattr(records, "alive", lambda pid, start: pid == 4241)
     assert cs.state(CID)["Status"] == "running"
+
+
+def test_the_helper_of_a_killed_owner_is_ended_without_the_signal_module():
+    """A network helper left by a killed owner gets SIGTERM, when it is still that very
+    process (pid and start time); through ``_signal``: ``signal`` imports ``enum``
+    (~2 ms), which the container commands do without."""
+    import os
+    import subprocess
+    import sys
+
+    code = """if True:
+        import os, sys
+        from pbox.containers import records
+        pid = os.fork()
+        if pid == 0:
+            os.execv("/bin/sleep", ["sleep", "30"])
+        start = records.proc_start_time(pid)
+        records.end_orphaned_helper({"NetworkSettings": {"HelperPid": pid,
+                                                         "HelperStart": start + 1}})
+        records.end_orphaned_helper({"NetworkSettings": {"HelperPid": pid,
+                                                         "HelperStart": start}})
+        _, status = os.waitpid(pid, 0)
+        print(os.WIFSIGNALED(status) and os.WTERMSIG(status), "signal" in sys.modules)
+    """
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["15", "False"]  # SIGTERM, once the start time matched
