@@ -726,6 +726,12 @@ class Session:
 
     # -- requests -------------------------------------------------------------------------------
 
+    def _headers(self, extra: dict | None) -> dict:
+        """A request's headers: the session's defaults, then ``extra``."""
+        h = {"User-Agent": self.user_agent, "Accept": "*/*"}
+        h.update(extra or {})
+        return h
+
     def request(self, method: str, url: str, *, headers: dict | None = None, data: Any = None,
                 stream: bool = False, timeout: tuple[float, float] | None = None,
                 allow_redirects: bool = True,
@@ -748,8 +754,7 @@ class Session:
         reads its answer later.
         """
         timeout = timeout or self.timeout
-        h = {"User-Agent": self.user_agent, "Accept": "*/*"}
-        h.update(headers or {})
+        h = self._headers(headers)
         if isinstance(data, dict):
             data = urls.encode(data)
             h.setdefault("Content-Type", "application/x-www-form-urlencoded")
@@ -762,10 +767,7 @@ class Session:
         waiting = [while_waiting] if while_waiting is not None else []
         behind = None
         if then is not None and method in ("GET", "HEAD") and data is None:
-            then_url, then_headers = then
-            then_h = {"User-Agent": self.user_agent, "Accept": "*/*"}
-            then_h.update(then_headers)
-            behind = (then_url, then_h)
+            behind = (then[0], self._headers(then[1]))
         pipelined = None
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send_once(method, url, h, data, timeout, waiting, behind)

@@ -99,6 +99,14 @@ class TempEntry:
             self.discard()
 
 
+def _sha256_hex(digest: str) -> str | None:
+    """The hex of a well-formed ``sha256:`` digest (a file name in ``blob-diffs/``), or
+    None for anything else."""
+    from pbox.oci.digest import is_digest
+
+    return digest[7:] if digest.startswith("sha256:") and is_digest(digest) else None
+
+
 def _lock_if_dead(path: str) -> int | None:
     """Lock ``path`` if no one holds it and it is still the file of that name (a
     cleaner that deleted it may have let us lock the old file); fd or None."""
@@ -327,26 +335,23 @@ class Store:
     def diff_of_blob(self, blob: str) -> str | None:
         """The diff id the layer blob ``blob`` inflates to, if a pull or push of this
         store has seen it (``note_blob_diff``); else None."""
-        from pbox.oci.digest import is_digest
-
-        if not blob.startswith("sha256:") or not is_digest(blob):
+        blob_hex = _sha256_hex(blob)
+        if blob_hex is None:
             return None
         try:
-            target = os.readlink(os.path.join(self.blob_diffs_dir, blob[7:]))
+            target = os.readlink(os.path.join(self.blob_diffs_dir, blob_hex))
         except OSError:
             return None
-        return "sha256:" + target if is_digest("sha256:" + target) else None
+        return "sha256:" + target if _sha256_hex("sha256:" + target) else None
 
     def note_blob_diff(self, blob: str, diff_id: str) -> None:
         """Remember that the layer blob ``blob`` inflates to ``diff_id``: a fact about
         their content (never wrong, and kept when a layer goes), one symlink each.  Only
         a hint for later pulls: failing to write it fails nothing."""
-        from pbox.oci.digest import is_digest
-
-        if not (blob.startswith("sha256:") and diff_id.startswith("sha256:")
-                and is_digest(blob) and is_digest(diff_id)):
+        blob_hex, diff_hex = _sha256_hex(blob), _sha256_hex(diff_id)
+        if blob_hex is None or diff_hex is None:
             return
-        path, diff_hex = os.path.join(self.blob_diffs_dir, blob[7:]), diff_id[7:]
+        path = os.path.join(self.blob_diffs_dir, blob_hex)
         try:
             try:
                 os.symlink(diff_hex, path)
