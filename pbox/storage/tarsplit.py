@@ -93,7 +93,8 @@ class Recorder:
         self._zip = z.compressobj(1)  # headers shrink ~30x at level 1 already
         self.crc32 = z.crc32  # for the reader: the CRC of what it writes to files
         self._out = bytearray()  # records not compressed yet: zlib gets big pieces
-        self._raw = bytearray()
+        self._raw: list = []  # raw bytes not recorded yet (joined once: no regrowth)
+        self._raw_len = 0
         self._failed = False
         self._total = 0
         try:  # the file from the start: a pull killed midway leaves it in the temp layer
@@ -104,8 +105,9 @@ class Recorder:
 
     def raw(self, data) -> None:
         """Bytes of the stream kept as they are."""
-        self._raw += data
-        if len(self._raw) >= RAW_FLUSH:
+        self._raw.append(bytes(data))
+        self._raw_len += len(data)
+        if self._raw_len >= RAW_FLUSH:
             self._flush_raw(whole=False)
 
     def content(self, parts: tuple, size: int, crc: int) -> None:
@@ -138,7 +140,7 @@ class Recorder:
 
     def _fail(self) -> None:
         self._failed = True
-        self._raw = bytearray()
+        self._raw, self._raw_len = [], 0
         self._out = bytearray()
         if self._file is not None:
             self._file.close()
@@ -156,16 +158,17 @@ class Recorder:
         """Raw bytes kept so far as ``r`` records of at most RAW_FLUSH bytes (records
         of a fixed size: the split does not depend on how the stream was read); with
         ``whole=False``, a rest shorter than that stays for later."""
-        raw = self._raw
-        if not raw:
+        if not self._raw_len:
             return
+        raw = self._raw[0] if len(self._raw) == 1 else b"".join(self._raw)
         end = len(raw) if whole else len(raw) - len(raw) % RAW_FLUSH
         for i in range(0, end, RAW_FLUSH):
             piece = raw[i : min(i + RAW_FLUSH, end)]
             self._total += len(piece)
             self._emit(b"r" + _varint(len(piece)))
             self._emit(piece)
-        self._raw = raw[end:] if end < len(raw) else bytearray()
+        self._raw = [raw[end:]] if end < len(raw) else []
+        self._raw_len = len(raw) - end
 
     def _output(self):
         if self._file is None:
