@@ -384,6 +384,7 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
     from pbox.oci.digest import HashingReader, VerifyingReader
     from pbox.storage.store import LAYER_SPLIT
 
+    _keep_freed_memory()
     entry = store.new_layer()
     try:
         # One pass: download (digest checked by the client's reader) -> decompress ->
@@ -446,6 +447,23 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
         entry.discard()
         raise
     return entry, record
+
+
+_MEMORY_KEPT = False
+
+
+def _keep_freed_memory() -> None:
+    """The chunks a layer streams through are reused once freed, not unmapped and
+    mapped afresh (``syscalls.keep_freed_memory``): ~200 page faults fewer in a busybox
+    pull, ~0.5 ms of the inflating thread."""
+    global _MEMORY_KEPT
+    if not _MEMORY_KEPT:
+        _MEMORY_KEPT = True
+        try:
+            from pbox.rootless.syscalls import keep_freed_memory
+        except ImportError:  # a Python without ctypes: only slower
+            return
+        keep_freed_memory()
 
 
 def _commit_layer(store: Store, entry, desc, chain, parent, record, report,

@@ -401,6 +401,26 @@ def setdomainname(name: str) -> None:
     _check(_libc().setdomainname(raw, len(raw)), "setdomainname")
 
 
+# -- memory ------------------------------------------------------------------------------------
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(largest: int = 32 << 20) -> bool:
+    """Have the C library's malloc keep freed blocks of up to ``largest`` bytes for
+    the next allocations, instead of unmapping each (glibc's ``mallopt`` thresholds for
+    mmap and trimming; they stay set for the rest of the process).  Streaming a layer
+    allocates a new 256 KiB - 1 MiB buffer per chunk; by default each is a fresh
+    mapping whose pages the kernel must fault in and zero.  False where the C library
+    has no ``mallopt`` or refuses the values."""
+    try:
+        mallopt = _IntFunction(("mallopt", _Program))
+    except AttributeError:  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, largest)) and \
+        bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
+
+
 # -- files and network -----------------------------------------------------------------------
 
 SIOCGIFFLAGS = 0x8913
