@@ -310,25 +310,32 @@ class TarReader:
         self._keep = split.raw if split is not None else None
 
     def _fill(self) -> bool:
+        """The next chunk of the stream as the buffer, once the current one is used."""
         if self.eof:
             return False
         data = self._stream.read(COPY_CHUNK)
         if not data:
             self.eof = True
             return False
-        if self._pos < len(self._buf):
-            self._buf = self._buf[self._pos :] + data
-        else:
-            self._buf = data
-        self._pos = 0
+        self._buf, self._pos = data, 0
         return True
 
     def read(self, n: int) -> bytes:
         """Up to ``n`` bytes; fewer only at the end of the stream."""
-        while len(self._buf) - self._pos < n and self._fill():
-            pass
-        data = self._buf[self._pos : self._pos + n]
-        self._pos += len(data)
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= n:
+            data = buf[pos : pos + n]
+            self._pos = pos + n
+        else:  # across chunks: only the bytes asked for are copied, not the next chunk
+            parts = [buf[pos:]]
+            have = len(parts[0])
+            self._buf, self._pos = b"", 0
+            while have < n and self._fill():
+                piece = self._buf[: n - have]
+                self._pos = len(piece)
+                parts.append(piece)
+                have += len(piece)
+            data = b"".join(parts)
         if self._keep is not None:
             self._keep(data)
         return data

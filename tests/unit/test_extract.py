@@ -298,6 +298,37 @@ def _entries(data: bytes, chunk: int):
     return out
 
 
+class _Pieces(io.RawIOBase):
+    """A stream handing out ``data`` in pieces of the given sizes, in turn."""
+
+    def __init__(self, data: bytes, sizes):
+        self._data, self._sizes, self._pos, self._i = data, sizes, 0, 0
+
+    def read(self, size=-1):
+        k = self._sizes[self._i % len(self._sizes)]
+        self._i += 1
+        out = self._data[self._pos : self._pos + min(k, size if size > 0 else k)]
+        self._pos += len(out)
+        return out
+
+
+def test_reader_reads_across_chunks_and_records_what_it_hands_out():
+    data = bytes(range(256)) * 41  # 10496 bytes: the last read comes up short
+    kept = []
+    split = type("Split", (), {"raw": staticmethod(lambda b: kept.append(bytes(b))),
+                               "crc32": None})
+    reader = tarread.TarReader(_Pieces(data, [100, 3000, 5, 700, 1, 2048]), split)
+    got = []
+    while True:
+        block = reader.read(512)
+        got.append(block)
+        if len(block) < 512:
+            break
+    assert b"".join(got) == data and len(got[-1]) == len(data) % 512
+    assert b"".join(kept) == data
+    assert reader.read(512) == b"" and reader.eof
+
+
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
 @pytest.mark.parametrize("chunk", [1, 7, 512, 1 << 20])
 def test_iter_entries_long_names_any_chunking(fmt, chunk):
