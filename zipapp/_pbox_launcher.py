@@ -22,7 +22,9 @@ hash of the bundled files, written into this file and into the shell part by
 one directory.  The unpacking goes to a temp dir that is renamed into place when
 complete, so concurrent first runs are safe (the loser of the rename throws its copy
 away) and an interrupted one leaves only a temp dir (removed by a later first run once
-it is an hour old).  When the cache cannot be written, pbox runs from the archive.
+it is an hour old).  The first run of a new build also removes the copies of other
+builds that have not run for 30 days (``_prune_unused``): ~10 MB each, they would pile
+up with every upgrade.  When the cache cannot be written, pbox runs from the archive.
 
 **One file of byte code.**  The unpacking also writes the byte code of the ``pbox``
 package, when it was built for this Python, into one file
@@ -55,6 +57,7 @@ NATIVE_PREFIX = "_native/"
 # it without reading the archive (``zipfile`` and what it imports: ~9 ms)
 NATIVE_STAMPS = "@NATIVE_STAMPS@"
 STALE_TEMP = 3600  # seconds after which a temp dir of an interrupted unpack is removed
+UNUSED_PAYLOAD = 30 * 86400  # seconds after which another build's unpacked copy goes
 BUNDLED = "pbox"  # the package whose byte code goes into the bundle
 BUNDLE_MAGIC = b"PBXB"
 
@@ -95,6 +98,53 @@ def _clean_stale(parent):
                     shutil.rmtree(path, ignore_errors=True)
             except OSError:
                 pass
+
+
+def _last_use(path):
+    """When the unpacked copy ``path`` was last run, as far as the file system tells:
+    every run reads its ``__pycache__`` (the launcher's byte code, the bundle), whose
+    access times the usual ``relatime`` mounts keep to within a day; without access
+    times, when it was unpacked."""
+    last = os.lstat(path).st_mtime
+    cache = os.path.join(path, "__pycache__")
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return last
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(cache, name))
+        except OSError:
+            continue
+        last = max(last, st.st_atime, st.st_mtime)
+    return last
+
+
+def _prune_unused(parent, keep):
+    """Remove the unpacked copies of other builds (``<payload id>``: 32 hex digits) not
+    run for ``UNUSED_PAYLOAD`` seconds, so that upgrades do not pile up ~10 MB each.
+    Called by the first run of a new build only; a pruned build run again unpacks
+    itself anew.  Each copy is renamed away first, so that no run finds half of it."""
+    import shutil
+    import time
+
+    now = time.time()
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return
+    for entry in entries:
+        if entry == keep or len(entry) != 32 or entry.strip("0123456789abcdef"):
+            continue
+        path = os.path.join(parent, entry)
+        try:
+            if now - _last_use(path) <= UNUSED_PAYLOAD:
+                continue
+            doomed = f"{path}.tmp-unused-{os.getpid()}"
+            os.rename(path, doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def unpack_payload(archive):
@@ -153,6 +203,7 @@ def unpack_payload(archive):
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _prune_unused(parent, PAYLOAD_ID)
     return base
 
 

@@ -85,6 +85,42 @@ def test_stale_temp_dir_of_an_interrupted_unpack_is_removed(pyz, pbox_root):
     assert "4567ef01.tmp-running" in left  # may belong to a first run going on now
 
 
+def test_first_run_of_a_build_removes_copies_of_builds_unused_for_a_month(pyz, pbox_root):
+    parent = os.path.join(pbox_root.cache_dir, "pyz")
+    month_ago = time.time() - 31 * 86400
+    dirs = {"unused": "a" * 32, "ran-lately": "b" * 32, "new": "c" * 32,
+            "not-a-build": "my-notes"}
+    for key, name in dirs.items():
+        cache = os.path.join(parent, name, "__pycache__")
+        os.makedirs(cache)
+        with open(os.path.join(cache, "_pbox_launcher.cpython-311.pyc"), "wb") as f:
+            f.write(b"x")
+        if key == "new":
+            continue
+        for path in (os.path.join(cache, "_pbox_launcher.cpython-311.pyc"), cache,
+                     os.path.dirname(cache)):
+            os.utime(path, (month_ago, month_ago))
+    # unpacked a month ago, but its byte code was read yesterday: still in use
+    used = os.path.join(parent, dirs["ran-lately"], "__pycache__",
+                        "_pbox_launcher.cpython-311.pyc")
+    os.utime(used, (time.time() - 86400, month_ago))
+    subprocess.run([sys.executable, pyz, "images", "-q"], env=pbox_root.env, check=True,
+                   capture_output=True, timeout=120)
+    left = _payload_dirs(pbox_root.cache_dir)
+    assert dirs["unused"] not in left
+    assert {dirs["ran-lately"], dirs["new"], dirs["not-a-build"]} <= set(left)
+    assert not [d for d in left if ".tmp-" in d]
+    assert len(left) == 4  # and this build's own copy
+    # a run of a build already unpacked removes nothing
+    os.utime(os.path.join(parent, dirs["new"]), (month_ago, month_ago))
+    os.utime(os.path.join(parent, dirs["new"], "__pycache__"), (month_ago, month_ago))
+    os.utime(os.path.join(parent, dirs["new"], "__pycache__", "_pbox_launcher.cpython-311.pyc"),
+             (month_ago, month_ago))
+    subprocess.run([sys.executable, pyz, "images", "-q"], env=pbox_root.env, check=True,
+                   capture_output=True, timeout=120)
+    assert dirs["new"] in _payload_dirs(pbox_root.cache_dir)
+
+
 def test_bundled_compiled_modules_load_from_the_archive(pyz, pbox_root):
     """isal (gzip inflate) and zstandard come out of the archive's _native/ on first use,
     for the Python running it (scripts/build_pyz.sh bundles CPython 3.9-3.13)."""
