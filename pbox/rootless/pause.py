@@ -11,7 +11,8 @@ owned by subordinate ids, run for containers) joins the same namespace.  Benefit
 
 The pause process is ``sleep infinity`` exec'd inside the new namespace under the name
 ``pbox-pause`` (about 1 MB); its pid is kept in ``<runroot>/pause.pid``.  If it is gone
-(reboot, killed), the next command makes a new one.
+(reboot, killed), the next command makes a new one.  There is one per run root: one
+whose run root was deleted is ended when a new one is made (``_end_strays``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from pbox.rootless import idmap
 
 PAUSE_NAME = b"pbox-pause"
+# In the pause process's environment: the run root it was made for (see _end_strays).
+RUNROOT_ENV = "PBOX_PAUSE_RUNROOT"
 # Set in the environment of a process that joined the namespace (children inherit it:
 # they must not try again).  ``userns.ENV_MARKER``; here so that joining, the hot path
 # of every container command, does not import the id-mapping modules.
@@ -81,10 +84,10 @@ def quiet_holder() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _spawn(mapping: idmap.IdMapping) -> int:
+def _spawn(mapping: idmap.IdMapping, runroot: str) -> int:
+    """Start the pause process of ``runroot`` in a new user namespace mapped by
+    ``mapping``."""
     from pbox.rootless import idmap, userns
-
-    """Start the pause process in a new user namespace mapped by ``mapping``."""
     from pbox.rootless.progs import which
 
     sleep = which("sleep") or "/bin/sleep"
@@ -101,7 +104,8 @@ def _spawn(mapping: idmap.IdMapping) -> int:
             if os.read(go_r, 1) != b"K":  # the parent has written our id maps
                 os._exit(1)
             quiet_holder()
-            os.execv(sleep, [PAUSE_NAME.decode(), "infinity"])
+            os.execve(sleep, [PAUSE_NAME.decode(), "infinity"],
+                      dict(os.environ, **{RUNROOT_ENV: os.path.abspath(runroot)}))
         finally:
             os._exit(1)
     os.close(ready_w)
@@ -132,6 +136,37 @@ def _spawn(mapping: idmap.IdMapping) -> int:
         os.close(ready_r)
         os.close(go_w)
     return pid
+
+
+def _end_strays(keep: int) -> None:
+    """End the user's pause processes whose run root is gone: one lives for each run
+    root, and nothing else ends it when a ``--runroot`` directory is deleted (its
+    namespace can no longer be joined: nothing knows its pid).  Run when a new pause
+    process is made, which is rare: a look at every process in /proc.  One whose run
+    root exists is kept whatever its pid file says (another command may be about to
+    publish it); one made by an older pbox, which does not name its run root, too."""
+    uid = os.getuid()
+    marker = RUNROOT_ENV.encode() + b"="
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == keep:
+            continue
+        proc = f"/proc/{name}"
+        try:
+            if os.stat(proc).st_uid != uid:
+                continue
+            with open(proc + "/cmdline", "rb") as f:
+                if f.read().split(b"\0")[0] != PAUSE_NAME:
+                    continue
+            with open(proc + "/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        roots = [e[len(marker):] for e in environ if e.startswith(marker)]
+        if roots and roots[0] and not os.path.isdir(roots[0]):
+            try:
+                os.kill(int(name), signal.SIGKILL)  # (it ignores the other signals)
+            except OSError:
+                pass
 
 
 def join_existing(runroot: str) -> bool:
@@ -174,11 +209,12 @@ def enter(runroot: str, mapping: idmap.IdMapping | None = None, notice=None) -> 
         fcntl.flock(lock_fd, fcntl.LOCK_EX)
         pid = pause_pid(runroot)
         if pid is None:
-            pid = _spawn(mapping)
+            pid = _spawn(mapping, runroot)
             tmp = _pidfile(runroot) + ".tmp"
             with open(tmp, "w") as f:
                 f.write(f"{pid}\n")
             os.rename(tmp, _pidfile(runroot))
+            _end_strays(pid)
     finally:
         os.close(lock_fd)
     if not _join(pid):

@@ -336,6 +336,44 @@ def test_concurrent_first_commands_share_one_pause_namespace(tmp_path):
             os.kill(pid, signal.SIGKILL)
 
 
+def _enter(runroot: str) -> None:
+    res = run(f"""
+        import os
+        os.environ["PBOX_RUNROOT"] = {runroot!r}
+        from pbox.rootless import pause
+        pause.enter({runroot!r})
+    """)
+    assert res.returncode == 0, res.stderr
+
+
+@needs_subuid
+def test_a_new_pause_process_ends_those_whose_run_root_is_gone(tmp_path):
+    """One pause process lives for each run root; a deleted --runroot directory left
+    its process behind for good.  The next new pause process ends it (SIGKILL: it
+    ignores the rest), and only it."""
+    gone, kept, new = (str(tmp_path / name) for name in ("gone", "kept", "new"))
+    try:
+        _enter(gone)
+        _enter(kept)
+        before = {r: pause_processes(r) for r in (gone, kept)}
+        assert all(len(pids) == 1 for pids in before.values()), before
+        for name in os.listdir(gone):
+            os.unlink(os.path.join(gone, name))
+        os.rmdir(gone)
+        _enter(new)
+        for _ in range(100):  # killed: gone once its parent (init, a subreaper) reaps it
+            if not pause_processes(gone):
+                break
+            time.sleep(0.05)
+        assert pause_processes(gone) == []
+        assert pause_processes(kept) == before[kept]
+        assert len(pause_processes(new)) == 1
+    finally:
+        for r in (gone, kept, new):
+            for pid in pause_processes(r):
+                os.kill(pid, signal.SIGKILL)
+
+
 @needs_subuid
 def test_system_reset_ends_the_pause_process(tmp_path):
     runroot = str(tmp_path / "run")
