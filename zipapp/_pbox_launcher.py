@@ -23,7 +23,7 @@ one directory.  The unpacking goes to a temp dir that is renamed into place when
 complete, so concurrent first runs are safe (the loser of the rename throws its copy
 away) and an interrupted one leaves only a temp dir (removed by a later first run once
 it is an hour old).  The first run of a new build also removes the copies of other
-builds that have not run for 30 days (``_prune_unused``): ~10 MB each, they would pile
+builds that have not run for 30 days (``_tidy``): ~10 MB each, they would pile
 up with every upgrade.  When the cache cannot be written, pbox runs from the archive.
 
 **One file of byte code.**  The unpacking also writes the byte code of the ``pbox``
@@ -80,26 +80,6 @@ def _install(tmp, base):
             raise
 
 
-def _clean_stale(parent):
-    """Remove temp dirs of unpacks that were interrupted long ago."""
-    import shutil
-    import time
-
-    now = time.time()
-    try:
-        entries = os.listdir(parent)
-    except OSError:
-        return
-    for entry in entries:
-        if ".tmp-" in entry:
-            path = os.path.join(parent, entry)
-            try:
-                if now - os.lstat(path).st_mtime > STALE_TEMP:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                pass
-
-
 def _last_use(path):
     """When the unpacked copy ``path`` was last run, as far as the file system tells:
     every run reads its ``__pycache__`` (the launcher's byte code, the bundle), whose
@@ -120,11 +100,12 @@ def _last_use(path):
     return last
 
 
-def _prune_unused(parent, keep):
-    """Remove the unpacked copies of other builds (``<payload id>``: 32 hex digits) not
-    run for ``UNUSED_PAYLOAD`` seconds, so that upgrades do not pile up ~10 MB each.
-    Called by the first run of a new build only; a pruned build run again unpacks
-    itself anew.  Each copy is renamed away first, so that no run finds half of it."""
+def _tidy(parent, keep):
+    """Remove from ``parent`` the temp dirs of unpacks interrupted over ``STALE_TEMP``
+    seconds ago, and the unpacked copies of other builds (``<payload id>``: 32 hex
+    digits) not run for ``UNUSED_PAYLOAD`` seconds, so that upgrades do not pile up
+    ~10 MB each.  Run by the first run of a build (``keep``) only; a pruned build run
+    again unpacks itself anew.  A copy is renamed away first: no run finds half of it."""
     import shutil
     import time
 
@@ -134,11 +115,14 @@ def _prune_unused(parent, keep):
     except OSError:
         return
     for entry in entries:
-        if entry == keep or len(entry) != 32 or entry.strip("0123456789abcdef"):
-            continue
         path = os.path.join(parent, entry)
         try:
-            if now - _last_use(path) <= UNUSED_PAYLOAD:
+            if ".tmp-" in entry:
+                if now - os.lstat(path).st_mtime > STALE_TEMP:
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            if entry == keep or len(entry) != 32 or entry.strip("0123456789abcdef") or \
+                    now - _last_use(path) <= UNUSED_PAYLOAD:
                 continue
             doomed = f"{path}.tmp-unused-{os.getpid()}"
             os.rename(path, doomed)
@@ -160,7 +144,6 @@ def unpack_payload(archive):
     from importlib.util import MAGIC_NUMBER
 
     os.makedirs(parent, exist_ok=True)
-    _clean_stale(parent)
     tmp = tempfile.mkdtemp(prefix=PAYLOAD_ID + ".tmp-", dir=parent)
     try:
         tag = sys.implementation.cache_tag
@@ -203,7 +186,7 @@ def unpack_payload(archive):
 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _prune_unused(parent, PAYLOAD_ID)
+    _tidy(parent, PAYLOAD_ID)
     return base
 
 
