@@ -63,7 +63,12 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:  # most lengths in a split: a header's raw bytes, short paths
+        return _ONE_BYTE[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -158,9 +163,15 @@ class Recorder:
         """Raw bytes kept so far as ``r`` records of at most RAW_FLUSH bytes (records
         of a fixed size: the split does not depend on how the stream was read); with
         ``whole=False``, a rest shorter than that stays for later."""
-        if not self._raw_len:
+        n = self._raw_len
+        if not n:
             return
-        raw = self._raw[0] if len(self._raw) == 1 else b"".join(self._raw)
+        if whole and n < RAW_FLUSH:  # the usual: the header (and padding) before a file
+            self._total += n
+            self._emit(b"".join((b"r", _varint(n), *self._raw)))
+            self._raw, self._raw_len = [], 0
+            return
+        raw = b"".join(self._raw)
         end = len(raw) if whole else len(raw) - len(raw) % RAW_FLUSH
         for i in range(0, end, RAW_FLUSH):
             piece = raw[i : min(i + RAW_FLUSH, end)]

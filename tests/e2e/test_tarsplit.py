@@ -201,6 +201,13 @@ def test_changed_or_missing_file_falls_back_to_a_new_tar(tmp_path):
     assert tarsplit.reassemble(split, diff, io.BytesIO()) is False
 
 
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16383, 16384, 1 << 40])
+def test_varints_round_trip_and_small_ones_are_one_byte(n):
+    encoded = tarsplit._varint(n)
+    assert tarsplit._read_varint(encoded + b"tail", 0) == (n, len(encoded))
+    assert (len(encoded) == 1) == (n < 128)
+
+
 class _Dribble:
     """A stream handing out pieces of every size from 1 byte up, as decompressors and
     read-ahead threads do: headers and contents split at any offset."""
