@@ -122,7 +122,10 @@ def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
                 raise
             if report is not None:
                 report("missing-locally", name=name)
-    pull(config, name, PullOptions(platform=platform), report=report, notice=notice)
+    try:
+        pull(config, name, PullOptions(platform=platform), report=report, notice=notice)
+    finally:
+        _release_freed_memory()  # this process goes on: a container's owner, a build
     return resolve(istore, name)
 
 
@@ -458,12 +461,21 @@ def _keep_freed_memory() -> None:
     pull, ~0.5 ms of the inflating thread."""
     global _MEMORY_KEPT
     if not _MEMORY_KEPT:
-        _MEMORY_KEPT = True
         try:
             from pbox.rootless.syscalls import keep_freed_memory
         except ImportError:  # a Python without ctypes: only slower
             return
-        keep_freed_memory()
+        _MEMORY_KEPT = keep_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Undo ``_keep_freed_memory`` in a process that goes on after its pull."""
+    global _MEMORY_KEPT
+    if _MEMORY_KEPT:
+        _MEMORY_KEPT = False
+        from pbox.rootless.syscalls import release_freed_memory
+
+        release_freed_memory()
 
 
 def _commit_layer(store: Store, entry, desc, chain, parent, record, report,

@@ -421,6 +421,20 @@ def keep_freed_memory(largest: int = 32 << 20) -> bool:
         bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
 
 
+def release_freed_memory() -> None:
+    """Undo :func:`keep_freed_memory` for a process that goes on after a pull (a
+    container's owner, a build): glibc's default thresholds again (128 KiB), and the
+    freed memory kept meanwhile given back to the kernel (``malloc_trim``)."""
+    try:
+        mallopt = _IntFunction(("mallopt", _Program))
+        trim = _IntFunction(("malloc_trim", _Program))
+    except AttributeError:  # not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+    mallopt(_M_TRIM_THRESHOLD, 128 << 10)
+    trim(0)
+
+
 # -- files and network -----------------------------------------------------------------------
 
 SIOCGIFFLAGS = 0x8913

@@ -90,3 +90,27 @@ def test_keep_freed_memory_reuses_freed_buffers():
     told to keep freed memory, the second buffer takes the first one's pages."""
     assert _faults_of_second_buffer(keep=False) >= 1500
     assert _faults_of_second_buffer(keep=True) < 200
+
+
+def test_release_freed_memory_gives_kept_memory_back():
+    """After a pull, a process that goes on (a container's owner) must not hold the
+    buffers the pull freed: kept ones are resident until released."""
+    script = r"""
+import sys
+from pbox.rootless import syscalls
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+assert syscalls.keep_freed_memory()
+chunks = [b"\x01" * (1 << 20) for _ in range(32)]
+del chunks
+kept = rss_kib()
+syscalls.release_freed_memory()
+print(kept - rss_kib())
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) > 24 << 10  # KiB: most of the 32 MiB freed
