@@ -412,13 +412,14 @@ def keep_freed_memory(largest: int = 32 << 20) -> bool:
     mmap and trimming; they stay set for the rest of the process).  Streaming a layer
     allocates a new 256 KiB - 1 MiB buffer per chunk; by default each is a fresh
     mapping whose pages the kernel must fault in and zero.  False where the C library
-    has no ``mallopt`` or refuses the values."""
+    has no ``mallopt`` or took neither value (then nothing needs undoing)."""
     try:
         mallopt = _IntFunction(("mallopt", _Program))
     except AttributeError:  # not glibc
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, largest)) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
+    mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, largest))
+    trim_set = bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
+    return mmap_set or trim_set
 
 
 def release_freed_memory() -> None:
