@@ -304,8 +304,10 @@ def _preload_extraction(media_types: list) -> None:
 
 
 def _preload_layer(media_type: str) -> None:
-    """While a layer's answer comes: the sha256 library (~0.35 ms) to hash it, and what
+    """While a layer's answer comes: freed chunk buffers set to be reused
+    (``_keep_freed_memory``), the sha256 library (~0.35 ms) to hash it, and what
     ``_preload_extraction`` imports, unless an earlier wait did."""
+    _keep_freed_memory()
     from pbox.oci import digest
 
     digest.preload()
@@ -387,7 +389,6 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
     from pbox.oci.digest import HashingReader, VerifyingReader
     from pbox.storage.store import LAYER_SPLIT
 
-    _keep_freed_memory()
     entry = store.new_layer()
     try:
         # One pass: download (digest checked by the client's reader) -> decompress ->
