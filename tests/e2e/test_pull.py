@@ -229,3 +229,40 @@ def test_a_big_one_layer_image_has_its_layer_asked_for_behind_its_config(
     r = run_pbox("--log-level", "debug", "pull", img.reference)
     assert f"blobs/{img.layers[0]['digest']} sent ahead -> 200" in r.stderr
     assert storeview.read_file(pbox_root.root, img.config_digest, "/big.bin") == data
+
+
+def test_freed_memory_is_kept_by_a_pull_and_given_back_by_run_s(registry_plain, test_images,
+                                                                  pbox_root):
+    """A pull keeps freed chunk buffers for reuse (glibc's mmap threshold raised: a
+    second 8 MiB buffer takes the first one's pages); ``find_or_pull_image`` (run,
+    create, build's FROM: the process goes on) restores the defaults (a fresh mapping,
+    ~2048 page faults)."""
+    import subprocess
+    import sys
+
+    imgs = test_images(registry_plain)
+    script = (
+        "import resource, sys\n"
+        "from pbox import pull\n"
+        "from pbox.config import Config\n"
+        "from pbox.images import open_store\n"
+        "def faults():\n"
+        "    first = b'1' * (8 << 20)\n"
+        "    del first\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    second = b'2' * (8 << 20)\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "config = Config.from_env()\n"
+        "pull.pull(config, sys.argv[1])\n"
+        "print(faults())\n"
+        "pull.find_or_pull_image(config, open_store(config), sys.argv[2], 'always')\n"
+        "print(faults())\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = pbox_root.env_with({"PYTHONPATH": repo})
+    r = subprocess.run([sys.executable, "-c", script, imgs.busybox.reference,
+                        imgs.zstd.reference], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    kept, released = (int(n) for n in r.stdout.split())
+    assert kept < 200 and released > 1500, r.stdout
