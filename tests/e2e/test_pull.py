@@ -154,9 +154,6 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
     those threads must be gone when the pull returns, after a failed layer too (its
     config names another diff id: the extraction stops at the end, the thread
     handing it data must be stopped as well)."""
-    import subprocess
-    import sys
-
     from harness.images import (
         REPO_PREFIX,
         RegistryClient,
@@ -184,14 +181,10 @@ def test_no_thread_outlives_a_pull(registry_plain, test_images, pbox_root):
         "pull.pull(Config.from_env(), sys.argv[1])\n"
         "print(alone())\n"
     )
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = pbox_root.env_with({"PYTHONPATH": repo})
-    r = subprocess.run([sys.executable, "-c", script, img.reference, bad.reference],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert lines[0].startswith("failed:") and "1" * 64 in lines[0], r.stdout
-    assert lines[1:] == ["True", "True"], r.stdout
+    out = _in_python(pbox_root, script, img.reference, bad.reference)
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("failed:") and "1" * 64 in lines[0], out
+    assert lines[1:] == ["True", "True"], out
 
 
 def test_a_one_layer_image_and_its_config_go_out_together(registry_plain, test_images,
@@ -231,15 +224,12 @@ def test_a_big_one_layer_image_has_its_layer_asked_for_behind_its_config(
     assert storeview.read_file(pbox_root.root, img.config_digest, "/big.bin") == data
 
 
-def test_freed_memory_is_kept_by_a_pull_and_given_back_by_run_s(registry_plain, test_images,
-                                                                  pbox_root):
+def test_freed_memory_kept_by_a_pull_is_given_back_by_find_or_pull_image(
+        registry_plain, test_images, pbox_root):
     """A pull keeps freed chunk buffers for reuse (glibc's mmap threshold raised: a
     second 8 MiB buffer takes the first one's pages); ``find_or_pull_image`` (run,
     create, build's FROM: the process goes on) restores the defaults (a fresh mapping,
     ~2048 page faults)."""
-    import subprocess
-    import sys
-
     imgs = test_images(registry_plain)
     script = (
         "import resource, sys\n"
@@ -258,11 +248,20 @@ def test_freed_memory_is_kept_by_a_pull_and_given_back_by_run_s(registry_plain, 
         "pull.find_or_pull_image(config, open_store(config), sys.argv[2], 'always')\n"
         "print(faults())\n"
     )
+    out = _in_python(pbox_root, script, imgs.busybox.reference, imgs.zstd.reference)
+    kept, released = (int(n) for n in out.split())
+    assert kept < 200 and released > 1500, out
+
+
+def _in_python(pbox_root, script: str, *args: str) -> str:
+    """The output of ``script`` run by a fresh interpreter on this checkout's pbox, with
+    the test's store; it must succeed."""
+    import subprocess
+    import sys
+
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = pbox_root.env_with({"PYTHONPATH": repo})
-    r = subprocess.run([sys.executable, "-c", script, imgs.busybox.reference,
-                        imgs.zstd.reference], env=env, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([sys.executable, "-c", script, *args],
+                       env=pbox_root.env_with({"PYTHONPATH": repo}), capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    kept, released = (int(n) for n in r.stdout.split())
-    assert kept < 200 and released > 1500, r.stdout
+    return r.stdout
