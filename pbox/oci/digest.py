@@ -246,16 +246,44 @@ class VerifyingReader(HashingReader):
         self.expected_size = size
         self.what = what
         self.verified = False
+        self._pending: list | None = None  # bytes read, not hashed yet (``defer``)
+
+    def defer(self) -> None:
+        """Leave the hashing to another thread: from now on the bytes read are kept (not
+        copied) until :meth:`catch_up` hashes them, and the digest is checked by
+        :meth:`finish`, not at the end of the stream.  For a stream read by a thread
+        that has more to do than the one that would hash it (``pbox.pull``: the thread
+        inflating a small layer; the one extracting it waits for it).  The size is still
+        checked as the bytes come."""
+        if self._pending is None:
+            self._pending = []
+
+    def catch_up(self) -> None:
+        """Hash the bytes read so far (deferred hashing); from one thread at a time."""
+        pending = self._pending
+        while pending:
+            self._h.update(pending.pop(0))  # (the reader only appends: no lock needed)
 
     def _got(self, data: bytes, requested: int) -> None:
-        super()._got(data, requested)
+        if self._pending is None:
+            super()._got(data, requested)
+        elif data:
+            self._pending.append(data)
+            self.size += len(data)
+        elif requested != 0:
+            self.eof = True
         if self.expected_size is not None and self.size > self.expected_size:
             raise DigestMismatch(
                 f"{self.what} {self.expected}: got more than the {self.expected_size} bytes "
                 f"announced"
             )
-        if self.eof and not self.verified:
+        if self.eof and not self.verified and self._pending is None:
             self._check()
+
+    def digest(self) -> str:
+        if self._pending:
+            self.catch_up()
+        return super().digest()
 
     def _check(self) -> None:
         if self.expected_size is not None and self.size != self.expected_size:

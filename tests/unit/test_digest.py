@@ -176,6 +176,51 @@ def test_verifying_reader_finish():
         bad.finish()
 
 
+def test_deferred_hashing_is_checked_by_finish_not_at_the_end():
+    bad = DATA[:-1] + b"X"
+    r = digest.VerifyingReader(Trickle(bad, 1000), GOOD, len(DATA))
+    r.defer()
+    assert r.read() == bad  # the end passes: nothing is hashed yet
+    assert not r.verified
+    with pytest.raises(DigestMismatch) as e:
+        r.finish()
+    assert GOOD in str(e.value)
+
+
+def test_deferred_hashing_from_another_thread_keeps_the_order():
+    import threading
+
+    data = os.urandom(1 << 20)
+    good = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = digest.VerifyingReader(Trickle(data, 4096), good, len(data))
+    r.defer()
+    done = threading.Event()
+
+    def hasher():  # the consumer's side: hashes while the reader goes on
+        while not done.is_set():
+            r.catch_up()
+        r.catch_up()
+
+    t = threading.Thread(target=hasher)
+    t.start()
+    try:
+        while r.read(4096):
+            pass
+    finally:
+        done.set()
+        t.join()
+    assert r.size == len(data) and not r._pending
+    assert r.finish() == good and r.verified
+
+
+def test_deferred_hashing_still_refuses_an_overrun_at_once():
+    r = digest.VerifyingReader(io.BytesIO(DATA + b"more"), GOOD, len(DATA))
+    r.defer()
+    with pytest.raises(DigestMismatch) as e:
+        r.read()
+    assert "more than" in str(e.value)
+
+
 def test_verifying_reader_closes_wrapped():
     inner = io.BytesIO(DATA)
     r = digest.VerifyingReader(inner, GOOD)
