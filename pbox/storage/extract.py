@@ -246,7 +246,7 @@ class _Extractor:
     def _times(entry: TarEntry):
         return (entry.mtime_ns, entry.mtime_ns)
 
-    def _finish_node(self, parent_fd: int, name: bytes, entry: TarEntry, *, chmod: bool) -> None:
+    def _finish_node(self, parent_fd: int, name: bytes, entry: TarEntry, chmod: bool) -> None:
         """Owner, mode, xattrs, times of a non-regular, non-directory entry just created.
         (A small layer can hold hundreds of symlinks: nothing is called that has
         nothing to do.)"""
@@ -384,10 +384,13 @@ class _Extractor:
         target = entry.linkname
         if not target or b"\0" in target or len(target) > MAX_SYMLINK:
             raise LayerError(f"layer entry {show_name(entry.name)!r}: invalid symlink target")
-        self._create(
-            parent_fd, name, parts, lambda: os.symlink(target, name, dir_fd=parent_fd)
-        )
-        self._finish_node(parent_fd, name, entry, chmod=False)
+        # (not through _create: a small layer can be mostly symlinks, each ~13 us)
+        try:
+            os.symlink(target, name, dir_fd=parent_fd)
+        except FileExistsError:
+            self._remove_existing(parent_fd, name, parts)
+            os.symlink(target, name, dir_fd=parent_fd)
+        self._finish_node(parent_fd, name, entry, False)
 
     def _hardlink(self, parent_fd, name, parts, entry) -> None:
         tparts = split_name(entry.linkname, "hardlink target of " + show_name(entry.name))
@@ -436,7 +439,7 @@ class _Extractor:
                 f"first: {show_name(entry.name)!r}",
             )
             return
-        self._finish_node(parent_fd, name, entry, chmod=True)
+        self._finish_node(parent_fd, name, entry, True)
 
     def _whiteout(self, parent_fd, name, parts, entry) -> None:
         self.stats.whiteouts += 1

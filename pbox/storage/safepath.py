@@ -73,15 +73,16 @@ class Cursor:
         self.root_fd = root_fd
         self._open = opener  # (parent_fd, parts so far) -> fd of parts[-1]
         self._path: list = []
+        self._at: tuple = ()  # tuple(self._path), asked for again and again
         st = os.fstat(root_fd)
         self._idents = [(st.st_dev, st.st_ino)]  # of root, path[:1], path[:2], ...
         self._fd = root_fd
 
     def get(self, parts: tuple) -> int:
         """A descriptor of directory ``parts``, owned by the cursor."""
-        path = self._path
-        if len(path) == len(parts) and tuple(path) == parts:
+        if parts == self._at:
             return self._fd
+        path = self._path
         common = 0
         limit = min(len(path), len(parts))
         while common < limit and path[common] == parts[common]:
@@ -95,12 +96,14 @@ class Cursor:
                 os.close(self._fd)
             self._fd = child
             path.append(parts[i])
+            self._at = tuple(path)
             self._idents.append((st.st_dev, st.st_ino))
         return self._fd
 
     def _up(self) -> None:
         parent = os.open("..", DIR_FLAGS, dir_fd=self._fd)
         self._path.pop()
+        self._at = tuple(self._path)
         self._idents.pop()
         if not self._path:
             os.close(parent)
@@ -123,4 +126,5 @@ class Cursor:
             os.close(self._fd)
         self._fd = self.root_fd
         self._path = []
+        self._at = ()
         del self._idents[1:]

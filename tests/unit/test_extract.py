@@ -214,6 +214,43 @@ def test_header_checksum_is_the_sum_of_the_bytes(block):
         assert header_checksum_ok(bytes(block)) is ok, stored
 
 
+@pytest.mark.parametrize("name, high", [(b"plain", False), (b"\xff" * 100, False),
+                                        (b"\xc3\xa9t\xc3\xa9" * 20, False),
+                                        (b"\xff" * 100, True)])
+def test_parse_header_checks_the_sum_as_header_checksum_ok_does(name, high):
+    """parse_header's own (inline) test of the common case agrees with
+    header_checksum_ok: the unsigned sum and an old tar's signed sum in any of the
+    field's spellings pass; one more, or a sum taken modulo Adler-32's prime (``high``:
+    a block summing past it), fails."""
+    info = tarfile.TarInfo("x")
+    info.mtime = 1_600_000_000
+    block = bytearray(_tar_bytes([(info, b"")], fmt=tarfile.USTAR_FORMAT)[:512])
+    block[0:100] = name.ljust(100, b"\0")
+    if high:  # linkname, uname and gname too (a regular file's linkname is not read)
+        block[157:257] = b"\xff" * 100
+        block[265:329] = b"\xff" * 64
+    block[148:156] = b" " * 8
+    unsigned = sum(block)
+    signed = sum(b - 256 if b > 127 else b for b in block)
+    cases = [(b"%06o\0 " % unsigned, True), (b"%07o\0" % unsigned, True),
+             (b"  %05o " % unsigned if unsigned < 0o100000 else b"%06o  " % unsigned, True),
+             (b"%06o\0 " % (unsigned + 1), False)]
+    assert (unsigned >= 65521) is high
+    if high:
+        cases.append((b"%06o\0 " % (unsigned - 65521), False))
+    if 0 <= signed != unsigned:
+        cases.append((b"%06o\0 " % signed, True))
+    for field, ok in cases:
+        assert len(field) == 8
+        block[148:156] = field
+        assert header_checksum_ok(bytes(block)) is ok, field
+        if ok:
+            assert parse_header(bytes(block)).name == name.rstrip(b"\0"), field
+        else:
+            with pytest.raises(LayerError, match="checksum"):
+                parse_header(bytes(block))
+
+
 def _with_fields(block: bytes, **fields: bytes) -> bytes:
     """``block`` with header fields replaced (offsets of ustar) and its checksum redone."""
     at = {"mode": (100, 8), "uid": (108, 8), "gid": (116, 8), "size": (124, 12),
