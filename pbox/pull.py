@@ -387,9 +387,20 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
     ``fetch_blob``.  What extracting needs is loaded while the answer comes.
     """
     from pbox.oci.digest import HashingReader, VerifyingReader
-    from pbox.storage.store import LAYER_SPLIT
 
-    entry = store.new_layer()
+    made = []  # [temp entry, LayerExtraction], made while the registry prepares its answer
+
+    def prepare() -> None:
+        _preload_layer(desc.media_type)
+        from pbox.storage.extract import LayerExtraction
+        from pbox.storage.store import LAYER_SPLIT
+
+        entry = store.new_layer()
+        made.append(entry)
+        made.append(LayerExtraction(os.path.join(entry.path, "diff"),
+                                    keep_owners=keep_owners, notice=notice,
+                                    split_to=os.path.join(entry.path, LAYER_SPLIT)))
+
     try:
         # One pass: download (digest checked by the client's reader) -> decompress ->
         # diff id check -> extract.  Both checks need the streams read to their end.
@@ -398,11 +409,14 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
         # buffers, so both cores stay busy.  A small layer has one thread downloading
         # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
         # median of 40; a third thread cost more than it overlapped).
-        packed = client.fetch_blob(
-            repo, desc.digest, size=desc.size, then=then,
-            while_waiting=lambda: _preload_layer(desc.media_type))
+        # The temp entry and the extraction's set-up are made while the answer comes:
+        # busybox's pull -0.6 ms (paired median of 300), the producer starts sooner.
+        packed = client.fetch_blob(repo, desc.digest, size=desc.size, then=then,
+                                   while_waiting=prepare)
+        if not made:  # not sent as planned: a retry, a ping first
+            prepare()
+        extraction = made[1]
         from pbox.oci import compression
-        from pbox.storage.extract import extract_layer
 
         stages: list[_ReadAhead] = []  # consumer side first
         try:
@@ -436,9 +450,7 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
                 tar = VerifyingReader(source, diff_id, what="uncompressed layer")
             report("layer-extracting", layer=desc.digest)
             try:
-                stats = extract_layer(tar, os.path.join(entry.path, "diff"),
-                                      keep_owners=keep_owners, notice=notice,
-                                      split_to=os.path.join(entry.path, LAYER_SPLIT))
+                stats = extraction.run(tar)
                 tar.finish()  # to the end: the digest is checked there
             except Exception as e:
                 _stop(stages)
@@ -455,9 +467,12 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
                   # where the blob can be mounted from by a later push to this registry
                   "locations": {desc.digest: [f"{client.registry}/{repo}"]}}
     except BaseException:
-        entry.discard()
+        if len(made) == 2:
+            made[1].close()
+        if made:
+            made[0].discard()
         raise
-    return entry, record
+    return made[0], record
 
 
 _MEMORY_KEPT = False

@@ -526,20 +526,52 @@ def extract_layer(stream, dest: str, *, keep_owners: bool, notice=None,
     must remove (``fsutil.remove_tree``).  The stream is read to its end.
     ``split_to``: also record the tar there as a tar-split file (``tarsplit``).
     """
-    ex = _Extractor(dest, keep_owners, notice)
-    recorder = None
-    try:
-        if split_to is not None:
-            from pbox.storage.tarsplit import Recorder
+    return LayerExtraction(dest, keep_owners=keep_owners, notice=notice,
+                           split_to=split_to).run(stream)
 
-            recorder = Recorder(split_to)
-        ex.run(TarReader(stream, recorder))
-    except BaseException:
+
+class LayerExtraction:
+    """:func:`extract_layer` in two steps: set up (``dest`` opened, the tar-split file
+    begun), then :meth:`run` once the stream is there.  ``pbox.pull`` sets up while the
+    registry prepares the layer's answer.  One that will not run is given back with
+    :meth:`close` (its files stay for the caller to remove, as after an error)."""
+
+    def __init__(self, dest: str, *, keep_owners: bool, notice=None,
+                 split_to: str | None = None):
+        self._ex = _Extractor(dest, keep_owners, notice)
+        self._recorder = None
+        if split_to is not None:
+            try:
+                from pbox.storage.tarsplit import Recorder
+
+                self._recorder = Recorder(split_to)
+            except BaseException:
+                self._ex.close()
+                raise
+        self._open = True
+
+    def run(self, stream) -> ExtractStats:
+        """Extract the tar read from ``stream`` (see :func:`extract_layer`)."""
+        if not self._open:
+            raise ValueError("this extraction has run or was closed")
+        self._open = False
+        ex, recorder = self._ex, self._recorder
+        try:
+            ex.run(TarReader(stream, recorder))
+        except BaseException:
+            if recorder is not None:
+                recorder.abort()
+            raise
+        finally:
+            ex.close()
         if recorder is not None:
-            recorder.abort()
-        raise
-    finally:
-        ex.close()
-    if recorder is not None:
-        recorder.finish()
-    return ex.stats
+            recorder.finish()
+        return ex.stats
+
+    def close(self) -> None:
+        """Give back an extraction that has not run: nothing recorded, ``dest`` closed."""
+        if self._open:
+            self._open = False
+            if self._recorder is not None:
+                self._recorder.abort()
+            self._ex.close()

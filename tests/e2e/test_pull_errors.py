@@ -145,6 +145,24 @@ def test_missing_digest(registry_plain, test_images, run_pbox):
     assert "manifest unknown" in line.lower() and missing in line, line
 
 
+@pytest.mark.idmap
+def test_a_layer_the_registry_lost_is_an_error_and_stores_nothing(own_busybox, run_pbox,
+                                                                   pbox_root):
+    """The manifest names a layer the repository no longer has (its link is gone): the
+    registry answers 404 to the layer's GET, after pbox has set up its extraction
+    while waiting; the temp entry goes again."""
+    registry, img = own_busybox
+    layer = img.layer_digests[0]
+    link = os.path.join(registry.storage_dir, "docker", "registry", "v2", "repositories",
+                        img.repository, "_layers", "sha256", layer.split(":", 1)[1], "link")
+    os.unlink(link)
+    r = run_pbox("pull", img.reference, expect_rc=EXIT_PBOX)
+    line = error_line(r)
+    assert layer in line and "unknown" in line.lower(), line
+    assert registry.count_requests("GET", f"/blobs/{layer}") >= 1
+    assert store_is_empty(pbox_root.root) == []
+
+
 def test_missing_repository(registry_plain, test_images, run_pbox, pbox_root):
     test_images(registry_plain)
     ref = f"{registry_plain.host}/{REPO_PREFIX}/no-such-repo:latest"

@@ -18,7 +18,7 @@ import tarfile
 
 import pytest
 
-from pbox.storage.extract import extract_layer
+from pbox.storage.extract import LayerExtraction, extract_layer
 from pbox.storage.fsutil import atomic_write, fsync_dir, remove_tree
 from pbox.storage.layertar import write_layer_tar
 
@@ -303,6 +303,33 @@ def test_stream_short_reads_and_drain(tmp_path):
     extract_layer(stream, str(dst), keep_owners=False)
     assert stream.pos == len(data)  # read to the end: the digest covers everything
     assert describe_tree(str(dst)) == describe_tree(str(src))
+
+
+def test_an_extraction_set_up_first_runs_once_or_is_given_back(tmp_path):
+    """``LayerExtraction``: set up (the split file begun), then run once; one closed
+    without running leaves no split file and holds no descriptor."""
+    src = tmp_path / "src"
+    src.mkdir()
+    build_tree(str(src))
+    data = tar_of(src)
+    fds = len(os.listdir("/proc/self/fd"))
+    for n, use in enumerate(("run", "close")):
+        dst, split = tmp_path / f"dst{n}", tmp_path / f"split{n}"
+        dst.mkdir()
+        job = LayerExtraction(str(dst), keep_owners=False, split_to=str(split))
+        assert split.exists()
+        if use == "run":
+            job.run(io.BytesIO(data))
+            assert describe_tree(str(dst)) == describe_tree(str(src)) and split.exists()
+            with pytest.raises(ValueError):
+                job.run(io.BytesIO(data))
+        else:
+            job.close()
+            job.close()
+            assert not split.exists() and os.listdir(dst) == []
+            with pytest.raises(ValueError):
+                job.run(io.BytesIO(data))
+        assert len(os.listdir("/proc/self/fd")) == fds
 
 
 @pytest.mark.skipif(TAR is None, reason="no tar program")
