@@ -104,6 +104,13 @@ class Config:
         return self._config_dir
 
     @property
+    def registries_conf(self) -> str:
+        """The registries.conf pbox reads (short-name search, mirrors, insecure
+        registries): ``$PBOX_REGISTRIES_CONF``, else in the config directory."""
+        return os.environ.get("PBOX_REGISTRIES_CONF") or os.path.join(self.config_dir,
+                                                                       "registries.conf")
+
+    @property
     def cache_dir(self) -> str:
         if not self._cache_dir:
             self._cache_dir = os.environ.get("PBOX_CACHE_DIR") or _default_cache_dir()

@@ -141,8 +141,7 @@ def familiar_names(names: list[str]) -> list[str]:
 
 
 def registries_conf_path(config: Config) -> str:
-    return os.environ.get("PBOX_REGISTRIES_CONF") or os.path.join(config.config_dir,
-                                                                   "registries.conf")
+    return config.registries_conf
 
 
 # -- listing, tagging, removing ------------------------------------------------------------

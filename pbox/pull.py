@@ -13,14 +13,6 @@ import time
 
 from pbox.config import Config
 from pbox.errors import DigestMismatch, ImageNotFound, PboxError
-from pbox.images import (
-    chain_ids,
-    enter_userns,
-    image_store,
-    open_store,
-    registries_conf_path,
-    resolve,
-)
 from pbox.lazylog import get_logger
 from pbox.oci import reference as refs
 from pbox.record import factory, record
@@ -110,6 +102,7 @@ def find_or_pull_image(config: Config, store: Store, name: str, policy: str, *,
                        platform: str | None = None, report=None, notice=None):
     """docker's --pull missing|always|never for `run`, `create` and build's FROM."""
     from pbox.errors import UsageError
+    from pbox.images import image_store, resolve
 
     istore = image_store(store)
     if policy not in ("missing", "always", "never", "newer"):
@@ -136,7 +129,7 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     opts = opts or PullOptions()
     report = report or (lambda *a, **k: None)
     conf = None
-    if os.path.exists(registries_conf_path(config)):
+    if os.path.exists(config.registries_conf):
         from pbox import registries
 
         conf = registries.load(config.config_dir)
@@ -158,7 +151,10 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
     def meanwhile() -> None:
         # While the manifest is on its way: join the user namespace (the store holds
         # files of subordinate ids; the process is still single-threaded, as joining
-        # needs), open the store, import what the steps after the manifest need.
+        # needs), open the store, import what the steps after the manifest need
+        # (pbox.images too: ~0.2 ms less before the request).
+        from pbox.images import enter_userns, image_store, open_store
+
         keep = enter_userns(config, notice)
         store = open_store(config)
         store.clean_temp()
@@ -187,6 +183,8 @@ def pull(config: Config, text: str, opts: PullOptions | None = None, report=None
         raw, media_type, digest = client.get_manifest(repo, desc.digest)
         parsed = mf.parse_manifest(raw, media_type)
     manifest = parsed
+    from pbox.images import chain_ids
+
     with store.gc_lock.shared():
         ahead = None  # a layer asked for right behind the config
         early = None  # a layer fetched before the config: (descriptor, temp entry, record)

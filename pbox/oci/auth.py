@@ -23,7 +23,6 @@ from __future__ import annotations
 import binascii  # (base64 imports re: ~3 ms)
 import os
 
-from pbox import jsonio as json
 from pbox.errors import AuthError, UsageError
 from pbox.lazylog import get_logger
 from pbox.oci.reference import DEFAULT_REGISTRY, normalize_registry
@@ -153,6 +152,9 @@ def _read_json(path: str) -> dict | None:
         return None
     if not data.strip():
         return {}
+    # (jsonio only now: a pull without credential files sends its first request sooner)
+    from pbox import jsonio as json
+
     try:
         obj = json.loads(data)
     except ValueError as e:
@@ -212,6 +214,8 @@ def run_helper(
             return None
         log.warning("credential helper %s failed: %s", prog, msg)
         return None
+    from pbox import jsonio as json
+
     try:
         obj = json.loads(out)
     except ValueError:
@@ -319,6 +323,8 @@ def _helper_message(p: subprocess.CompletedProcess) -> str:
 def helper_store(name: str, registry: str, username: str, password: str, *,
                  env: Mapping[str, str] | None = None) -> None:
     """``docker-credential-NAME store``: hand the credentials to the helper."""
+    from pbox import jsonio as json
+
     data = json.dumps({"ServerURL": helper_server_url(registry), "Username": username,
                        "Secret": password}).encode()
     p = _call_helper(name, "store", data, env)
@@ -345,6 +351,8 @@ def helper_erase(name: str, registry: str, *, env: Mapping[str, str] | None = No
 def _write_atomic(path: str, obj: dict) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    from pbox import jsonio as json
+
     data = (json.dumps(obj, indent="\t") + "\n").encode("utf-8")
     import tempfile
 

@@ -26,7 +26,6 @@ import binascii  # (base64 imports re: ~3 ms)
 import os
 import select
 
-from pbox import jsonio as _json
 from pbox.lazylog import get_logger
 from pbox.oci import urls
 from pbox.oci.http1 import (  # noqa: F401 (the errors: this module's interface too)
@@ -128,7 +127,9 @@ class Response:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return _json.loads(self.content)  # ValueError when it is not JSON
+        from pbox import jsonio
+
+        return jsonio.loads(self.content)  # ValueError when it is not JSON
 
     # -- the connection -----------------------------------------------------------------------
 
