@@ -265,3 +265,35 @@ def _in_python(pbox_root, script: str, *args: str) -> str:
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def test_the_manifest_request_goes_out_before_what_only_its_answer_needs(
+        registry_plain, test_images, pbox_root):
+    """What a pull loads before its first request delays it; what the steps after the
+    manifest need (the store's and the images' modules, the JSON reader, the manifest
+    parser) is loaded while the registry prepares the answer.  Seen from the first
+    request's send, in a fresh interpreter without credential files."""
+    img = test_images(registry_plain).busybox
+    script = (
+        "import os, sys, tempfile\n"
+        "empty = tempfile.mkdtemp()\n"  # no credential file anywhere
+        "for var in ('PBOX_CONFIG_DIR', 'XDG_CONFIG_HOME', 'DOCKER_CONFIG'):\n"
+        "    os.environ[var] = empty\n"
+        "for var in ('XDG_RUNTIME_DIR', 'REGISTRY_AUTH_FILE'):\n"
+        "    os.environ.pop(var, None)\n"
+        "from pbox.oci import http1\n"
+        "seen = []\n"
+        "send = http1._Connection.send\n"
+        "def watch(self, *args, **kw):\n"
+        "    if not seen:\n"
+        "        seen.append([m for m in ('pbox.images', 'pbox.jsonio', 'pbox.storage.store',\n"
+        "                                 'pbox.oci.manifest') if m in sys.modules])\n"
+        "    return send(self, *args, **kw)\n"
+        "http1._Connection.send = watch\n"
+        "from pbox import pull\n"
+        "from pbox.config import Config\n"
+        "pull.pull(Config.from_env(), sys.argv[1])\n"
+        "print(seen[0], 'pbox.images' in sys.modules, 'pbox.jsonio' in sys.modules)\n"
+    )
+    out = _in_python(pbox_root, script, img.reference)
+    assert out.split() == ["[]", "True", "True"], out
