@@ -124,10 +124,10 @@ def parse_header(block: bytes) -> TarEntry:
         raise LayerError("invalid tar header checksum (corrupt or not a tar)")
     i = block.find(b"\0", 0, 100)
     name = block[: i if i >= 0 else 100]
-    if block[257:263] == b"ustar\0":  # POSIX ustar: a name prefix; GNU uses that room
+    # POSIX ustar: a name prefix (GNU uses that room otherwise); most are empty
+    if block[345] and block[257:263] == b"ustar\0":
         i = block.find(b"\0", 345, 500)
-        if i != 345:
-            name = block[345 : i if i >= 0 else 500] + b"/" + name
+        name = block[345 : i if i >= 0 else 500] + b"/" + name
     typ = block[156:157]
     try:
         entry = TarEntry(name, typ, int(text[0:8], 8), int(text[8:16], 8),
