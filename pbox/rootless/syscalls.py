@@ -404,21 +404,29 @@ def setdomainname(name: str) -> None:
 # -- memory ------------------------------------------------------------------------------------
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
-def keep_freed_memory(largest: int = 32 << 20) -> bool:
+def keep_freed_memory(largest: int = 32 << 20, *, one_arena: bool = False) -> bool:
     """Have the C library's malloc keep freed blocks of up to ``largest`` bytes for
     the next allocations, instead of unmapping each (glibc's ``mallopt`` thresholds for
     mmap and trimming; they stay set for the rest of the process).  Streaming a layer
     allocates a new 256 KiB - 1 MiB buffer per chunk; by default each is a fresh
     mapping whose pages the kernel must fault in and zero.  False where the C library
-    has no ``mallopt`` or took neither value (then nothing needs undoing)."""
+    has no ``mallopt`` or took neither value (then nothing needs undoing).
+
+    ``one_arena``: threads started from now on allocate from the main arena too, not
+    from an arena of their own (a new 64 MiB reservation whose pages are all fresh):
+    for one small layer's inflating thread, whose buffers the main thread frees.  With
+    several threads streaming big layers the arena's lock costs more than it saves."""
     try:
         mallopt = _IntFunction(("mallopt", _Program))
     except AttributeError:  # not glibc
         return False
     mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, largest))
     trim_set = bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
+    if one_arena:
+        mallopt(_M_ARENA_MAX, 1)
     return mmap_set or trim_set
 
 
@@ -433,6 +441,7 @@ def release_freed_memory() -> None:
         return
     mallopt(_M_MMAP_THRESHOLD, 128 << 10)
     mallopt(_M_TRIM_THRESHOLD, 128 << 10)
+    mallopt(_M_ARENA_MAX, 8 * (os.cpu_count() or 1))  # glibc's default (0 is refused)
     trim(0)
 
 

@@ -297,3 +297,25 @@ def test_the_manifest_request_goes_out_before_what_only_its_answer_needs(
     )
     out = _in_python(pbox_root, script, img.reference)
     assert out.split() == ["[]", "True", "True"], out
+
+
+def test_only_a_lone_small_layer_keeps_its_thread_in_the_main_arena(registry_plain,
+                                                                    test_images, pbox_root):
+    """A pull of one small layer has its inflating thread allocate from glibc's main
+    arena (no fresh arena's pages to fault in); several layers pulled at once keep an
+    arena a thread, as their threads would fight over one lock."""
+    imgs = test_images(registry_plain)
+    script = (
+        "import ctypes, os, sys, tempfile\n"
+        "from pbox import pull\n"
+        "from pbox.config import Config\n"
+        "pull.pull(Config.from_env(), sys.argv[1])\n"
+        "out = tempfile.TemporaryFile()\n"
+        "os.dup2(out.fileno(), 2)\n"  # malloc_stats writes to the C library's stderr
+        "ctypes.CDLL(None).malloc_stats()\n"
+        "out.seek(0)\n"
+        "print(sum(line.startswith(b'Arena ') for line in out.read().splitlines()))\n"
+    )
+    arenas = [int(_in_python(pbox_root, script, img.reference))
+              for img in (imgs.busybox, imgs.layers)]
+    assert arenas[0] == 1 and arenas[1] >= 2, arenas

@@ -63,6 +63,14 @@ def test_the_ctypes_calls_still_work():
     assert e.value.errno in (errno.ENOENT, errno.ENOSYS, errno.EPERM)
 
 
+def _in_python(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``script`` run by a fresh interpreter on this checkout's pbox; it must succeed."""
+    r = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
 def _faults_of_second_buffer(keep: bool) -> int:
     """Page faults (in a fresh interpreter) of writing an 8 MiB buffer after another one
     was written and freed."""
@@ -78,11 +86,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 second = b"\x02" * (8 << 20)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-    r = subprocess.run([sys.executable, "-c", script, "keep" if keep else "default"],
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO),
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
+    return int(_in_python(script, "keep" if keep else "default").stdout)
 
 
 def test_keep_freed_memory_reuses_freed_buffers():
@@ -90,6 +94,32 @@ def test_keep_freed_memory_reuses_freed_buffers():
     told to keep freed memory, the second buffer takes the first one's pages."""
     assert _faults_of_second_buffer(keep=False) >= 1500
     assert _faults_of_second_buffer(keep=True) < 200
+
+
+def _arenas_after_a_thread_allocates(one_arena: bool) -> int:
+    """glibc's malloc arenas (``malloc_stats``) once a thread started after
+    ``keep_freed_memory`` has allocated a few MiB, in a fresh interpreter."""
+    script = r"""
+import ctypes, sys, threading
+from pbox.rootless import syscalls
+assert syscalls.keep_freed_memory(one_arena=sys.argv[1] == "one")
+def work():
+    bufs = [b"\x01" * (1 << 20) for _ in range(4)]
+    del bufs
+t = threading.Thread(target=work)
+t.start()
+t.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+    r = _in_python(script, "one" if one_arena else "default")
+    return sum(1 for line in r.stderr.splitlines() if line.startswith("Arena "))
+
+
+def test_keep_freed_memory_can_keep_new_threads_in_the_main_arena():
+    """A thread allocates from an arena of its own by default (fresh pages); with
+    ``one_arena`` from the main one, as the small layer's inflating thread does."""
+    assert _arenas_after_a_thread_allocates(one_arena=False) >= 2
+    assert _arenas_after_a_thread_allocates(one_arena=True) == 1
 
 
 def test_release_freed_memory_gives_kept_memory_back():
@@ -110,7 +140,4 @@ kept = rss_kib()
 syscalls.release_freed_memory()
 print(kept - rss_kib())
 """
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert int(r.stdout) > 24 << 10  # KiB: most of the 32 MiB freed
+    assert int(_in_python(script).stdout) > 24 << 10  # KiB: most of the 32 MiB freed
