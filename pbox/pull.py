@@ -410,8 +410,9 @@ def _fetch_layer(client, store: Store, repo, desc, diff_id, keep_owners, report,
         # buffers, so both cores stay busy.  A small layer has one thread downloading
         # and inflating, in 256 KiB chunks (busybox's layer: 14.2 -> 10.5 ms in memory,
         # median of 40; a third thread cost more than it overlapped).
-        # The temp entry and the extraction's set-up are made while the answer comes:
-        # busybox's pull -0.6 ms (paired median of 300), the producer starts sooner.
+        # The temp entry and the extraction's set-up are made while the answer comes,
+        # so the inflating thread starts ~0.3 ms sooner after it (busybox's pull -0.3 to
+        # -0.6 ms in three paired runs of 300).
         packed = client.fetch_blob(repo, desc.digest, size=desc.size, then=then,
                                    while_waiting=prepare)
         if not made:  # not sent as planned: a retry, a ping first
@@ -484,8 +485,8 @@ def _keep_freed_memory(small_alone: bool = False) -> None:
     mapped afresh (``syscalls.keep_freed_memory``): ~200 page faults fewer in a busybox
     pull, ~0.5 ms of the inflating thread.  ``small_alone``: the pull's only layer is a
     small one; its inflating thread then allocates from the main arena too, not a fresh
-    one of its own (~100 page faults fewer, busybox -0.6/-0.7 ms paired; a Debian-sized
-    layer's three threads were 13 ms slower that way)."""
+    one of its own (~100 page faults fewer, busybox -0.6 to -1.0 ms paired; a
+    Debian-sized layer's three threads were 13 ms slower that way)."""
     global _MEMORY_KEPT
     if not _MEMORY_KEPT:
         try:

@@ -413,7 +413,7 @@ def keep_freed_memory(largest: int = 32 << 20, *, one_arena: bool = False) -> bo
     mmap and trimming; they stay set for the rest of the process).  Streaming a layer
     allocates a new 256 KiB - 1 MiB buffer per chunk; by default each is a fresh
     mapping whose pages the kernel must fault in and zero.  False where the C library
-    has no ``mallopt`` or took neither value (then nothing needs undoing).
+    has no ``mallopt`` or took none of the values (then nothing needs undoing).
 
     ``one_arena``: threads started from now on allocate from the main arena too, not
     from an arena of their own (a new 64 MiB reservation whose pages are all fresh):
@@ -425,9 +425,8 @@ def keep_freed_memory(largest: int = 32 << 20, *, one_arena: bool = False) -> bo
         return False
     mmap_set = bool(mallopt(_M_MMAP_THRESHOLD, largest))
     trim_set = bool(mallopt(_M_TRIM_THRESHOLD, 2 * largest))
-    if one_arena:
-        mallopt(_M_ARENA_MAX, 1)
-    return mmap_set or trim_set
+    arena_set = one_arena and bool(mallopt(_M_ARENA_MAX, 1))
+    return mmap_set or trim_set or arena_set
 
 
 def release_freed_memory() -> None:
