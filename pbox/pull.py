@@ -302,12 +302,12 @@ def _preload_extraction(media_types: list) -> None:
     import pbox.storage.tarsplit  # noqa: F401
 
 
-def _preload_layer(media_type: str, alone: bool = False) -> None:
+def _preload_layer(media_type: str, small_alone: bool = False) -> None:
     """While a layer's answer comes: freed chunk buffers set to be reused
-    (``_keep_freed_memory``; ``alone``: the pull's only layer, a small one), the sha256
+    (``_keep_freed_memory``; ``small_alone``: the pull's only layer, a small one), the sha256
     library (~0.35 ms) to hash it, and what ``_preload_extraction`` imports, unless an
     earlier wait did."""
-    _keep_freed_memory(alone)
+    _keep_freed_memory(small_alone)
     from pbox.oci import digest
 
     digest.preload()
