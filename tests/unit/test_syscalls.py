@@ -96,13 +96,16 @@ def test_keep_freed_memory_reuses_freed_buffers():
     assert _faults_of_second_buffer(keep=True) < 200
 
 
-def _arenas_after_a_thread_allocates(one_arena: bool) -> int:
+def _arenas_after_a_thread_allocates(one_arena: bool, released: bool = False) -> int:
     """glibc's malloc arenas (``malloc_stats``) once a thread started after
-    ``keep_freed_memory`` has allocated a few MiB, in a fresh interpreter."""
+    ``keep_freed_memory`` (and ``release_freed_memory``, with ``released``) has
+    allocated a few MiB, in a fresh interpreter."""
     script = r"""
 import ctypes, sys, threading
 from pbox.rootless import syscalls
 assert syscalls.keep_freed_memory(one_arena=sys.argv[1] == "one")
+if sys.argv[2] == "released":
+    syscalls.release_freed_memory()
 def work():
     bufs = [b"\x01" * (1 << 20) for _ in range(4)]
     del bufs
@@ -111,7 +114,8 @@ t.start()
 t.join()
 ctypes.CDLL(None).malloc_stats()
 """
-    r = _in_python(script, "one" if one_arena else "default")
+    r = _in_python(script, "one" if one_arena else "default",
+                   "released" if released else "kept")
     return sum(1 for line in r.stderr.splitlines() if line.startswith("Arena "))
 
 
@@ -120,6 +124,8 @@ def test_keep_freed_memory_can_keep_new_threads_in_the_main_arena():
     ``one_arena`` from the main one, as the small layer's inflating thread does."""
     assert _arenas_after_a_thread_allocates(one_arena=False) >= 2
     assert _arenas_after_a_thread_allocates(one_arena=True) == 1
+    # and a process that goes on after its pull has glibc's default again
+    assert _arenas_after_a_thread_allocates(one_arena=True, released=True) >= 2
 
 
 def test_release_freed_memory_gives_kept_memory_back():
